@@ -1,0 +1,69 @@
+"""The one place that knows which SpikingJelly generation is installed.
+
+SpikingJelly 2.x (``spikingjelly>=2``) and the legacy ``0.0.0.0.14`` share the
+``activation_based`` package layout but differ in three ways that matter here:
+
+* the legacy ``LIFNode`` takes ``backend="torch"|"cupy"``; 2.x has no such
+  argument and picks its kernels itself (Triton on CUDA for built-in
+  surrogates only);
+* the fused GPU route for a *custom* surrogate is the CuPy kernel in the legacy
+  generation (the surrogate contributes ``cuda_codes``) and ``neuron.FlexSN``
+  (a traced pure-PyTorch step core) in 2.x;
+* the surrogate base-class constructor signature (``alpha`` positional in the
+  legacy one, keyword parameters in 2.x): ``spiking=..., alpha=...`` works in both.
+
+Everything else in the package imports SpikingJelly through this module.
+"""
+from __future__ import annotations
+
+import torch
+from spikingjelly.activation_based import base, functional, neuron, surrogate
+
+try:  # SpikingJelly 2.x exposes its version; the legacy release does not.
+    from spikingjelly import __version__ as SJ_VERSION
+except ImportError:  # pragma: no cover - depends on the installed generation
+    SJ_VERSION = "0.0.0.0.14"
+
+LEGACY = not hasattr(neuron, "FlexSN")
+GENERATION = "0.0.0.0.14" if LEGACY else "2"
+
+LIFNode = neuron.LIFNode
+SurrogateFunctionBase = surrogate.SurrogateFunctionBase
+MemoryModule = base.MemoryModule
+reset_net = functional.reset_net
+
+__all__ = [
+    "GENERATION", "LEGACY", "SJ_VERSION", "LIFNode", "SurrogateFunctionBase",
+    "MemoryModule", "reset_net", "lif_node_kwargs", "fused_route", "make_flexsn",
+]
+
+
+def lif_node_kwargs(fused: bool, device_is_cuda: bool = False) -> dict:
+    """Extra ``LIFNode`` constructor arguments for the installed generation."""
+    if LEGACY:
+        return {"backend": "cupy" if (fused and device_is_cuda) else "torch"}
+    return {}
+
+
+def fused_route(x: torch.Tensor, training: bool) -> str | None:
+    """Which fused SpikingJelly kernel would run ``x`` (None: the torch loop).
+
+    Legacy CuPy runs only multi-step training-mode calls (its eval mode is
+    TorchScript). SpikingJelly 2 fuses a custom surrogate only through FlexSN.
+    """
+    if not x.is_cuda:
+        return None
+    if LEGACY:
+        return "cupy" if training and x.dtype in (torch.float32, torch.float16) else None
+    return "flexsn-triton"
+
+
+def make_flexsn(core, static_inputs: tuple[torch.Tensor, ...]):
+    """A multi-step ``FlexSN`` running ``core(x, v, *static) -> (spike, v)``.
+
+    Only SpikingJelly 2 has FlexSN; asking for it on the legacy one is a bug in
+    the caller, so it raises.
+    """
+    if LEGACY:
+        raise RuntimeError("FlexSN needs SpikingJelly 2; the legacy 0.0.0.0.14 is installed")
+    return neuron.FlexSN(core, num_states=1, static_inputs=static_inputs, step_mode="m")

@@ -1,0 +1,144 @@
+"""Model configurations: dataclasses that round-trip through JSON and YAML."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .surrogate import PRESETS
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot describe a model."""
+
+
+def _coerce(cls, data: dict[str, Any]):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; valid fields: {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        if name == "hidden_dims":
+            value = tuple(int(v) for v in value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+class _Serialisable:
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        return _coerce(cls, data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write JSON or YAML (by suffix), atomically."""
+        from .io import atomic_write_text
+        path = Path(path)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            text = yaml.safe_dump(self.to_dict(), sort_keys=True)
+        else:
+            text = self.to_json() + "\n"
+        atomic_write_text(path, text)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        path = Path(path)
+        text = path.read_text()
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as e:  # the parser's own message says where
+            raise ConfigError(f"cannot parse config {path}: {e}") from e
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class FSVAEConfig(_Serialisable):
+    """Architecture and neuron settings of an FSVAE (defaults: the paper's 32x32 model)."""
+
+    in_channels: int = 1
+    image_size: int = 32
+    hidden_dims: tuple[int, ...] = (32, 64, 128, 256)
+    latent_dim: int = 128
+    k: int = 20
+    n_steps: int = 16
+    v_threshold: float = 0.2
+    decay: float = 0.25
+    surrogate: str = "code"
+    surrogate_a: float | None = None
+    readout_decay: float = 0.8
+    lif_impl: str = "exact"
+    arch: str = field(default="fsvae")
+
+    def __post_init__(self):
+        def need(cond, msg):
+            if not cond:
+                raise ConfigError(msg)
+        need(self.arch == "fsvae", f"FSVAEConfig.arch must be 'fsvae', got {self.arch!r}")
+        need(self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}")
+        need(self.n_steps >= 1, f"n_steps (T) must be >= 1, got {self.n_steps}")
+        need(self.k >= 1, f"k must be >= 1, got {self.k}")
+        need(self.latent_dim >= 1, f"latent_dim must be >= 1, got {self.latent_dim}")
+        need(len(self.hidden_dims) >= 1 and all(h >= 1 for h in self.hidden_dims),
+             f"hidden_dims must be positive, got {self.hidden_dims}")
+        need(self.image_size == 2 * 2 ** len(self.hidden_dims),
+             f"image_size {self.image_size} does not fit {len(self.hidden_dims)} stride-2 layers "
+             f"ending at 2x2: expected {2 * 2 ** len(self.hidden_dims)}")
+        need(self.surrogate in PRESETS, f"surrogate must be one of {PRESETS}, got {self.surrogate!r}")
+        need(self.surrogate_a is None or self.surrogate_a > 0, f"surrogate_a must be > 0, got {self.surrogate_a}")
+        need(0 < self.decay < 1, f"decay must be in (0, 1), got {self.decay}")
+        need(self.v_threshold > 0, f"v_threshold must be > 0, got {self.v_threshold}")
+        from .neurons import IMPLS
+        need(self.lif_impl in IMPLS, f"lif_impl must be one of {IMPLS}, got {self.lif_impl!r}")
+
+    @classmethod
+    def large(cls, **overrides) -> "FSVAEConfig":
+        """The authors' ``FSVAELarge`` (64x64, five encoder stages), e.g. for CelebA."""
+        base = dict(in_channels=3, image_size=64, hidden_dims=(32, 64, 128, 256, 512))
+        return cls(**{**base, **overrides})
+
+
+@dataclass(frozen=True)
+class ANNVAEConfig(_Serialisable):
+    """The paper's ANN baseline: same conv stack, BatchNorm + LeakyReLU, Gaussian latent."""
+
+    in_channels: int = 1
+    image_size: int = 32
+    hidden_dims: tuple[int, ...] = (32, 64, 128, 256)
+    latent_dim: int = 128
+    arch: str = field(default="ann-vae")
+
+    def __post_init__(self):
+        if self.arch != "ann-vae":
+            raise ConfigError(f"ANNVAEConfig.arch must be 'ann-vae', got {self.arch!r}")
+        if self.image_size != 2 * 2 ** len(self.hidden_dims):
+            raise ConfigError(f"image_size {self.image_size} does not fit hidden_dims {self.hidden_dims}")
+        if self.in_channels < 1 or self.latent_dim < 1:
+            raise ConfigError("in_channels and latent_dim must be >= 1")
+
+
+CONFIG_CLASSES = {"fsvae": FSVAEConfig, "ann-vae": ANNVAEConfig}
+
+
+def config_from_dict(data: dict[str, Any]):
+    """Rebuild whichever model config ``data`` describes (by its ``arch`` field)."""
+    arch = data.get("arch", "fsvae") if isinstance(data, dict) else None
+    if arch not in CONFIG_CLASSES:
+        raise ConfigError(f"unknown arch {arch!r}; expected one of {sorted(CONFIG_CLASSES)}")
+    return CONFIG_CLASSES[arch].from_dict(data)

@@ -1,0 +1,167 @@
+"""FSVAE and FSVAELarge built from SpikingJelly LIF nodes, time-first ``[T, N, ...]``."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .backend import reset_net
+from .config import FSVAEConfig
+from .layers import SpikingBlock, conv_block, deconv_block, linear_block, per_step
+from .sampler import LOOPS, BernoulliSampler
+
+
+class FSVAEOutput(NamedTuple):
+    x_recon: torch.Tensor   # [N, C, H, W] in [-1, 1]
+    q_out: torch.Tensor     # [T, N, latent, k] posterior spikes
+    p_out: torch.Tensor     # [T, N, latent, k] prior spikes
+    z: torch.Tensor         # [T, N, latent] sampled latent spike train
+
+
+def make_generator(seed: int | None, generator: torch.Generator | None,
+                   device: torch.device | str = "cpu") -> torch.Generator | None:
+    """``generator`` if given, else a fresh one seeded with ``seed`` (None: global RNG)."""
+    if generator is not None and seed is not None:
+        raise ValueError("pass either generator or seed, not both")
+    if seed is None:
+        return generator
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
+
+
+class FSVAE(nn.Module):
+    """Fully Spiking VAE (Kamata et al., AAAI 2022).
+
+    ``FSVAE(FSVAEConfig(...))``; ``FSVAELarge()`` gives the authors' 64x64 model.
+    Images are ``[N, C, H, W]`` in [-1, 1]; the analog image is fed at every one
+    of the T steps (direct encoding).
+
+    ``loop`` chooses how eval-mode autoregressive sampling runs:
+    ``"incremental"`` (O(T), default) or ``"prefix"`` (the authors' O(T^2) reference).
+    """
+
+    def __init__(self, config: FSVAEConfig | None = None, **overrides):
+        super().__init__()
+        cfg = config if config is not None else FSVAEConfig()
+        if overrides:
+            cfg = FSVAEConfig.from_dict({**cfg.to_dict(), **overrides})
+        self.config = cfg
+        self.loop = "incremental"
+        dims = list(cfg.hidden_dims)
+        c_last = dims[-1]
+
+        enc, c_in = [], cfg.in_channels
+        for h in dims:
+            enc.append(conv_block(c_in, h, cfg))
+            c_in = h
+        self.encoder = nn.Sequential(*enc)
+        self.before_latent_layer = linear_block(4 * c_last, cfg.latent_dim, cfg)
+
+        self.posterior = BernoulliSampler(cfg.latent_dim, cfg)
+        self.prior = BernoulliSampler(0, cfg)
+
+        self.decoder_input = linear_block(cfg.latent_dim, 4 * c_last, cfg)
+        rev = dims[::-1]
+        self.decoder = nn.Sequential(*[deconv_block(rev[i], rev[i + 1], cfg) for i in range(len(rev) - 1)])
+        self.final_layer = nn.Sequential(
+            deconv_block(rev[-1], rev[-1], cfg),
+            nn.ConvTranspose2d(rev[-1], cfg.in_channels, 3, stride=1, padding=1),
+        )
+
+    # -- shapes and input checks -------------------------------------------------
+    def check_images(self, x: torch.Tensor) -> None:
+        cfg = self.config
+        want = (cfg.in_channels, cfg.image_size, cfg.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"expected images of shape [N, {want[0]}, {want[1]}, {want[2]}], "
+                             f"got {tuple(x.shape)}")
+
+    def check_latents(self, z: torch.Tensor) -> None:
+        cfg = self.config
+        if z.dim() != 3 or z.shape[0] != cfg.n_steps or z.shape[2] != cfg.latent_dim:
+            raise ValueError(f"expected latent spikes of shape [T={cfg.n_steps}, N, {cfg.latent_dim}], "
+                             f"got {tuple(z.shape)}")
+        if not bool(((z == 0) | (z == 1)).all()):
+            raise ValueError("latent input to the decoder must be spikes (only 0 and 1)")
+
+    # -- the three parts -----------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder spike train ``[T, N, latent]`` of images ``[N, C, H, W]``."""
+        self.check_images(x)
+        reset_net(self.encoder)
+        reset_net(self.before_latent_layer)
+        T = self.config.n_steps
+        first, rest = self.encoder[0], self.encoder[1:]
+        # Direct encoding feeds the same image at every step: convolve it once.
+        cur = first.layer(x)
+        cur = first.lif(first.bn(cur.unsqueeze(0).expand(T, *cur.shape)))
+        cur = rest(cur)
+        return self.before_latent_layer(cur.flatten(2))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, C, H, W]`` (tanh of the membrane read-out) from spikes ``[T, N, latent]``."""
+        self.check_latents(z)
+        for part in (self.decoder_input, self.decoder, self.final_layer):
+            reset_net(part)
+        c_last = self.config.hidden_dims[-1]
+        h = self.decoder_input(z)
+        h = h.view(h.shape[0], h.shape[1], c_last, 2, 2)
+        h = self.final_layer[0](self.decoder(h))
+        h = per_step(self.final_layer[1], h)
+        return torch.tanh(self.readout(h))
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """Non-firing integrator: ``sum_t h_t * decay^(T-1-t)``."""
+        T = h.shape[0]
+        coef = torch.pow(self.config.readout_decay, torch.arange(T - 1, -1, -1, device=h.device))
+        return (h * coef.to(h.dtype).view(T, *([1] * (h.dim() - 1)))).sum(0)
+
+    # -- training forward, sampling, reconstruction -----------------------------------
+    def forward(self, x: torch.Tensor, scheduled_p: float = 0.0,
+                generator: torch.Generator | None = None) -> FSVAEOutput:
+        """Encode, sample z from q, run p on z (scheduled sampling in training), decode."""
+        enc = self.encode(x)
+        z, q_out = self.posterior.posterior(enc, generator, loop=self.loop)
+        p_out = self.prior.prior(z, scheduled_p, generator)
+        x_recon = self.decode(z)
+        L, k = self.config.latent_dim, self.config.k
+        return FSVAEOutput(x_recon, q_out.view(*q_out.shape[:2], L, k), p_out.view(*p_out.shape[:2], L, k), z)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, seed: int | None = None,
+               return_latents: bool = False):
+        """``n`` images in [-1, 1] from the prior (eval mode); with ``return_latents``
+        also their spike trains ``[T, n, latent]``. The same seed gives the same
+        images on the same device."""
+        if int(n) < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if self.training:
+            raise RuntimeError("sample() needs eval mode; call model.eval() first")
+        device = next(self.parameters()).device
+        g = make_generator(seed, generator, device)
+        z, _ = self.prior.generate(int(n), self.config.n_steps, g, loop=self.loop, device=device)
+        images = self.decode(z)
+        return (images, z) if return_latents else images
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, *, generator: torch.Generator | None = None,
+                    seed: int | None = None) -> torch.Tensor:
+        """Eval-mode reconstructions of images ``[N, C, H, W]``."""
+        g = make_generator(seed, generator, x.device)
+        return self(x, generator=g).x_recon
+
+    def set_loop(self, loop: str) -> "FSVAE":
+        if loop not in LOOPS:
+            raise ValueError(f"unknown loop {loop!r}; expected one of {LOOPS}")
+        self.loop = loop
+        return self
+
+    def spiking_blocks(self) -> list[tuple[str, SpikingBlock]]:
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, SpikingBlock)]
+
+
+def FSVAELarge(config: FSVAEConfig | None = None, **overrides) -> FSVAE:
+    """The authors' ``FSVAELarge``: 64x64 input, channels 32..512 (CelebA)."""
+    return FSVAE(config if config is not None else FSVAEConfig.large(), **overrides)

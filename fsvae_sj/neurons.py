@@ -1,0 +1,159 @@
+"""FSVAE's LIF neuron as a SpikingJelly multi-step ``LIFNode``.
+
+Dynamics (the authors' code, time-first ``[T, N, ...]``)::
+
+    u_t = decay * u_{t-1} * (1 - o_{t-1}) + I_t        decay = 0.25 (tau = 4/3)
+    o_t = 1[u_t > V_th]                                V_th = 0.2
+
+a hard reset to 0 whose reset path is not detached. In SpikingJelly terms:
+``LIFNode(tau=4/3, decay_input=False, v_threshold=0.2, v_reset=0.0,
+detach_reset=False)``.
+
+Two implementations of the same node, chosen by ``impl``:
+
+* ``"exact"`` (default): a single autograd function over the whole sequence.
+  It charges as ``decay * v + x`` exactly like the authors (SpikingJelly's
+  torch loop charges ``v - v / tau + x``, which rounds differently in float32
+  and can flip a spike sitting on the threshold), and it keeps only the
+  membrane sequence for backward instead of SpikingJelly's per-step graph.
+* ``"spikingjelly"``: SpikingJelly's own multi-step path with the same
+  surrogate: its fused kernels on CUDA (legacy CuPy in training mode, FlexSN
+  in SpikingJelly 2), its torch loop elsewhere.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import backend
+from .surrogate import Rect, RectSpike, rect_grad
+
+IMPLS = ("exact", "spikingjelly")
+
+
+class _ExactLIF(torch.autograd.Function):
+    """Whole-sequence LIF with hand-written BPTT (reset not detached)."""
+
+    @staticmethod
+    def forward(ctx, x_seq, v0, decay, v_th, a, offset):
+        h_seq = torch.empty_like(x_seq)
+        v = v0
+        for t in range(x_seq.shape[0]):
+            h = decay * v + x_seq[t]
+            h_seq[t] = h
+            v = h * (h <= v_th).to(h.dtype)
+        spikes = (h_seq > v_th).to(x_seq.dtype)
+        ctx.save_for_backward(h_seq)
+        ctx.consts = (decay, v_th, a, offset)
+        return spikes, v
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v_last):
+        (h_seq,) = ctx.saved_tensors
+        decay, v_th, a, offset = ctx.consts
+        sg = rect_grad(h_seq - v_th, a, offset)
+        not_fired = (h_seq <= v_th).to(h_seq.dtype)
+        # v_t = h_t * (1 - s_t): dv/dh = (1 - s_t) - h_t * ds/dh
+        dv_dh = not_fired - h_seq * sg
+        if grad_spikes is None:
+            grad_spikes = torch.zeros_like(h_seq)
+        grad_x = torch.empty_like(h_seq)
+        grad_v = grad_v_last if grad_v_last is not None else torch.zeros_like(h_seq[0])
+        for t in range(h_seq.shape[0] - 1, -1, -1):
+            grad_h = grad_spikes[t] * sg[t] + grad_v * dv_dh[t]
+            grad_x[t] = grad_h
+            grad_v = decay * grad_h
+        return grad_x, grad_v, None, None, None, None
+
+
+class _FlexCore:
+    """Pure single-step core for SpikingJelly 2's FlexSN (module level, no captures)."""
+
+    @staticmethod
+    def step(x, v, decay, v_th, a, offset):
+        h = decay * v + x
+        spike = _RectSpikeT.apply(h - v_th, a, offset)
+        return spike, h * (1.0 - spike)
+
+
+class _RectSpikeT(torch.autograd.Function):
+    """RectSpike with tensor parameters, as FlexSN passes its static inputs."""
+
+    @staticmethod
+    def forward(ctx, x, a, offset):
+        ctx.save_for_backward(x, a, offset)
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, a, offset = ctx.saved_tensors
+        return grad_output * ((x - offset).abs() < a / 2).to(x.dtype) / a, None, None
+
+
+class LIF(backend.LIFNode):
+    """Multi-step FSVAE LIF node (``[T, N, ...]`` in, spikes out).
+
+    ``surrogate`` is a :class:`~fsvae_sj.surrogate.Rect`; its default is the
+    authors' code preset.
+    """
+
+    def __init__(self, v_threshold: float = 0.2, decay: float = 0.25,
+                 surrogate: Rect | None = None, impl: str = "exact"):
+        if impl not in IMPLS:
+            raise ValueError(f"unknown LIF impl {impl!r}; expected one of {IMPLS}")
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"membrane decay must be in (0, 1), got {decay}")
+        surrogate = surrogate if surrogate is not None else Rect.preset("code", v_threshold)
+        super().__init__(tau=1.0 / (1.0 - decay), decay_input=False, v_threshold=v_threshold,
+                         v_reset=0.0, surrogate_function=surrogate, detach_reset=False,
+                         step_mode="m", **backend.lif_node_kwargs(fused=impl == "spikingjelly"))
+        self.decay = decay
+        self.impl = impl
+        self._flexsn = None
+
+    def extra_repr(self) -> str:
+        return f"v_threshold={self.v_threshold}, decay={self.decay}, impl={self.impl}"
+
+    def _initial_v(self, x_seq: torch.Tensor) -> torch.Tensor:
+        v = self.v
+        if isinstance(v, torch.Tensor):
+            return v
+        return torch.full_like(x_seq[0], float(v))
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if self.impl == "spikingjelly":
+            return self._spikingjelly_forward(x_seq)
+        sg = self.surrogate_function
+        spikes, v = _ExactLIF.apply(x_seq, self._initial_v(x_seq), self.decay,
+                                    self.v_threshold, sg.alpha, sg.offset)
+        self.v = v
+        return spikes
+
+    def _spikingjelly_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if backend.fused_route(x_seq, self.training) == "flexsn-triton":
+            return self._flexsn_forward(x_seq)
+        if backend.LEGACY:
+            # The legacy LIFNode binds its backend at construction; follow the tensor.
+            self.backend = "cupy" if backend.fused_route(x_seq, self.training) == "cupy" else "torch"
+        return super().multi_step_forward(x_seq)
+
+    def _flexsn_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if self._flexsn is None:
+            sg = self.surrogate_function
+            consts = (self.decay, self.v_threshold, sg.alpha, sg.offset)
+            static = tuple(torch.tensor(c, dtype=x_seq.dtype, device=x_seq.device) for c in consts)
+            self._flexsn = [backend.make_flexsn(_FlexCore.step, static)]  # list: not a submodule
+        flex = self._flexsn[0]
+        flex.reset()
+        flex._state_0 = self._initial_v(x_seq)
+        spikes = flex(x_seq)
+        self.v = flex._state_0
+        return spikes
+
+
+def lif_from_config(cfg) -> LIF:
+    """A LIF built from a model config's neuron fields."""
+    sg = Rect.preset(cfg.surrogate, cfg.v_threshold, cfg.surrogate_a)
+    return LIF(v_threshold=cfg.v_threshold, decay=cfg.decay, surrogate=sg, impl=cfg.lif_impl)
+
+
+__all__ = ["LIF", "IMPLS", "lif_from_config", "RectSpike"]
