@@ -1,0 +1,165 @@
+"""FSVAE model: shapes, input checks, sampling loops, seeds, training step, configs."""
+import pytest
+import torch
+
+from fsvae_sj import ANNVAE, ANNVAEConfig, ConfigError, FSVAE, FSVAEConfig, FSVAELarge, load_model, save_model
+from fsvae_sj.io import CheckpointError
+from fsvae_sj.losses import fsvae_loss
+
+
+def images(n, cfg, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=g) * 2 - 1
+
+
+def active(cfg, seed=0):
+    """An eval-mode model whose tdBN affine/statistics put every layer near threshold,
+    so that spikes are neither all 0 nor all 1 (a fresh model's prior is silent)."""
+    from fsvae_sj.tdbn import TdBN
+    torch.manual_seed(seed)
+    m = FSVAE(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, TdBN):
+                n = mod.num_features
+                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                mod.bias.copy_(torch.rand(n, generator=g) * 0.4)
+                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+    return m.eval()
+
+
+def test_parameter_counts_match_the_authors():
+    assert sum(p.numel() for p in FSVAE().parameters()) == 4_053_601
+    assert sum(p.numel() for p in FSVAELarge().parameters()) == 6_681_571
+
+
+def test_forward_shapes_and_gradient_reaches_encoder(tiny_cfg):
+    m = FSVAE(tiny_cfg).train()
+    x = images(5, tiny_cfg)
+    out = m(x, scheduled_p=0.5, generator=torch.Generator().manual_seed(0))
+    T, L, k = tiny_cfg.n_steps, tiny_cfg.latent_dim, tiny_cfg.k
+    assert out.x_recon.shape == x.shape
+    assert out.q_out.shape == out.p_out.shape == (T, 5, L, k)
+    assert out.z.shape == (T, 5, L)
+    assert set(out.z.unique().tolist()) <= {0.0, 1.0}
+    assert out.x_recon.abs().max() <= 1
+    loss = fsvae_loss(x, out.x_recon, out.q_out, out.p_out)["loss"]
+    loss.backward()
+    grads = {n: p.grad for n, p in m.named_parameters()}
+    assert grads["encoder.0.layer.weight"] is not None and grads["encoder.0.layer.weight"].abs().sum() > 0
+    assert grads["posterior.layers.0.layer.weight"].abs().sum() > 0
+    assert grads["prior.layers.2.bn.weight"].abs().sum() > 0
+
+
+def test_z_is_the_posterior_spike_at_the_chosen_index(tiny_cfg):
+    m = FSVAE(tiny_cfg).train()
+    out = m(images(3, tiny_cfg), generator=torch.Generator().manual_seed(3))
+    chosen_from_q = (out.q_out == out.z.unsqueeze(-1)).any(-1)
+    assert bool(chosen_from_q.all())
+
+
+def test_training_prefix_loop_updates_running_stats_per_prefix(tiny_cfg):
+    m = FSVAE(tiny_cfg).train()
+    m(images(4, tiny_cfg), generator=torch.Generator().manual_seed(0))
+    T = tiny_cfg.n_steps
+    # posterior: T-1 prefix runs + 1 full pass; prior (no scheduled sampling): 1; encoder: 1
+    assert int(m.posterior.layers[0].bn.num_batches_tracked) == T
+    assert int(m.prior.layers[0].bn.num_batches_tracked) == 1
+    assert int(m.encoder[0].bn.num_batches_tracked) == 1
+
+
+def test_incremental_and_prefix_loops_give_identical_spikes(tiny_cfg):
+    m = active(tiny_cfg)
+    x = images(6, tiny_cfg, seed=9)
+    for what in ("sample", "reconstruct"):
+        res = {}
+        for loop in ("incremental", "prefix"):
+            m.set_loop(loop)
+            if what == "sample":
+                res[loop] = m.sample(6, seed=11, return_latents=True)
+            else:
+                o = m(x, generator=torch.Generator().manual_seed(5))
+                res[loop] = (o.x_recon, o.z, o.q_out)
+        assert all(torch.equal(a, b) for a, b in zip(res["incremental"], res["prefix"])), what
+        assert 0.05 < res["prefix"][1].mean() < 0.95, what
+
+
+def test_same_seed_same_images(tiny_cfg):
+    m = active(tiny_cfg)
+    a = m.sample(4, seed=7)
+    b = m.sample(4, generator=torch.Generator().manual_seed(7))
+    c = m.sample(4, seed=8, return_latents=True)[1]
+    assert torch.equal(a, b)
+    assert not torch.equal(m.sample(4, seed=7, return_latents=True)[1], c)
+
+
+def test_bad_input_messages(tiny_cfg):
+    m = FSVAE(tiny_cfg).eval()
+    with pytest.raises(ValueError, match=r"expected images of shape \[N, 1, 8, 8\], got \(2, 3, 8, 8\)"):
+        m.encode(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"\[N, 1, 8, 8\]"):
+        m.encode(torch.zeros(2, 1, 16, 16))
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        m.decode(torch.full((4, 2, 6), 0.5))
+    with pytest.raises(ValueError, match=r"\[T=4, N, 6\]"):
+        m.decode(torch.zeros(3, 2, 6))
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        m.sample(0)
+    with pytest.raises(ConfigError, match="n_steps"):
+        FSVAEConfig(n_steps=0)
+    with pytest.raises(ConfigError, match="k must be"):
+        FSVAEConfig(k=0)
+    with pytest.raises(ConfigError, match="image_size 28"):
+        FSVAEConfig(image_size=28)
+    with pytest.raises(ConfigError, match="unknown field"):
+        FSVAEConfig.from_dict({"latent": 3})
+    with pytest.raises(RuntimeError, match="eval"):
+        FSVAE(tiny_cfg).train().sample(2)
+
+
+def test_any_channel_count_and_t1():
+    cfg = FSVAEConfig(in_channels=3, image_size=8, hidden_dims=(4, 4), latent_dim=4, k=2, n_steps=1)
+    m = FSVAE(cfg)
+    out = m(torch.zeros(2, 3, 8, 8))
+    assert out.x_recon.shape == (2, 3, 8, 8) and out.z.shape == (1, 2, 4)
+    assert m.eval().sample(2).shape == (2, 3, 8, 8)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_config_round_trip(tmp_path, suffix):
+    cfg = FSVAEConfig.large(surrogate="paper", surrogate_a=0.3)
+    cfg.save(tmp_path / f"c{suffix}")
+    assert FSVAEConfig.load(tmp_path / f"c{suffix}") == cfg
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        FSVAEConfig.load(tmp_path / "bad.json")
+
+
+def test_save_load_round_trip_and_corrupt_file(tmp_path, tiny_cfg):
+    m = active(tiny_cfg)
+    digest = save_model(m, tmp_path / "m.safetensors")
+    assert len(digest) == 64
+    m2 = load_model(tmp_path / "m.safetensors")
+    assert m2.config == m.config
+    assert torch.equal(m.sample(3, seed=1), m2.sample(3, seed=1))
+    data = (tmp_path / "m.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model(tmp_path / "cut.safetensors")
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_ann_vae_baseline(tmp_path):
+    cfg = ANNVAEConfig()
+    m = ANNVAE(cfg)
+    x = torch.zeros(2, 1, 32, 32)
+    recon, mu, lv = m(x, generator=torch.Generator().manual_seed(0))
+    assert recon.shape == x.shape and mu.shape == (2, 128)
+    m.eval()
+    save_model(m, tmp_path / "ann.safetensors")
+    m2 = load_model(tmp_path / "ann.safetensors")
+    assert isinstance(m2, ANNVAE)
+    assert torch.equal(m.sample(2, seed=0), m2.sample(2, seed=0))
