@@ -226,7 +226,7 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
             if not torch.isfinite(losses["loss"]):
                 if bar:
                     bar.close()
-                raise FloatingPointError(f"loss is {float(losses['loss'])} at epoch {epoch} step {step}; "
+                raise FloatingPointError(f"loss is {float(losses['loss'].detach())} at epoch {epoch} step {step}; "
                                          f"stopped; the last good checkpoint in {run} is kept")
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
@@ -265,8 +265,21 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
         _write_log(run, history)
         print(f"{status}: epoch {epoch}, step {step}; state in {run / STATE}")
     if world > 1:
-        dist.barrier()
+        _check_replicas(model, run, rank, world)
     return {"status": status, "epoch": epoch, "step": step, "steps_run": total_steps}
+
+
+def _check_replicas(model, run: Path, rank: int, world: int) -> None:
+    """All ranks must end with the same parameters; rank 0 records every rank's digest."""
+    import hashlib
+    flat = torch.cat([p.detach().reshape(-1).cpu() for p in model.parameters()])
+    digest = hashlib.sha256(flat.numpy().tobytes()).hexdigest()
+    digests = [None] * world
+    dist.all_gather_object(digests, digest)
+    if rank == 0:
+        (run / "replicas.json").write_text(json.dumps({"world_size": world, "param_sha256": digests}) + "\n")
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"replicas diverged: {digests}")
 
 
 def parse_args(argv=None):

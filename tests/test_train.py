@@ -1,0 +1,103 @@
+"""Training: exact resume, time budget, NaN stop, two-process Gloo DDP."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fsvae_sj import data
+from fsvae_sj.train import TrainConfig, epoch_order, main, run_training
+
+pytestmark = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),
+                                reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
+TINY = ["--dataset", "fashion-mnist", "--limit-train", "48", "--limit-test", "16", "--batch-size", "8",
+        "--epochs", "2", "--n-steps", "2", "--save-every", "2", "--no-progress"]
+
+
+def weights(run):
+    return load_file(str(run / "model.safetensors"))
+
+
+def test_stop_anywhere_and_resume_gives_the_same_weights(tmp_path):
+    assert main(["--out", str(tmp_path / "a")] + TINY) == 0
+    # stop mid-epoch (step 4 of 6), then resume twice more to the end
+    assert main(["--out", str(tmp_path / "b"), "--max-steps", "4"] + TINY) == 0
+    assert torch.load(tmp_path / "b" / "state.pt", weights_only=True)["step"] == 4
+    assert main(["--out", str(tmp_path / "b"), "--max-steps", "5", "--no-progress"]) == 0
+    assert main(["--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,scheduled_p,train_loss") and len(log) == 3
+    assert (tmp_path / "b" / "sample_epoch001.png").is_file()
+
+
+def test_killed_process_resumes_from_last_save(tmp_path):
+    """A SIGKILL mid-epoch loses at most save_every steps and still ends bit-identical."""
+    ref = tmp_path / "ref"
+    assert main(["--out", str(ref)] + TINY) == 0
+    run = tmp_path / "k"
+    proc = subprocess.Popen([sys.executable, "-m", "fsvae_sj.train", "--out", str(run)] + TINY,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import time
+    deadline = time.time() + 120
+    while not (run / "state.pt").is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert main(["--out", str(run), "--no-progress"]) == 0
+    a, b = weights(ref), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_time_budget_stops_at_a_step_boundary(tmp_path):
+    cfg = TrainConfig(dataset="fashion-mnist", limit_train=48, limit_test=16, batch_size=8, epochs=50, n_steps=2)
+    out = run_training(cfg, tmp_path, time_budget=0.0, progress=False)
+    assert out["status"] == "time_budget" and out["steps_run"] == 0
+    assert (tmp_path / "state.pt").is_file()
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    assert main(["--out", str(tmp_path), "--max-steps", "2"] + TINY) == 0
+    good = weights(tmp_path)
+    import fsvae_sj.train as tr
+    real = tr.train_step
+
+    def poisoned(*a, **k):
+        out = real(*a, **k)
+        out["loss"] = out["loss"] * float("nan")
+        return out
+    monkeypatch.setattr(tr, "train_step", poisoned)
+    assert main(["--out", str(tmp_path), "--no-progress"]) == 3
+    assert "loss is nan" in capsys.readouterr().err
+    after = weights(tmp_path)
+    assert all(torch.equal(good[k], after[k]) for k in good)
+
+
+def test_ann_baseline_trains_with_the_same_command(tmp_path):
+    assert main(["--out", str(tmp_path), "--model", "ann-vae"] + TINY) == 0
+    from fsvae_sj import ANNVAE, load_model
+    assert isinstance(load_model(tmp_path / "model.safetensors"), ANNVAE)
+
+
+def test_epoch_order_shards_are_disjoint_and_fixed():
+    a = epoch_order(10, 0, 3, 0, 2)
+    b = epoch_order(10, 0, 3, 1, 2)
+    assert set(a.tolist()).isdisjoint(b.tolist()) and len(a) == len(b) == 5
+    assert torch.equal(a, epoch_order(10, 0, 3, 0, 2))
+    assert not torch.equal(epoch_order(10, 0, 4, 0, 1), epoch_order(10, 0, 3, 0, 1))
+
+
+def test_two_gloo_processes_end_with_identical_weights(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "fsvae_sj.train", "--out", str(tmp_path)] + TINY + ["--epochs", "1"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((tmp_path / "replicas.json").read_text())
+    assert rep["world_size"] == 2 and len(set(rep["param_sha256"])) == 1
+    cfg = json.loads((tmp_path / "train_config.json").read_text())
+    assert cfg["batch_size"] == 8
