@@ -31,37 +31,45 @@ IMPLS = ("exact", "spikingjelly")
 
 
 class _ExactLIF(torch.autograd.Function):
-    """Whole-sequence LIF with hand-written BPTT (reset not detached)."""
+    """Whole-sequence LIF with hand-written BPTT (reset not detached).
+
+    Only the charged membrane ``h`` is kept for backward; spikes and surrogate
+    masks are recomputed from it one step at a time, which keeps memory traffic
+    low (no per-step autograd graph, no full-sequence temporaries).
+    """
 
     @staticmethod
     def forward(ctx, x_seq, v0, decay, v_th, a, offset):
         h_seq = torch.empty_like(x_seq)
         v = v0
         for t in range(x_seq.shape[0]):
-            h = decay * v + x_seq[t]
-            h_seq[t] = h
-            v = h * (h <= v_th).to(h.dtype)
-        spikes = (h_seq > v_th).to(x_seq.dtype)
+            h = h_seq[t]
+            # decay * v + x, rounded exactly as the authors' 0.25 * u * (1 - o) + x
+            torch.mul(v, decay, out=h)
+            h.add_(x_seq[t])
+            v = h.masked_fill(h > v_th, 0.0)
         ctx.save_for_backward(h_seq)
         ctx.consts = (decay, v_th, a, offset)
-        return spikes, v
+        return (h_seq > v_th).to(x_seq.dtype), v
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v_last):
         (h_seq,) = ctx.saved_tensors
         decay, v_th, a, offset = ctx.consts
-        sg = rect_grad(h_seq - v_th, a, offset)
-        not_fired = (h_seq <= v_th).to(h_seq.dtype)
-        # v_t = h_t * (1 - s_t): dv/dh = (1 - s_t) - h_t * ds/dh
-        dv_dh = not_fired - h_seq * sg
-        if grad_spikes is None:
-            grad_spikes = torch.zeros_like(h_seq)
         grad_x = torch.empty_like(h_seq)
         grad_v = grad_v_last if grad_v_last is not None else torch.zeros_like(h_seq[0])
         for t in range(h_seq.shape[0] - 1, -1, -1):
-            grad_h = grad_spikes[t] * sg[t] + grad_v * dv_dh[t]
-            grad_x[t] = grad_h
-            grad_v = decay * grad_h
+            h = h_seq[t]
+            # v_t = h_t (1 - s_t):  dL/dh_t = s'(h_t) (dL/ds_t - h_t dL/dv_t) + (1 - s_t) dL/dv_t
+            g = grad_x[t]
+            torch.mul(h, grad_v, out=g)
+            if grad_spikes is not None:
+                torch.sub(grad_spikes[t], g, out=g)
+            else:
+                g.neg_()
+            g.mul_(rect_grad(h - v_th, a, offset))
+            g.add_(grad_v.masked_fill(h > v_th, 0.0))
+            grad_v = g * decay
         return grad_x, grad_v, None, None, None, None
 
 

@@ -1,0 +1,117 @@
+"""Reference path against fast path, side by side in one run.
+
+    python benchmarks/run.py                 # the full table (batch 64 and 250, 5,000 samples)
+    python benchmarks/run.py --quick --json out.json
+
+Reference path: SpikingJelly's own multi-step LIF loop (``lif_impl="spikingjelly"``),
+the authors' O(T^2) prefix loop for eval-mode sampling, NCHW convolutions.
+Fast path: the exact whole-sequence LIF, the O(T) incremental loop, channels-last
+convolutions. Every measurement runs in a fresh process (so peak memory is that
+row's own), with one warm-up call and the median of several repeats. The
+"identical" column says whether the two paths produced bit-identical outputs
+from the same seed (eval rows) or the same loss (training rows).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROWS_QUICK = [("generate", 64), ("reconstruct", 64), ("train_step", 64)]
+ROWS_FULL = [("generate", 64), ("generate", 5000), ("reconstruct", 64), ("reconstruct", 250),
+             ("train_step", 64), ("train_step", 250)]
+
+
+def worker(row: str, batch: int, path: str, repeats: int) -> dict:
+    import torch
+
+    from fsvae_sj import FSVAE, FSVAEConfig
+    from fsvae_sj.layers import conv_memory_format
+    from fsvae_sj.losses import fsvae_loss
+
+    fast = path == "fast"
+    torch.manual_seed(0)
+    model = FSVAE(FSVAEConfig(lif_impl="exact" if fast else "spikingjelly"))
+    model.set_loop("incremental" if fast else "prefix")
+    x = torch.rand(batch, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    fmt = torch.channels_last if fast else torch.contiguous_format
+
+    def call():
+        if row == "generate":
+            model.eval()
+            return model.sample(batch, seed=0)
+        if row == "reconstruct":
+            model.eval()
+            return model.reconstruct(x, seed=0)
+        model.train()
+        out = model(x, 0.1, torch.Generator().manual_seed(0))
+        loss = fsvae_loss(x, out.x_recon, out.q_out, out.p_out)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        return loss.detach()
+
+    times = []
+    with conv_memory_format(fmt):
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        result = call()  # warm-up
+        for _ in range(repeats):
+            model.load_state_dict(state)  # training rows: every repeat from the same weights
+            t = time.perf_counter()
+            result = call()
+            times.append(time.perf_counter() - t)
+    digest = hashlib.sha256(result.float().contiguous().numpy().tobytes()).hexdigest()[:16]
+    return {"seconds": statistics.median(times), "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            "digest": digest, "threads": torch.get_num_threads()}
+
+
+def measure(row, batch, path, repeats) -> dict:
+    cmd = [sys.executable, __file__, "--worker", row, str(batch), path, str(repeats)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="batch 64 rows only, 2 repeats (a few minutes)")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--json", help="write the numbers keyed by row")
+    p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        row, batch, path, repeats = args.worker
+        print(json.dumps(worker(row, int(batch), path, int(repeats))))
+        return 0
+    rows = ROWS_QUICK if args.quick else ROWS_FULL
+    repeats = args.repeats or (2 if args.quick else 3)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+    print(f"machine: {machine}")
+    header = f"| {'row':22s} | ref s | fast s | speed-up | fast img/s | ref GB | fast GB | identical |"
+    print(header + "\n|" + "---|" * 8)
+    table = {"machine": machine, "repeats": repeats, "rows": {}}
+    for row, batch in rows:
+        r = measure(row, batch, "reference", repeats)
+        f = measure(row, batch, "fast", repeats)
+        key = f"{row}@{batch}"
+        entry = {"reference_s": r["seconds"], "fast_s": f["seconds"], "speedup": r["seconds"] / f["seconds"],
+                 "fast_images_per_s": batch / f["seconds"], "reference_peak_gb": r["peak_gb"],
+                 "fast_peak_gb": f["peak_gb"], "identical": r["digest"] == f["digest"], "threads": f["threads"]}
+        table["rows"][key] = entry
+        print(f"| {key:22s} | {r['seconds']:5.2f} | {f['seconds']:6.2f} | {entry['speedup']:7.2f}x | "
+              f"{entry['fast_images_per_s']:10.1f} | {r['peak_gb']:6.2f} | {f['peak_gb']:7.2f} | "
+              f"{'yes' if entry['identical'] else 'no'} |", flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(table, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
