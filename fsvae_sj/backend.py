@@ -19,10 +19,16 @@ from __future__ import annotations
 import torch
 from spikingjelly.activation_based import base, functional, neuron, surrogate
 
-try:  # SpikingJelly 2.x exposes its version; the legacy release does not.
-    from spikingjelly import __version__ as SJ_VERSION
-except ImportError:  # pragma: no cover - depends on the installed generation
-    SJ_VERSION = "0.0.0.0.14"
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("spikingjelly")
+    except PackageNotFoundError:  # e.g. a source checkout on PYTHONPATH
+        return "unknown"
+
+
+SJ_VERSION = _installed_version()
 
 LEGACY = not hasattr(neuron, "FlexSN")
 GENERATION = "0.0.0.0.14" if LEGACY else "2"
