@@ -1,0 +1,146 @@
+"""The zoo (registry, verified downloads, offline behaviour) and the sampling CLI."""
+import dataclasses
+import functools
+import http.server
+import io
+import threading
+from types import MappingProxyType
+
+import numpy as np
+import pytest
+import torch
+
+from fsvae_sj import FSVAE, FSVAEConfig, zoo
+from fsvae_sj.sample import main as sample_main
+
+TINY_LARGE = FSVAEConfig(in_channels=3, image_size=8, hidden_dims=(4, 8), latent_dim=6, k=3, n_steps=4)
+
+
+def authors_format(model: FSVAE) -> bytes:
+    """Our weights written in the authors' time-last layout (a stand-in for their .pth)."""
+    sd = {}
+    for k, v in model.state_dict().items():
+        k = k.replace(".layer.", ".")
+        sd[k] = v.unsqueeze(-1) if v.dim() == 4 else v
+    T, L = model.config.n_steps, model.config.latent_dim
+    sd["prior.initial_input"] = torch.zeros(1, L, 1)
+    sd["posterior.initial_input"] = torch.zeros(1, L, 1)
+    sd["membrane_output_layer.coef"] = torch.pow(0.8, torch.arange(T - 1, -1, -1))[None, None, None, None, :]
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A directory served over HTTP on the loopback interface."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+CELEBA = zoo._builtin_entries()[0]
+
+
+def stand_in_entries(url, blob, name="celeba"):
+    base = CELEBA
+    arch = {"arch": "fsvae", **{k: getattr(TINY_LARGE, k) for k in
+                                ("in_channels", "image_size", "hidden_dims", "latent_dim", "k", "n_steps")}}
+    arch["hidden_dims"] = list(arch["hidden_dims"])
+    return [dataclasses.replace(base, name=name, urls=(url,), git_blob=blob, arch_config=MappingProxyType(arch),
+                                num_params=None)]
+
+
+def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, monkeypatch):
+    root, url = served
+    torch.manual_seed(0)
+    model = FSVAE(TINY_LARGE).eval()
+    (root / "good.pth").write_bytes(authors_format(model))
+    import hashlib
+    data = (root / "good.pth").read_bytes()
+    blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "no-zoo")
+    monkeypatch.delenv("FSVAE_SJ_OFFLINE", raising=False)
+
+    # offline: fails with the placement instructions
+    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
+    with pytest.raises(zoo.ZooError, match=r"offline mode is on.*place it at .*fsvae_celeba_demo.pth.*git blob"):
+        zoo.load("celeba", cache_dir=tmp_path / "cache", offline=True)
+    monkeypatch.setenv("FSVAE_SJ_OFFLINE", "1")
+    with pytest.raises(zoo.ZooError, match="offline"):
+        zoo.load("celeba", cache_dir=tmp_path / "cache")
+    monkeypatch.delenv("FSVAE_SJ_OFFLINE")
+
+    loaded = zoo.load("celeba", cache_dir=tmp_path / "cache")
+    assert torch.equal(loaded.sample(2, seed=0), model.sample(2, seed=0))
+    assert (tmp_path / "cache" / "fsvae_celeba_demo.pth").is_file()
+    assert (tmp_path / "cache" / "fsvae_celeba_demo.fsvae-sj.safetensors").is_file()
+
+    # a file whose blob id differs is rejected and never lands in the cache
+    (root / "bad.pth").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/bad.pth", blob))
+    with pytest.raises(zoo.ZooError, match=r"git blob [0-9a-f]{40}, expected " + blob):
+        zoo.load("celeba", cache_dir=tmp_path / "cache2")
+    assert not any((tmp_path / "cache2").glob("*.pth"))
+
+    # a cached file that was corrupted later is reported, not loaded
+    cached = tmp_path / "cache" / "fsvae_celeba_demo.pth"
+    cached.write_bytes(data[:100])
+    (tmp_path / "cache" / "fsvae_celeba_demo.fsvae-sj.safetensors").unlink()
+    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
+    with pytest.raises(zoo.ZooError, match=r"corrupt or truncated .*Download .*good.pth by hand"):
+        zoo.load("celeba", cache_dir=tmp_path / "cache")
+
+
+def test_unknown_name_lists_valid_ones():
+    with pytest.raises(zoo.ZooError, match="valid names: .*celeba"):
+        zoo.get_weights("imagenet")
+
+
+def test_shipped_entries_match_their_files():
+    """Every entry shipped in zoo/: file size, SHA-256 and parameter count as recorded."""
+    names = [n for n in zoo.list_models() if zoo.get_weights(n).source_format == "fsvae-sj"]
+    assert "fashion-mnist" in names
+    for n in names:
+        w = zoo.get_weights(n)
+        path = zoo.ZOO_DIR / w.file_name
+        assert path.stat().st_size == w.size
+        assert zoo.sha256_file(path) == w.sha256
+        model = zoo.load(n)
+        trainable = sum(p.numel() for p in model.parameters())
+        assert trainable == w.num_params
+        assert dict(model.config.to_dict()) == dict(w.arch_config)
+        assert w.metrics["recon_mse"] is not None and w.metrics["autoencoder_frechet"] is not None
+        assert w.card().startswith(f"# {n} ")
+    assert zoo.get_weights("celeba").num_params == sum(p.numel() for p in FSVAE(FSVAEConfig.large()).parameters())
+
+
+def test_sample_cli_png_npy_latents_and_reproducibility(tmp_path, capsys):
+    assert sample_main(["-n", "5", "--out", str(tmp_path / "a.npy"), "--format", "npy", "--seed", "3",
+                        "--save-latents", str(tmp_path / "z.npy"), "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "sha256 " in out and "wrote 5 images" in out
+    a = np.load(tmp_path / "a.npy")
+    assert a.shape == (5, 1, 32, 32) and a.dtype == np.float32 and -1 <= a.min() and a.max() <= 1
+    z = np.load(tmp_path / "z.npy")
+    assert z.shape == (16, 5, 128) and set(np.unique(z)) <= {0, 1}
+    assert sample_main(["-n", "5", "--out", str(tmp_path / "b.npy"), "--format", "npy", "--seed", "3"]) == 0
+    assert np.array_equal(a, np.load(tmp_path / "b.npy"))
+    assert sample_main(["-n", "4", "--out", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["-n", "0"], "-n must be >= 1"),
+    (["--format", "gif"], "unknown --format"),
+    (["--out", "/nonexistent-dir/x.png"], "does not exist"),
+    (["--model", "imagenet"], "unknown model 'imagenet'"),
+])
+def test_sample_cli_bad_input(args, msg):
+    with pytest.raises(SystemExit, match=msg):
+        sample_main(args)
