@@ -144,3 +144,12 @@ def test_sample_cli_png_npy_latents_and_reproducibility(tmp_path, capsys):
 def test_sample_cli_bad_input(args, msg):
     with pytest.raises(SystemExit, match=msg):
         sample_main(args)
+
+
+@pytest.mark.skipif(not __import__("fsvae_sj.data").data.DEBIAN_FASHION.is_dir(), reason="needs dataset-fashion-mnist")
+def test_reconstruct_cli(tmp_path, capsys):
+    from fsvae_sj.reconstruct import main
+    assert main(["-n", "3", "--format", "npy", "--out", str(tmp_path / "r.npy")]) == 0
+    r = np.load(tmp_path / "r.npy")
+    assert r.shape == (3, 1, 32, 32)
+    assert "reconstructions of fashion-mnist test images" in capsys.readouterr().out
