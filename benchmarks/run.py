@@ -29,7 +29,7 @@ ROWS_FULL = [("generate", 64), ("generate", 5000), ("reconstruct", 64), ("recons
              ("train_step", 64), ("train_step", 250)]
 
 
-def worker(row: str, batch: int, path: str, repeats: int) -> dict:
+def worker(row: str, batch: int, path: str, repeats: int, device: str = "cpu") -> dict:
     import torch
 
     from fsvae_sj import FSVAE, FSVAEConfig
@@ -38,9 +38,10 @@ def worker(row: str, batch: int, path: str, repeats: int) -> dict:
 
     fast = path == "fast"
     torch.manual_seed(0)
-    model = FSVAE(FSVAEConfig(lif_impl="exact" if fast else "spikingjelly"))
+    model = FSVAE(FSVAEConfig(lif_impl="exact" if fast else "spikingjelly")).to(device)
     model.set_loop("incremental" if fast else "prefix")
-    x = torch.rand(batch, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    x = (torch.rand(batch, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     fmt = torch.channels_last if fast else torch.contiguous_format
 
@@ -52,7 +53,7 @@ def worker(row: str, batch: int, path: str, repeats: int) -> dict:
             model.eval()
             return model.reconstruct(x, seed=0)
         model.train()
-        out = model(x, 0.1, torch.Generator().manual_seed(0))
+        out = model(x, 0.1, torch.Generator(device=device).manual_seed(0))
         loss = fsvae_loss(x, out.x_recon, out.q_out, out.p_out)["loss"]
         opt.zero_grad()
         loss.backward()
@@ -64,16 +65,20 @@ def worker(row: str, batch: int, path: str, repeats: int) -> dict:
         result = call()  # warm-up
         for _ in range(repeats):
             model.load_state_dict(state)  # training rows: every repeat from the same weights
+            sync()
             t = time.perf_counter()
             result = call()
+            sync()
             times.append(time.perf_counter() - t)
-    digest = hashlib.sha256(result.float().contiguous().numpy().tobytes()).hexdigest()[:16]
-    return {"seconds": statistics.median(times), "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-            "digest": digest, "threads": torch.get_num_threads()}
+    digest = hashlib.sha256(result.float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+    peak = (torch.cuda.max_memory_allocated() / 1e9 if device.startswith("cuda")
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
+    return {"seconds": statistics.median(times), "peak_gb": peak, "digest": digest,
+            "threads": torch.get_num_threads()}
 
 
-def measure(row, batch, path, repeats) -> dict:
-    cmd = [sys.executable, __file__, "--worker", row, str(batch), path, str(repeats)]
+def measure(row, batch, path, repeats, device) -> dict:
+    cmd = [sys.executable, __file__, "--worker", row, str(batch), path, str(repeats), device]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -83,22 +88,29 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="batch 64 rows only, 2 repeats (a few minutes)")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--json", help="write the numbers keyed by row")
-    p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: RSS on CPU, allocator peak on CUDA)")
+    p.add_argument("--rows", help="comma-separated ROW@BATCH to run instead of the preset table")
+    p.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        row, batch, path, repeats = args.worker
-        print(json.dumps(worker(row, int(batch), path, int(repeats))))
+        row, batch, path, repeats, device = args.worker
+        print(json.dumps(worker(row, int(batch), path, int(repeats), device)))
         return 0
     rows = ROWS_QUICK if args.quick else ROWS_FULL
+    if args.rows:
+        rows = [(r.split("@")[0], int(r.split("@")[1])) for r in args.rows.split(",")]
     repeats = args.repeats or (2 if args.quick else 3)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    if args.device.startswith("cuda"):
+        import torch
+        machine += f", {torch.cuda.get_device_name()}"
     print(f"machine: {machine}")
     header = f"| {'row':22s} | ref s | fast s | speed-up | fast img/s | ref GB | fast GB | identical |"
     print(header + "\n|" + "---|" * 8)
-    table = {"machine": machine, "repeats": repeats, "rows": {}}
+    table = {"machine": machine, "device": args.device, "repeats": repeats, "rows": {}}
     for row, batch in rows:
-        r = measure(row, batch, "reference", repeats)
-        f = measure(row, batch, "fast", repeats)
+        r = measure(row, batch, "reference", repeats, args.device)
+        f = measure(row, batch, "fast", repeats, args.device)
         key = f"{row}@{batch}"
         entry = {"reference_s": r["seconds"], "fast_s": f["seconds"], "speedup": r["seconds"] / f["seconds"],
                  "fast_images_per_s": batch / f["seconds"], "reference_peak_gb": r["peak_gb"],

@@ -40,7 +40,7 @@ reset_net = functional.reset_net
 
 __all__ = [
     "GENERATION", "LEGACY", "SJ_VERSION", "LIFNode", "SurrogateFunctionBase",
-    "MemoryModule", "reset_net", "lif_node_kwargs", "fused_route", "make_flexsn",
+    "MemoryModule", "reset_net", "lif_node_kwargs", "fused_route", "make_flexsn", "sj_plot",
 ]
 
 
@@ -73,3 +73,11 @@ def make_flexsn(core, static_inputs: tuple[torch.Tensor, ...]):
     if LEGACY:
         raise RuntimeError("FlexSN needs SpikingJelly 2; the legacy 0.0.0.0.14 is installed")
     return neuron.FlexSN(core, num_states=1, static_inputs=static_inputs, step_mode="m")
+
+
+def sj_plot(name: str, *args, **kwargs):
+    """A ``spikingjelly.visualizing`` plot as a matplotlib Figure (the legacy
+    generation returns the Figure alone, SpikingJelly 2 a tuple starting with it)."""
+    from spikingjelly import visualizing
+    res = getattr(visualizing, name)(*args, **kwargs)
+    return res[0] if isinstance(res, tuple) else res
