@@ -41,16 +41,19 @@ class _ExactLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, v0, decay, v_th, a, offset):
         h_seq = torch.empty_like(x_seq)
+        fired = torch.empty_like(x_seq, dtype=torch.bool)
+        zero = x_seq.new_zeros(())
         v = v0
         for t in range(x_seq.shape[0]):
             h = h_seq[t]
             # decay * v + x, rounded exactly as the authors' 0.25 * u * (1 - o) + x
             torch.mul(v, decay, out=h)
             h.add_(x_seq[t])
-            v = h.masked_fill(h > v_th, 0.0)
+            torch.gt(h, v_th, out=fired[t])
+            v = torch.where(fired[t], zero, h)
         ctx.save_for_backward(h_seq)
         ctx.consts = (decay, v_th, a, offset)
-        return (h_seq > v_th).to(x_seq.dtype), v
+        return fired.to(x_seq.dtype), v
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v_last):

@@ -51,5 +51,7 @@ class TdBN(nn.Module):
                              self.bias, training=True, momentum=self.momentum, eps=self.eps)
             return y.view_as(x)
         # The authors' operation order, so eval-mode spikes match theirs bit for bit.
-        mean, var = self.running_mean.view(shape), self.running_var.view(shape)
-        return scale * (x - mean) / torch.sqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+        # In place after the first op: the same roundings, one allocation instead of five.
+        y = x - self.running_mean.view(shape)
+        y.mul_(scale).div_(torch.sqrt(self.running_var + self.eps).view(shape))
+        return y.mul_(self.weight.view(shape)).add_(self.bias.view(shape))
