@@ -6,7 +6,8 @@
 Reference path: SpikingJelly's own multi-step LIF loop (``lif_impl="spikingjelly"``),
 the authors' O(T^2) prefix loop for eval-mode sampling, NCHW convolutions.
 Fast path: the exact whole-sequence LIF, the O(T) incremental loop, channels-last
-convolutions. Every measurement runs in a fresh process (so peak memory is that
+convolutions, and tcmalloc as the allocator when installed (the CLIs use it the same
+way; the "fast s (glibc)" column is the fast path under the default allocator). Every measurement runs in a fresh process (so peak memory is that
 row's own), with one warm-up call and the median of several repeats. The
 "identical" column says whether the two paths produced bit-identical outputs
 from the same seed (eval rows) or the same loss (training rows).
@@ -46,9 +47,10 @@ def worker(row: str, batch: int, path: str, repeats: int, device: str = "cpu") -
     fmt = torch.channels_last if fast else torch.contiguous_format
 
     def call():
-        if row == "generate":
+        if row == "generate":  # in chunks of 500, as the CLI and the evaluation do
             model.eval()
-            return model.sample(batch, seed=0)
+            g = torch.Generator(device=device).manual_seed(0)
+            return torch.cat([model.sample(min(500, batch - i), generator=g) for i in range(0, batch, 500)])
         if row == "reconstruct":
             model.eval()
             return model.reconstruct(x, seed=0)
@@ -77,9 +79,13 @@ def worker(row: str, batch: int, path: str, repeats: int, device: str = "cpu") -
             "threads": torch.get_num_threads()}
 
 
-def measure(row, batch, path, repeats, device) -> dict:
+def measure(row, batch, path, repeats, device, tcmalloc: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--worker", row, str(batch), path, str(repeats), device]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    if tcmalloc:
+        env["LD_PRELOAD"] = tcmalloc
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -105,18 +111,27 @@ def main(argv=None) -> int:
         import torch
         machine += f", {torch.cuda.get_device_name()}"
     print(f"machine: {machine}")
-    header = f"| {'row':22s} | ref s | fast s | speed-up | fast img/s | ref GB | fast GB | identical |"
-    print(header + "\n|" + "---|" * 8)
-    table = {"machine": machine, "device": args.device, "repeats": repeats, "rows": {}}
+    from fsvae_sj._malloc import find_tcmalloc
+    tcmalloc = find_tcmalloc() if args.device == "cpu" else None
+    print(f"allocator for the fast path: {tcmalloc or 'the default (tcmalloc not found)'}")
+    header = (f"| {'row':22s} | ref s | fast s (glibc) | fast s | speed-up | fast img/s | ref GB | fast GB "
+              f"| identical |")
+    print(header + "\n|" + "---|" * 9)
+    table = {"machine": machine, "device": args.device, "repeats": repeats, "fast_allocator": tcmalloc,
+             "rows": {}}
     for row, batch in rows:
         r = measure(row, batch, "reference", repeats, args.device)
-        f = measure(row, batch, "fast", repeats, args.device)
+        fg = measure(row, batch, "fast", repeats, args.device) if tcmalloc else None
+        f = measure(row, batch, "fast", repeats, args.device, tcmalloc)
+        fg = fg or f
         key = f"{row}@{batch}"
-        entry = {"reference_s": r["seconds"], "fast_s": f["seconds"], "speedup": r["seconds"] / f["seconds"],
+        entry = {"reference_s": r["seconds"], "fast_glibc_s": fg["seconds"], "fast_s": f["seconds"],
+                 "speedup": r["seconds"] / f["seconds"],
                  "fast_images_per_s": batch / f["seconds"], "reference_peak_gb": r["peak_gb"],
                  "fast_peak_gb": f["peak_gb"], "identical": r["digest"] == f["digest"], "threads": f["threads"]}
         table["rows"][key] = entry
-        print(f"| {key:22s} | {r['seconds']:5.2f} | {f['seconds']:6.2f} | {entry['speedup']:7.2f}x | "
+        print(f"| {key:22s} | {r['seconds']:5.2f} | {fg['seconds']:14.2f} | {f['seconds']:6.2f} | "
+              f"{entry['speedup']:7.2f}x | "
               f"{entry['fast_images_per_s']:10.1f} | {r['peak_gb']:6.2f} | {f['peak_gb']:7.2f} | "
               f"{'yes' if entry['identical'] else 'no'} |", flush=True)
     if args.json:
