@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ANNVAEConfig
+from .config import ANNVAEConfig, check_image_batch, resolve
 from .model import make_generator
 
 
@@ -15,10 +15,7 @@ def _act(c: int) -> list[nn.Module]:
 class ANNVAE(nn.Module):
     def __init__(self, config: ANNVAEConfig | None = None, **overrides):
         super().__init__()
-        cfg = config if config is not None else ANNVAEConfig()
-        if overrides:
-            cfg = ANNVAEConfig.from_dict({**cfg.to_dict(), **overrides})
-        self.config = cfg
+        self.config = cfg = resolve(ANNVAEConfig, config, overrides)
         dims = list(cfg.hidden_dims)
         enc, c_in = [], cfg.in_channels
         for h in dims:
@@ -37,14 +34,8 @@ class ANNVAE(nn.Module):
             nn.ConvTranspose2d(rev[-1], rev[-1], 3, stride=2, padding=1, output_padding=1), *_act(rev[-1]),
             nn.ConvTranspose2d(rev[-1], cfg.in_channels, 3, padding=1), nn.Tanh())
 
-    def check_images(self, x: torch.Tensor) -> None:
-        cfg = self.config
-        want = (cfg.in_channels, cfg.image_size, cfg.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
-            raise ValueError(f"expected images of shape [N, {want[0]}, {want[1]}, {want[2]}], got {tuple(x.shape)}")
-
     def encode(self, x):
-        self.check_images(x)
+        check_image_batch(x, self.config)
         h = self.encoder(x).flatten(1)
         return self.fc_mu(h), self.fc_var(h)
 

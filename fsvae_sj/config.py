@@ -136,6 +136,19 @@ class ANNVAEConfig(_Serialisable):
 CONFIG_CLASSES = {"fsvae": FSVAEConfig, "ann-vae": ANNVAEConfig}
 
 
+def resolve(cls, config, overrides: dict):
+    """``config`` (or the class's defaults) with keyword ``overrides`` applied and validated."""
+    cfg = config if config is not None else cls()
+    return cls.from_dict({**cfg.to_dict(), **overrides}) if overrides else cfg
+
+
+def check_image_batch(x, cfg) -> None:
+    """Images must be ``[N, in_channels, image_size, image_size]``."""
+    want = (cfg.in_channels, cfg.image_size, cfg.image_size)
+    if x.dim() != 4 or tuple(x.shape[1:]) != want:
+        raise ValueError(f"expected images of shape [N, {want[0]}, {want[1]}, {want[2]}], got {tuple(x.shape)}")
+
+
 def config_from_dict(data: dict[str, Any]):
     """Rebuild whichever model config ``data`` describes (by its ``arch`` field)."""
     arch = data.get("arch", "fsvae") if isinstance(data, dict) else None

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backend import reset_net
-from .config import FSVAEConfig
+from .config import FSVAEConfig, check_image_batch, resolve
 from .layers import SpikingBlock, conv_block, conv_input, deconv_block, linear_block
 from .sampler import LOOPS, BernoulliSampler
 
@@ -45,10 +45,7 @@ class FSVAE(nn.Module):
 
     def __init__(self, config: FSVAEConfig | None = None, **overrides):
         super().__init__()
-        cfg = config if config is not None else FSVAEConfig()
-        if overrides:
-            cfg = FSVAEConfig.from_dict({**cfg.to_dict(), **overrides})
-        self.config = cfg
+        self.config = cfg = resolve(FSVAEConfig, config, overrides)
         self.loop = "incremental"
         dims = list(cfg.hidden_dims)
         c_last = dims[-1]
@@ -72,13 +69,6 @@ class FSVAE(nn.Module):
         )
 
     # -- shapes and input checks -------------------------------------------------
-    def check_images(self, x: torch.Tensor) -> None:
-        cfg = self.config
-        want = (cfg.in_channels, cfg.image_size, cfg.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
-            raise ValueError(f"expected images of shape [N, {want[0]}, {want[1]}, {want[2]}], "
-                             f"got {tuple(x.shape)}")
-
     def check_latents(self, z: torch.Tensor) -> None:
         cfg = self.config
         if z.dim() != 3 or z.shape[0] != cfg.n_steps or z.shape[2] != cfg.latent_dim:
@@ -90,7 +80,7 @@ class FSVAE(nn.Module):
     # -- the three parts -----------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder spike train ``[T, N, latent]`` of images ``[N, C, H, W]``."""
-        self.check_images(x)
+        check_image_batch(x, self.config)
         reset_net(self.encoder)
         reset_net(self.before_latent_layer)
         T = self.config.n_steps

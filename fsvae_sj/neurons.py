@@ -76,16 +76,6 @@ class _ExactLIF(torch.autograd.Function):
         return grad_x, grad_v, None, None, None, None
 
 
-class _FlexCore:
-    """Pure single-step core for SpikingJelly 2's FlexSN (module level, no captures)."""
-
-    @staticmethod
-    def step(x, v, decay, v_th, a, offset):
-        h = decay * v + x
-        spike = _RectSpikeT.apply(h - v_th, a, offset)
-        return spike, h * (1.0 - spike)
-
-
 class _RectSpikeT(torch.autograd.Function):
     """RectSpike with tensor parameters, as FlexSN passes its static inputs."""
 
@@ -97,7 +87,14 @@ class _RectSpikeT(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         x, a, offset = ctx.saved_tensors
-        return grad_output * ((x - offset).abs() < a / 2).to(x.dtype) / a, None, None
+        return grad_output * rect_grad(x, a, offset), None, None
+
+
+def _flexsn_step(x, v, decay, v_th, a, offset):
+    """FlexSN's single-step core: a module-level function that captures nothing."""
+    h = decay * v + x
+    spike = _RectSpikeT.apply(h - v_th, a, offset)
+    return spike, h * (1.0 - spike)
 
 
 class LIF(backend.LIFNode):
@@ -148,11 +145,13 @@ class LIF(backend.LIFNode):
         return super().multi_step_forward(x_seq)
 
     def _flexsn_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        if self._flexsn is None:
+        where = (x_seq.device, x_seq.dtype)
+        if self._flexsn is None or self._flexsn[1] != where:
             sg = self.surrogate_function
             consts = (self.decay, self.v_threshold, sg.alpha, sg.offset)
             static = tuple(torch.tensor(c, dtype=x_seq.dtype, device=x_seq.device) for c in consts)
-            self._flexsn = [backend.make_flexsn(_FlexCore.step, static)]  # list: not a submodule
+            # a tuple, so that the helper is not registered as a submodule (no state_dict keys)
+            self._flexsn = (backend.make_flexsn(_flexsn_step, static), where)
         flex = self._flexsn[0]
         flex.reset()
         flex._state_0 = self._initial_v(x_seq)
