@@ -39,10 +39,13 @@ def select_neurons(spikes, neurons=None, order_by_rate: bool = False) -> tuple[n
     return s, idx
 
 
-def raster(spikes, neurons=None, order_by_rate: bool = False, title: str = "spikes", figsize=(8, 5), dpi=100):
-    """Raster of ``[T, N]`` (time on x, neurons on y) with the firing-rate panel (SpikingJelly)."""
+def raster(spikes, neurons=None, order_by_rate: bool = False, title: str = "spikes", figsize=(8, 5), dpi=100,
+           firing_rate_panel: bool | None = None):
+    """Raster of ``[T, N]`` (time on x, neurons on y) by SpikingJelly, with its annotated
+    firing-rate panel (default: shown up to 48 neurons, where its labels stay legible)."""
     s, _ = select_neurons(spikes, neurons, order_by_rate)
-    return sj_plot("plot_1d_spikes", s, title, "time step t", "neuron", plot_firing_rate=True,
+    panel = s.shape[1] <= 48 if firing_rate_panel is None else firing_rate_panel
+    return sj_plot("plot_1d_spikes", s, title, "time step t", "neuron", plot_firing_rate=panel,
                    figsize=figsize, dpi=dpi)
 
 
