@@ -92,9 +92,16 @@ class PaperCounter:
 
 
 @torch.no_grad()
-def count_fsvae(model, x: torch.Tensor, transposed_rule: str = "code", seed: int = 0) -> dict:
-    """Paper-rule counts per image for an eval-mode reconstruction of ``x``."""
+def count_fsvae(model, x: torch.Tensor, transposed_rule: str = "code", seed: int = 0,
+                loop: str = "incremental") -> dict:
+    """Paper-rule counts per image for an eval-mode reconstruction of ``x``.
+
+    ``loop="prefix"`` counts the posterior as the authors' code ran it at test time
+    (re-running the whole prefix at every step); ``"incremental"`` is our O(T) loop.
+    """
     model.eval()
+    previous = model.loop
+    model.set_loop(loop)
     T = model.config.n_steps
     c = PaperCounter(model, analog={"encoder.0.layer"}, repeat={"encoder.0.layer": T},
                      transposed_rule=transposed_rule)
@@ -108,6 +115,7 @@ def count_fsvae(model, x: torch.Tensor, transposed_rule: str = "code", seed: int
     finally:
         h.remove()
         c.close()
+        model.set_loop(previous)
     out_numel = x.numel() // x.shape[1] * final.out_channels
     c.add(additions=sum(spikes) * fan_out(final, transposed_rule) + out_numel * T)
     n = x.shape[0]
@@ -148,10 +156,10 @@ def energy_pj(acs: float, macs: float) -> float:
     return PJ_PER_AC * acs + PJ_PER_MAC * macs
 
 
-def compare(fsvae, ann, x: torch.Tensor, transposed_rule: str = "code") -> dict:
+def compare(fsvae, ann, x: torch.Tensor, transposed_rule: str = "code", loop: str = "incremental") -> dict:
     """Both models' counts, energies and the FSVAE/ANN ratios beside the paper's."""
-    f, a = count_fsvae(fsvae, x, transposed_rule), count_ann(ann, x)
-    res = {"fsvae": f, "ann": a, "transposed_rule": transposed_rule,
+    f, a = count_fsvae(fsvae, x, transposed_rule, loop=loop), count_ann(ann, x)
+    res = {"fsvae": f, "ann": a, "transposed_rule": transposed_rule, "posterior_loop": loop,
            "ratio_additions": f["additions"] / a["additions"],
            "ratio_multiplications": f["multiplications"] / a["multiplications"],
            "paper_ratios_mnist": PAPER_RATIOS_MNIST,
@@ -171,6 +179,8 @@ def main(argv=None) -> int:
     p.add_argument("--ann", default=None, help="zoo name or path (default: <dataset>-ann)")
     p.add_argument("--num-images", type=int, default=16)
     p.add_argument("--transposed-rule", default="code", choices=("code", "exact"))
+    p.add_argument("--loop", default="incremental", choices=("incremental", "prefix"),
+                   help="posterior loop to count: ours (O(T)) or the authors' test-time prefix loop (O(T^2))")
     p.add_argument("--json")
     args = p.parse_args(argv)
     from . import zoo
@@ -179,8 +189,9 @@ def main(argv=None) -> int:
     fsvae = zoo.load(args.fsvae or ds)
     ann = zoo.load(args.ann or f"{ds}-ann")
     x = make_dataset(ds, "test", limit=args.num_images).images
-    res = compare(fsvae, ann, x, args.transposed_rule)
-    print(f"per image, {args.num_images} {ds} test images, transposed-conv rule {args.transposed_rule!r}")
+    res = compare(fsvae, ann, x, args.transposed_rule, args.loop)
+    print(f"per image, {args.num_images} {ds} test images, transposed-conv rule {args.transposed_rule!r}, "
+          f"posterior loop {args.loop!r}")
     for k in ("additions", "multiplications"):
         print(f"{k:16s} FSVAE {res['fsvae'][k]:14,.0f}  ANN {res['ann'][k]:14,.0f}  "
               f"ratio {res['ratio_' + k]:.3f}  (paper on MNIST: {PAPER_RATIOS_MNIST[k]:.3f})")

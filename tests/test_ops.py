@@ -70,3 +70,13 @@ def test_spikingjelly_counters_on_a_small_net():
     assert res["synops"] == 3 * 2 / 2  # 3 spikes x 2 outputs, per image (2 images)
     assert res["macs"] == 0
     assert res["energy_uJ"] == pytest.approx(0.9 * res["acs"] / 1e6)
+
+
+def test_authors_prefix_loop_counts_more_additions():
+    torch.manual_seed(0)
+    from fsvae_sj.ops import count_fsvae
+    f = FSVAE(FSVAEConfig(latent_dim=8, k=2, n_steps=3)).eval()
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    ours, authors = count_fsvae(f, x), count_fsvae(f, x, loop="prefix")
+    assert authors["additions"] > ours["additions"]
+    assert f.loop == "incremental"
