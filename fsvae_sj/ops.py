@@ -202,4 +202,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from ._malloc import reexec_with_tcmalloc
+    reexec_with_tcmalloc()
     sys.exit(main())
