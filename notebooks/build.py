@@ -186,6 +186,19 @@ def build(name: str, out_dir: Path, small: bool, timeout: int = 600) -> float:
     return time.time() - start
 
 
+def readme_raster(path: Path) -> None:
+    """The raster shown in the README: the busiest latent channels of one zoo sample."""
+    import torch
+
+    from fsvae_sj import viz, zoo
+    model = zoo.load("fashion-mnist")
+    _, z = model.sample(1, seed=0, return_latents=True)
+    busiest = torch.argsort(z[:, 0].mean(0), descending=True)[:32]
+    fig = viz.raster(z[:, 0], neurons=busiest, order_by_rate=True, figsize=(7, 4.5), dpi=80,
+                     title="FSVAE latent spikes z_1..z_16 of one sample (fashion-mnist zoo model)")
+    viz.save(fig, path)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--small", action="store_true", help="CI sizes")
@@ -195,6 +208,8 @@ def main(argv=None) -> int:
     for name in args.names:
         seconds = build(name, args.out, args.small)
         print(f"{name}: executed in {seconds:.0f} s -> {args.out / (name + '.ipynb')}")
+    if args.out == HERE:
+        readme_raster(HERE / "raster.png")
     return 0
 
 
