@@ -367,7 +367,7 @@ def main(argv=None) -> int:
         if args.cmd == "list":
             for n in list_models():
                 w = get_weights(n)
-                print(f"{n:15s} {w.dataset:13s} {dict(w.metrics)}")
+                print(f"{n:18s} {w.dataset:14s} {dict(w.metrics)}")
         elif args.cmd == "info":
             print(get_weights(args.name).card())
         elif args.cmd == "publish":
