@@ -14,8 +14,6 @@ reason in ``notes``; every computed number carries its protocol in ``protocol``.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +186,6 @@ def evaluate(model, dataset: str, metrics=("recon", "afd"), num_samples: int = 5
 
 
 def _versions() -> dict:
-    import spikingjelly  # noqa: F401
     from . import __version__, backend
     return {"fsvae_sj": __version__, "torch": torch.__version__, "spikingjelly": backend.SJ_VERSION,
             "numpy": np.__version__}
@@ -224,12 +221,11 @@ def main(argv=None) -> int:
         shown = f"{val:.4f}" if isinstance(val, float) else "n/a"
         print(f"{key:16s} {shown:>10s}  {res['protocol'].get(key) or res['notes'].get(key, 'not requested')}")
     if args.json:
-        from .io import atomic_write_text
-        atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
+        from .io import atomic_write_json
+        atomic_write_json(args.json, res)
     return 0
 
 
 if __name__ == "__main__":
-    from ._malloc import reexec_with_tcmalloc
-    reexec_with_tcmalloc()
-    sys.exit(main())
+    from ._malloc import run_cli
+    run_cli(main)

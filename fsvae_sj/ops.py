@@ -22,8 +22,6 @@ Energy: 0.9 pJ per accumulate (AC) and 4.6 pJ per multiply-accumulate (MAC)
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 import torch
 from torch import nn
@@ -196,12 +194,11 @@ def main(argv=None) -> int:
         print(f"{k:16s} FSVAE {res['fsvae'][k]:14,.0f}  ANN {res['ann'][k]:14,.0f}  "
               f"ratio {res['ratio_' + k]:.3f}  (paper on MNIST: {PAPER_RATIOS_MNIST[k]:.3f})")
     if args.json:
-        from .io import atomic_write_text
-        atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
+        from .io import atomic_write_json
+        atomic_write_json(args.json, res)
     return 0
 
 
 if __name__ == "__main__":
-    from ._malloc import reexec_with_tcmalloc
-    reexec_with_tcmalloc()
-    sys.exit(main())
+    from ._malloc import run_cli
+    run_cli(main)

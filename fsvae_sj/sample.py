@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +118,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from ._malloc import reexec_with_tcmalloc
-    reexec_with_tcmalloc()
-    sys.exit(main())
+    from ._malloc import run_cli
+    run_cli(main)

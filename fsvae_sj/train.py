@@ -333,6 +333,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from ._malloc import reexec_with_tcmalloc
-    reexec_with_tcmalloc()
-    sys.exit(main())
+    from ._malloc import run_cli
+    run_cli(main)

@@ -24,7 +24,7 @@ from types import MappingProxyType
 
 import torch
 
-from .io import CheckpointError, load_model, sha256_file
+from .io import CheckpointError, atomic_write_json, atomic_write_text, load_model, sha256_file
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 DEFAULT = "fashion-mnist"
@@ -343,8 +343,8 @@ def publish(run: Path, name: str, dataset: str, num_samples: int = 5000, seed: i
         notes=notes or (f"{arch} trained by this project on {dataset} with the paper's recipe for a SHORT budget "
                         f"(see recipe): far from converged, far from the paper's numbers. Metrics below are "
                         f"ours, measured with fsvae_sj.evaluate."))
-    (ZOO_DIR / f"{name}.json").write_text(json.dumps(w.to_json(), indent=2) + "\n")
-    (ZOO_DIR / f"{name}.md").write_text(w.card())
+    atomic_write_json(ZOO_DIR / f"{name}.json", w.to_json())
+    atomic_write_text(ZOO_DIR / f"{name}.md", w.card())
     return w
 
 
@@ -395,6 +395,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from ._malloc import reexec_with_tcmalloc
-    reexec_with_tcmalloc()
-    sys.exit(main())
+    from ._malloc import run_cli
+    run_cli(main)
