@@ -151,6 +151,9 @@ class FSVAE(nn.Module):
     def reconstruct(self, x: torch.Tensor, *, generator: torch.Generator | None = None,
                     seed: int | None = None) -> torch.Tensor:
         """Eval-mode reconstructions of images ``[N, C, H, W]``."""
+        if self.training:
+            raise RuntimeError("reconstruct() needs eval mode (training mode updates tdBN statistics); "
+                               "call model.eval() first")
         g = make_generator(seed, generator, x.device)
         return self(x, generator=g).x_recon
 
