@@ -203,6 +203,7 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
     test_set = make_dataset(cfg.dataset, "test", cfg.data_root, cfg.download, cfg.limit_test)
     total_steps = 0
     status = "finished"
+    stop_requested = _stop_on_sigterm()
     while epoch < cfg.epochs:
         order = epoch_order(len(train_set), cfg.seed, epoch, rank, world)
         n_batches = math.ceil(len(order) / cfg.batch_size)
@@ -218,6 +219,8 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
                 status = "max_steps"
             elif time_budget is not None and time.time() - start + t_step > time_budget:
                 status = "time_budget"
+            elif stop_requested():
+                status = "stopped by SIGTERM"
             if status != "finished":
                 break
             t0 = time.time()
@@ -267,6 +270,16 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
     if world > 1:
         _check_replicas(model, run, rank, world)
     return {"status": status, "epoch": epoch, "step": step, "steps_run": total_steps}
+
+
+def _stop_on_sigterm():
+    """After SIGTERM the loop finishes its step, saves and returns (the main thread only)."""
+    import signal
+    import threading
+    flag = []
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: flag.append(signum))
+    return lambda: bool(flag)
 
 
 def _check_replicas(model, run: Path, rank: int, world: int) -> None:

@@ -101,3 +101,23 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     assert rep["world_size"] == 2 and len(set(rep["param_sha256"])) == 1
     cfg = json.loads((tmp_path / "train_config.json").read_text())
     assert cfg["batch_size"] == 8
+
+
+def test_sigterm_stops_cleanly_at_a_step_boundary(tmp_path):
+    import signal
+    import time
+    run = tmp_path / "t"
+    proc = subprocess.Popen([sys.executable, "-m", "fsvae_sj.train", "--out", str(run)] + TINY,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 120
+    while not (run / "state.pt").is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert "stopped by SIGTERM" in out or "finished" in out
+    assert main(["--out", str(run), "--no-progress"]) == 0
+    ref = tmp_path / "ref"
+    assert main(["--out", str(ref)] + TINY) == 0
+    a, b = weights(ref), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
