@@ -135,11 +135,27 @@ def test_recon_mse(model, test_set, batch_size: int = 250, seed: int = 0) -> flo
     return total / count
 
 
-def _save_state(run: Path, model, opt, cfg, epoch, step, gen, history, elapsed):
+def _agree(flag: bool, world: int, device) -> bool:
+    """True on every rank if it is true on any (so that all ranks stop at the same step)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _save_state(run: Path, model, opt, cfg, epoch, step, gen, history, elapsed, rank: int, world: int):
+    """Every rank calls this (its sampling generator is gathered); rank 0 writes."""
+    gens = [gen.get_state()]
+    if world > 1:
+        gens = [None] * world
+        dist.all_gather_object(gens, gen.get_state())
+    if rank != 0:
+        return
     core = model.module if hasattr(model, "module") else model
     state = {"train_config": cfg.to_dict(), "model_config": core.config.to_dict(),
              "model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
-             "torch_rng": torch.get_rng_state(), "gen": gen.get_state(), "history": json.dumps(history),
+             "torch_rng": torch.get_rng_state(), "gen": gens, "history": json.dumps(history),
              "elapsed": elapsed}
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -191,7 +207,8 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
         opt.load_state_dict(st["optimizer"])
         epoch, step = st["epoch"], st["step"]
         torch.set_rng_state(st["torch_rng"])
-        gen.set_state(st["gen"])
+        gens = st["gen"]  # one state per rank (a single tensor in the first format)
+        gen.set_state(gens[rank] if isinstance(gens, list) else gens)
         history, elapsed0 = json.loads(st["history"]), st["elapsed"]
         if rank == 0:
             print(f"resuming {run} at epoch {epoch}, step {step}")
@@ -221,7 +238,8 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
                 status = "time_budget"
             elif stop_requested():
                 status = "stopped by SIGTERM"
-            if status != "finished":
+            if _agree(status != "finished", world, device):
+                status = "stopped by another rank" if status == "finished" else status
                 break
             t0 = time.time()
             x = _batches_of(train_set, order[step * cfg.batch_size:(step + 1) * cfg.batch_size]).to(device)
@@ -243,8 +261,9 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
             if bar:
                 bar.set_postfix({k: f"{float(v.detach()):.4f}" for k, v in losses.items()})
                 bar.update(1)
-            if rank == 0 and cfg.save_every and step % cfg.save_every == 0 and step < n_batches:
-                _save_state(run, net, opt, cfg, epoch, step, gen, history, elapsed0 + time.time() - start)
+            if cfg.save_every and step % cfg.save_every == 0 and step < n_batches:
+                _save_state(run, net, opt, cfg, epoch, step, gen, history, elapsed0 + time.time() - start,
+                            rank, world)
         if bar:
             bar.close()
         if status != "finished":
@@ -260,11 +279,11 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
             print(json.dumps(row))
             _save_grids(run, net, _batches_of(test_set, torch.arange(min(32, len(test_set)))), epoch)
         epoch, step = epoch + 1, 0
+        _save_state(run, net, opt, cfg, epoch, step, gen, history, elapsed0 + time.time() - start, rank, world)
         if rank == 0:
-            _save_state(run, net, opt, cfg, epoch, step, gen, history, elapsed0 + time.time() - start)
             _write_log(run, history)
+    _save_state(run, net, opt, cfg, epoch, step, gen, history, elapsed0 + time.time() - start, rank, world)
     if rank == 0:
-        _save_state(run, net, opt, cfg, epoch, step, gen, history, elapsed0 + time.time() - start)
         _write_log(run, history)
         print(f"{status}: epoch {epoch}, step {step}; state in {run / STATE}")
     if world > 1:

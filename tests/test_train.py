@@ -91,16 +91,25 @@ def test_epoch_order_shards_are_disjoint_and_fixed():
     assert not torch.equal(epoch_order(10, 0, 4, 0, 1), epoch_order(10, 0, 3, 0, 1))
 
 
-def test_two_gloo_processes_end_with_identical_weights(tmp_path):
+def _torchrun(out, extra, port):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "fsvae_sj.train", "--out", str(tmp_path)] + TINY + ["--epochs", "1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "fsvae_sj.train", "--out", str(out)] + TINY + ["--epochs", "1"] + extra
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    rep = json.loads((tmp_path / "replicas.json").read_text())
+
+
+def test_two_gloo_processes_identical_weights_and_exact_resume(tmp_path):
+    _torchrun(tmp_path / "a", [], 29517)
+    rep = json.loads((tmp_path / "a" / "replicas.json").read_text())
     assert rep["world_size"] == 2 and len(set(rep["param_sha256"])) == 1
-    cfg = json.loads((tmp_path / "train_config.json").read_text())
-    assert cfg["batch_size"] == 8
+    assert json.loads((tmp_path / "a" / "train_config.json").read_text())["batch_size"] == 8
+    # stop both ranks after one step, resume: the same weights as the uninterrupted run
+    _torchrun(tmp_path / "b", ["--max-steps", "1"], 29518)
+    assert torch.load(tmp_path / "b" / "state.pt", weights_only=True)["step"] == 1
+    _torchrun(tmp_path / "b", [], 29519)
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_sigterm_stops_cleanly_at_a_step_boundary(tmp_path):
