@@ -86,7 +86,8 @@ class Weights:
         """A markdown model card generated from the entry."""
         m = "\n".join(f"| {k} | {v} |" for k, v in self.metrics.items()) or "| (none measured) | |"
         proto = "\n".join(f"- {k}: {v}" for k, v in self.eval_protocol.items())
-        recipe = "\n".join(f"- {k}: {v}" for k, v in self.recipe.items())
+        recipe = "\n".join(f"- {k}: {v}" for k, v in self.recipe.items() if k != "per-epoch log")
+        recipe += "\n\n" + _markdown_table(self.recipe.get("per-epoch log") or [], "Learning curve (per epoch)")
         return f"""# {self.name} (v{self.version})
 
 {self.notes}
@@ -114,6 +115,15 @@ Protocol:
 ## Citation
 {chr(10).join('- ' + c for c in self.citation)}
 """
+
+
+def _markdown_table(rows: list[dict], title: str) -> str:
+    if not rows:
+        return f"{title}: no epoch completed yet."
+    keys = list(rows[0])
+    lines = [f"{title}:", "", "| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def _builtin_entries() -> list[Weights]:
@@ -362,6 +372,7 @@ def main(argv=None) -> int:
     pub.add_argument("--name", required=True)
     pub.add_argument("--dataset", required=True)
     pub.add_argument("--num-samples", type=int, default=5000)
+    pub.add_argument("--notes-file", type=Path, help="markdown for the card's introduction (replaces the default)")
     args = p.parse_args(argv)
     try:
         if args.cmd == "list":
@@ -371,7 +382,8 @@ def main(argv=None) -> int:
         elif args.cmd == "info":
             print(get_weights(args.name).card())
         elif args.cmd == "publish":
-            w = publish(args.run, args.name, args.dataset, args.num_samples)
+            notes = args.notes_file.read_text().strip() if args.notes_file else ""
+            w = publish(args.run, args.name, args.dataset, args.num_samples, notes=notes)
             print(f"published {w.name}: {dict(w.metrics)}")
         elif args.cmd == "download":
             print(fetch(get_weights(args.name)))

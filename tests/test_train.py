@@ -130,3 +130,20 @@ def test_sigterm_stops_cleanly_at_a_step_boundary(tmp_path):
     assert main(["--out", str(ref)] + TINY) == 0
     a, b = weights(ref), weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_publish_measures_the_run_and_writes_its_learning_curve(tmp_path, monkeypatch):
+    from fsvae_sj import zoo
+    run = tmp_path / "run"
+    assert main(["--out", str(run), "--model", "ann-vae"] + TINY) == 0
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    (tmp_path / "notes.md").write_text("Study table goes here.\n")
+    assert zoo.main(["publish", str(run), "--name", "t", "--dataset", "fashion-mnist", "--num-samples", "50",
+                     "--notes-file", str(tmp_path / "notes.md")]) == 0
+    entry = json.loads((tmp_path / "zoo" / "t.json").read_text())
+    assert entry["sha256"] == zoo.sha256_file(tmp_path / "zoo" / "t.safetensors")
+    assert entry["metrics"]["recon_mse"] > 0 and entry["metrics"]["autoencoder_frechet"] > 0
+    card = (tmp_path / "zoo" / "t.md").read_text()
+    assert "Study table goes here." in card
+    curve = [ln for ln in card.splitlines() if ln.startswith("| 0 |") or ln.startswith("| 1 |")]
+    assert card.count("| epoch | scheduled_p |") == 1 and len(curve) == 2
