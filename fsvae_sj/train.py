@@ -2,12 +2,16 @@
 
     python -m fsvae_sj.train --dataset fashion-mnist --out runs/fmnist
     python -m fsvae_sj.train --out runs/fmnist            # resumes where it stopped
+    python -m fsvae_sj.train --out runs/f2 --init-from fashion-mnist   # continue a zoo entry
     torchrun --nproc_per_node 2 -m fsvae_sj.train --dataset mnist --out runs/mnist
 
-The run directory holds ``state.pt`` (model, optimiser, epoch, step, every RNG;
-written atomically, loaded with ``weights_only=True``), ``model.safetensors``
-(the weights in our format), ``log.csv`` (one row per epoch) and image grids.
-Resuming from ``state.pt`` gives the same weights as a run that never stopped.
+The run directory holds ``state.pt`` (model, optimiser, EMA, epoch, step, every RNG;
+written atomically, loaded with ``weights_only=True``), ``model.safetensors`` (the
+raw weights in our format), ``ema.safetensors`` (their exponential moving average,
+when ``--ema-decay`` is set), ``best.safetensors`` (whichever of the two had the best
+AE Frechet distance at any evaluation so far), ``log.csv`` (one row per epoch),
+``evals.csv`` (every evaluation) and image grids. Resuming from ``state.pt`` gives
+the same weights as a run that never stopped.
 """
 from __future__ import annotations
 
@@ -29,17 +33,37 @@ import torch.distributed as dist
 from .ann import ANNVAE
 from .config import ANNVAEConfig, FSVAEConfig, _Serialisable
 from .data import IMAGE_SHAPE, canonical, make_dataset
-from .io import atomic_write_bytes, save_model
+from .evaluate import afd_score, generate, recon_mse
+from .io import atomic_write_bytes, read_checkpoint, save_model
 from .losses import fsvae_loss, gaussian_vae_loss
 from .model import FSVAE
 
 STATE = "state.pt"
 
+# Settings a resume may change: they decide how long to train and what is measured or
+# saved, never what the finished steps learned. Any other difference is refused.
+RESUMABLE_CHANGES = ("epochs", "save_every", "eval_every", "eval_samples", "limit_test")
+
+# The zoo's short-budget recipe (its cards cite it by name); the paper's is TrainConfig().
+RECIPES = {
+    "paper": {},
+    "zoo-short": {"batch_size": 64, "lr": 1e-3, "surrogate": "paper", "surrogate_a": 0.5,
+                  "limit_test": 1000, "save_every": 100, "ema_decay": 0.999, "eval_every": 300},
+}
+
 
 @dataclass(frozen=True)
 class TrainConfig(_Serialisable):
     """The paper's recipe by default (T 16, batch 250, AdamW 1e-3 x batch/250, wd 1e-3,
-    150 epochs, scheduled sampling 0.1 -> 0.3)."""
+    150 epochs, scheduled sampling 0.1 -> 0.3, constant learning rate, no weight average).
+
+    ``ema_decay``: keep an exponential moving average of the weights and tdBN statistics
+    (``torch.optim.swa_utils.AveragedModel``, buffers included); None: off.
+    ``lr_schedule``: ``"constant"`` or ``"cosine"`` (from ``lr`` at the run's first step
+    to ``lr * lr_min_ratio`` after ``lr_decay_steps`` steps, or at the end of ``epochs`` if 0).
+    ``eval_every``: also evaluate every N optimiser steps (0: at epoch ends only);
+    ``eval_samples``: samples for the AE Frechet distance of each evaluation (0: none).
+    """
 
     dataset: str = "fashion-mnist"
     model: str = "fsvae"
@@ -61,6 +85,18 @@ class TrainConfig(_Serialisable):
     save_every: int = 50
     data_root: str | None = None
     download: bool = False
+    ema_decay: float | None = None
+    lr_schedule: str = "constant"
+    lr_min_ratio: float = 0.01
+    lr_decay_steps: int = 0
+    eval_every: int = 0
+    eval_samples: int = 1000
+
+    def __post_init__(self):
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
     def model_config(self):
         c, size = IMAGE_SHAPE[canonical(self.dataset)]
@@ -72,11 +108,32 @@ class TrainConfig(_Serialisable):
         return FSVAEConfig(in_channels=c, image_size=size, n_steps=self.n_steps,
                            surrogate=self.surrogate, surrogate_a=self.surrogate_a)
 
+    def base_lr(self, world: int = 1) -> float:
+        return self.lr if self.lr is not None else 1e-3 * self.batch_size * world / 250
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Fields whose values differ, absent fields read as their defaults."""
+    d = TrainConfig().to_dict()
+    return [k for k in sorted(set(old) | set(new)) if {**d, **old}.get(k) != {**d, **new}.get(k)]
+
 
 def scheduled_p(cfg: TrainConfig, epoch: int) -> float:
     if not cfg.scheduled:
         return 0.0
     return cfg.scheduled_start + (cfg.scheduled_end - cfg.scheduled_start) * epoch / cfg.epochs
+
+
+def learning_rate(cfg: TrainConfig, global_step: int, first_step: int, total_steps: int, world: int = 1) -> float:
+    """The learning rate of optimiser step ``global_step`` (counted over the whole run)."""
+    lr = cfg.base_lr(world)
+    if cfg.lr_decay_steps:
+        total_steps = first_step + cfg.lr_decay_steps
+    if cfg.lr_schedule == "constant" or total_steps <= first_step:
+        return lr
+    t = min(max((global_step - first_step) / (total_steps - first_step), 0.0), 1.0)
+    lo = lr * cfg.lr_min_ratio
+    return lo + (lr - lo) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
@@ -107,6 +164,12 @@ def build(cfg: TrainConfig):
     return FSVAE(mcfg) if cfg.model == "fsvae" else ANNVAE(mcfg)
 
 
+def make_ema(model, decay: float):
+    """EMA of the weights and of the tdBN / BatchNorm running statistics."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def train_step(model, x, cfg: TrainConfig, epoch: int, gen: torch.Generator, steps_per_epoch: int):
     if cfg.model == "fsvae":
         out = model(x, scheduled_p(cfg, epoch), gen)
@@ -118,23 +181,6 @@ def train_step(model, x, cfg: TrainConfig, epoch: int, gen: torch.Generator, ste
     return gaussian_vae_loss(x, recon, mu, log_var, kld_weight=1.0 / steps_per_epoch)
 
 
-@torch.no_grad()
-def test_recon_mse(model, test_set, batch_size: int = 250, seed: int = 0) -> float:
-    """Eval-mode reconstruction MSE over a test set (mean over all pixels)."""
-    core = model.module if hasattr(model, "module") else model
-    was = core.training
-    core.eval()
-    g = torch.Generator().manual_seed(seed)
-    total, count = 0.0, 0
-    device = next(core.parameters()).device
-    for i in range(0, len(test_set), batch_size):
-        x = _batches_of(test_set, torch.arange(i, min(i + batch_size, len(test_set)))).to(device)
-        total += float(((core.reconstruct(x, generator=g) - x) ** 2).sum())
-        count += x.numel()
-    core.train(was)
-    return total / count
-
-
 def _agree(flag: bool, world: int, device) -> bool:
     """True on every rank if it is true on any (so that all ranks stop at the same step)."""
     if world == 1:
@@ -144,8 +190,48 @@ def _agree(flag: bool, world: int, device) -> bool:
     return bool(t.item())
 
 
-def _save_state(run: Path, model, opt, cfg, epoch, step, gen, history, elapsed, rank: int, world: int):
-    """Every rank calls this (its sampling generator is gathered); rank 0 writes."""
+def _check_finite(module, what: str) -> None:
+    bad = [k for k, v in module.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise FloatingPointError(f"{what} has non-finite values in {bad[:4]}{' ...' if len(bad) > 4 else ''}; "
+                                 f"nothing was written")
+
+
+@dataclass
+class RunState:
+    """What a run carries from one step to the next, besides model and optimiser."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list = dataclasses.field(default_factory=list)   # one row per completed epoch
+    evals: list = dataclasses.field(default_factory=list)     # one row per evaluation
+    elapsed: float = 0.0       # wall seconds, all sessions
+    cpu_seconds: float = 0.0   # this process's CPU time (all its threads), all sessions
+    first_step: int = 0        # global step where this run's learning-rate schedule starts
+    provenance: list = dataclasses.field(default_factory=list)  # warm starts, optimiser restarts
+    best_afd: float | None = None
+
+    def meta(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "history": self.history, "evals": self.evals,
+                "elapsed": self.elapsed, "cpu_seconds": self.cpu_seconds, "first_step": self.first_step,
+                "provenance": self.provenance, "best_afd": self.best_afd}
+
+
+class _Clock:
+    """Wall and process-CPU time since the run (re)started, added to what earlier sessions used."""
+
+    def __init__(self, rs: RunState):
+        self.rs, self.wall0, self.cpu0 = rs, time.time(), time.process_time()
+        self.elapsed0, self.cpu_seconds0 = rs.elapsed, rs.cpu_seconds
+
+    def update(self) -> None:
+        self.rs.elapsed = self.elapsed0 + time.time() - self.wall0
+        self.rs.cpu_seconds = self.cpu_seconds0 + time.process_time() - self.cpu0
+
+
+def _save_state(run: Path, model, opt, ema, cfg, rs: RunState, gen, rank: int, world: int):
+    """Every rank calls this (its sampling generator is gathered); rank 0 writes.
+    Non-finite weights are never written: the last good checkpoint stays."""
     gens = [gen.get_state()]
     if world > 1:
         gens = [None] * world
@@ -153,86 +239,142 @@ def _save_state(run: Path, model, opt, cfg, epoch, step, gen, history, elapsed, 
     if rank != 0:
         return
     core = model.module if hasattr(model, "module") else model
+    _check_finite(core, "the model")
     state = {"train_config": cfg.to_dict(), "model_config": core.config.to_dict(),
-             "model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
-             "torch_rng": torch.get_rng_state(), "gen": gens, "history": json.dumps(history),
-             "elapsed": elapsed}
+             "model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": rs.epoch, "step": rs.step,
+             "torch_rng": torch.get_rng_state(), "gen": gens, "run_state": json.dumps(rs.meta()),
+             "history": json.dumps(rs.history), "elapsed": rs.elapsed}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(run / STATE, buf.getvalue())
-    save_model(core, run / "model.safetensors", extra={"epoch": epoch, "step": step, "train_config": cfg.to_dict()})
+    extra = {"train_config": cfg.to_dict(), **rs.meta()}
+    save_model(core, run / "model.safetensors", extra=extra)
+    if ema is not None:
+        save_model(ema.module, run / "ema.safetensors", extra={**extra, "weights": "ema"})
 
 
-def _write_log(run: Path, history: list[dict]) -> None:
-    if not history:
+def _load_state(run: Path, cfg: TrainConfig, model, opt, ema, gen, rank: int) -> RunState:
+    st = torch.load(run / STATE, map_location="cpu", weights_only=True)
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["optimizer"])
+    torch.set_rng_state(st["torch_rng"])
+    gens = st["gen"]  # one state per rank (a single tensor in the first format)
+    gen.set_state(gens[rank] if isinstance(gens, list) else gens)
+    if "run_state" in st:
+        rs = RunState(**json.loads(st["run_state"]))
+    else:  # written before RunState: its elapsed wall time x 1 thread bounds the CPU time
+        rs = RunState(epoch=st["epoch"], step=st["step"], history=json.loads(st["history"]),
+                      elapsed=st["elapsed"], cpu_seconds=st["elapsed"])
+    if ema is not None:
+        if "ema" in st:
+            ema.load_state_dict(st["ema"])
+        else:  # the average starts here
+            ema.update_parameters(model)
+            rs.provenance.append({"event": "EMA started", "epoch": rs.epoch, "step": rs.step,
+                                  "ema_decay": cfg.ema_decay})
+    return rs
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
         return
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(history[-1].keys()))
+    w = csv.DictWriter(buf, fieldnames=keys)
     w.writeheader()
-    w.writerows(history)
-    atomic_write_bytes(run / "log.csv", buf.getvalue().encode())
+    w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def _save_grids(run: Path, model, x: torch.Tensor, epoch: int) -> None:
     from torchvision.utils import save_image
-    core = model.module if hasattr(model, "module") else model
-    was = core.training
-    core.eval()
     with torch.no_grad():
-        samples = core.sample(64, seed=0)
-        recon = core.reconstruct(x[:32], seed=0)
-    core.train(was)
+        samples = model.sample(64, seed=0)
+        recon = model.reconstruct(x[:32], seed=0)
     save_image((samples + 1) / 2, run / f"sample_epoch{epoch:03d}.png", nrow=8)
     save_image((torch.cat([x[:32], recon]) + 1) / 2, run / f"recon_epoch{epoch:03d}.png", nrow=8)
 
 
+def _evaluate(run: Path, core, ema, cfg: TrainConfig, test_set, rs: RunState, global_step: int) -> dict:
+    """Recon MSE on the test subset and AE Frechet of ``eval_samples`` samples (seed 0), for the
+    raw weights and their EMA; keeps ``best.safetensors`` (lowest AE Frechet so far)."""
+    row = {"epoch": rs.epoch, "step": rs.step, "global_step": global_step,
+           "cpu_hours": round(rs.cpu_seconds / 3600, 4), "wall_seconds": round(rs.elapsed, 1)}
+    candidates = [("raw", core)] + ([("ema", ema.module)] if ema is not None else [])
+    was = core.training
+    best = None
+    for name, m in candidates:
+        m.eval()
+        prefix = "" if name == "raw" else "ema_"
+        row[prefix + "test_recon_mse"] = round(recon_mse(m, test_set), 6)
+        if cfg.eval_samples > 0 and cfg.dataset in ("mnist", "fashion-mnist"):
+            afd = afd_score(generate(m, cfg.eval_samples, seed=0), cfg.dataset)
+            row[prefix + "afd"] = round(afd, 3)
+            if best is None or afd < best[0]:
+                best = (afd, name, m)
+    core.train(was)
+    rs.evals.append(row)
+    if best is not None and (rs.best_afd is None or best[0] < rs.best_afd):
+        rs.best_afd = best[0]
+        row["best"] = best[1]
+        _check_finite(best[2], f"the {best[1]} weights")
+        save_model(best[2], run / "best.safetensors",
+                   extra={"train_config": cfg.to_dict(), **rs.meta(), "weights": best[1],
+                          "afd_at_save": round(best[0], 3), "afd_samples": cfg.eval_samples})
+    _write_csv(run / "evals.csv", rs.evals)
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
-                 device: str = "cpu", progress: bool = True, max_steps: int | None = None) -> dict:
+                 device: str = "cpu", progress: bool = True, max_steps: int | None = None,
+                 init: WarmStart | None = None) -> dict:
     """Train (or resume) in ``run``; returns a summary. Stops cleanly at a step boundary
-    when ``time_budget`` seconds are used or ``max_steps`` is reached."""
+    when ``time_budget`` seconds are used or ``max_steps`` is reached. ``init`` starts a new
+    run from another run's weights (see :func:`warm_start`)."""
     rank, world = _dist_info()
-    start = time.time()
     run.mkdir(parents=True, exist_ok=True)
     model = build(cfg).to(device)
-    lr = cfg.lr if cfg.lr is not None else 1e-3 * cfg.batch_size * world / 250
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.base_lr(world), betas=(0.9, 0.999),
+                            weight_decay=cfg.weight_decay)
+    ema = make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
     gen = torch.Generator().manual_seed(cfg.seed + 1 + rank)
-    epoch, step, history, elapsed0 = 0, 0, [], 0.0
     if (run / STATE).is_file():
-        st = torch.load(run / STATE, map_location="cpu", weights_only=True)
-        if st["train_config"] != cfg.to_dict():
-            raise SystemExit(f"{run / STATE} was written with another training config; "
-                             f"use a new --out or the same settings")
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        epoch, step = st["epoch"], st["step"]
-        torch.set_rng_state(st["torch_rng"])
-        gens = st["gen"]  # one state per rank (a single tensor in the first format)
-        gen.set_state(gens[rank] if isinstance(gens, list) else gens)
-        history, elapsed0 = json.loads(st["history"]), st["elapsed"]
+        rs = _load_state(run, cfg, model, opt, ema, gen, rank)
         if rank == 0:
-            print(f"resuming {run} at epoch {epoch}, step {step}")
-    elif rank == 0:
-        cfg.save(run / "train_config.json")
+            print(f"resuming {run} at epoch {rs.epoch}, step {rs.step}")
+    else:
+        rs = RunState()
+        if init is not None:
+            rs = init.apply(model)
+        if ema is not None:
+            ema.update_parameters(model)
+        if rank == 0:
+            cfg.save(run / "train_config.json")
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     train_set = make_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.limit_train)
     test_set = make_dataset(cfg.dataset, "test", cfg.data_root, cfg.download, cfg.limit_test)
-    total_steps = 0
+    n_batches = math.ceil(len(train_set) // world / cfg.batch_size)
+    total = cfg.epochs * n_batches
+    clock = _Clock(rs)
+    start = time.time()
+    steps_run = 0
     status = "finished"
     stop_requested = _stop_on_sigterm()
-    while epoch < cfg.epochs:
-        order = epoch_order(len(train_set), cfg.seed, epoch, rank, world)
-        n_batches = math.ceil(len(order) / cfg.batch_size)
+    while rs.epoch < cfg.epochs:
+        order = epoch_order(len(train_set), cfg.seed, rs.epoch, rank, world)
         meters = {}
         bar = None
         if progress and rank == 0:
             from tqdm import tqdm
-            bar = tqdm(total=n_batches, initial=step, desc=f"epoch {epoch}", dynamic_ncols=True)
+            bar = tqdm(total=n_batches, initial=rs.step, desc=f"epoch {rs.epoch}", dynamic_ncols=True)
         net.train()
         t_step = 0.0
-        while step < n_batches:
-            if max_steps is not None and total_steps >= max_steps:
+        while rs.step < n_batches:
+            if max_steps is not None and steps_run >= max_steps:
                 status = "max_steps"
             elif time_budget is not None and time.time() - start + t_step > time_budget:
                 status = "time_budget"
@@ -242,18 +384,23 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
                 status = "stopped by another rank" if status == "finished" else status
                 break
             t0 = time.time()
-            x = _batches_of(train_set, order[step * cfg.batch_size:(step + 1) * cfg.batch_size]).to(device)
-            losses = train_step(net, x, cfg, epoch, gen, n_batches)
+            gstep = rs.epoch * n_batches + rs.step
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(cfg, gstep, rs.first_step, total, world)
+            x = _batches_of(train_set, order[rs.step * cfg.batch_size:(rs.step + 1) * cfg.batch_size]).to(device)
+            losses = train_step(net, x, cfg, rs.epoch, gen, n_batches)
             if not torch.isfinite(losses["loss"]):
                 if bar:
                     bar.close()
-                raise FloatingPointError(f"loss is {float(losses['loss'].detach())} at epoch {epoch} step {step}; "
-                                         f"stopped; the last good checkpoint in {run} is kept")
+                raise FloatingPointError(f"loss is {float(losses['loss'].detach())} at epoch {rs.epoch} "
+                                         f"step {rs.step}; stopped; the last good checkpoint in {run} is kept")
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             opt.step()
-            step += 1
-            total_steps += 1
+            if ema is not None:
+                ema.update_parameters(model)
+            rs.step += 1
+            steps_run += 1
             for k, v in losses.items():
                 meters[k] = meters.get(k, 0.0) + float(v.detach())
             meters["n"] = meters.get("n", 0) + 1
@@ -261,34 +408,112 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
             if bar:
                 bar.set_postfix({k: f"{float(v.detach()):.4f}" for k, v in losses.items()})
                 bar.update(1)
-            if cfg.save_every and step % cfg.save_every == 0 and step < n_batches:
-                _save_state(run, net, opt, cfg, epoch, step, gen, history, elapsed0 + time.time() - start,
-                            rank, world)
+            mid_epoch = rs.step < n_batches
+            if mid_epoch and cfg.eval_every and (gstep + 1) % cfg.eval_every == 0 and rank == 0:
+                clock.update()
+                _evaluate(run, model, ema, cfg, test_set, rs, gstep + 1)
+            if mid_epoch and cfg.save_every and rs.step % cfg.save_every == 0:
+                clock.update()
+                _save_state(run, net, opt, ema, cfg, rs, gen, rank, world)
         if bar:
             bar.close()
         if status != "finished":
             break
         if rank == 0:
+            clock.update()
             n = max(meters.pop("n", 1), 1)
-            row = {"epoch": epoch, "scheduled_p": round(scheduled_p(cfg, epoch), 4),
+            ev = _evaluate(run, model, ema, cfg, test_set, rs, (rs.epoch + 1) * n_batches)
+            row = {"epoch": rs.epoch, "scheduled_p": round(scheduled_p(cfg, rs.epoch), 4),
                    **{f"train_{k}": round(v / n, 6) for k, v in meters.items()},
-                   "test_recon_mse": round(test_recon_mse(net, test_set), 6),
-                   "cpu_hours": round((elapsed0 + time.time() - start) * torch.get_num_threads() / 3600, 4),
-                   "wall_seconds": round(elapsed0 + time.time() - start, 1)}
-            history.append(row)
-            print(json.dumps(row))
-            _save_grids(run, net, _batches_of(test_set, torch.arange(min(32, len(test_set)))), epoch)
-        epoch, step = epoch + 1, 0
-        _save_state(run, net, opt, cfg, epoch, step, gen, history, elapsed0 + time.time() - start, rank, world)
+                   "train_steps_averaged": n,
+                   **{k: v for k, v in ev.items() if k not in ("epoch", "step", "best")}}
+            rs.history.append(row)
+            was = model.training
+            shown = ema.module if ema is not None else model  # the EMA is what gets published
+            shown.eval()
+            _save_grids(run, shown, _batches_of(test_set, torch.arange(min(32, len(test_set)))), rs.epoch)
+            model.train(was)
+        rs.epoch, rs.step = rs.epoch + 1, 0
+        clock.update()
+        _save_state(run, net, opt, ema, cfg, rs, gen, rank, world)
         if rank == 0:
-            _write_log(run, history)
-    _save_state(run, net, opt, cfg, epoch, step, gen, history, elapsed0 + time.time() - start, rank, world)
+            _write_csv(run / "log.csv", rs.history)
+    clock.update()
+    _save_state(run, net, opt, ema, cfg, rs, gen, rank, world)
     if rank == 0:
-        _write_log(run, history)
-        print(f"{status}: epoch {epoch}, step {step}; state in {run / STATE}")
+        _write_csv(run / "log.csv", rs.history)
+        print(f"{status}: epoch {rs.epoch}, step {rs.step}; state in {run / STATE}")
     if world > 1:
         _check_replicas(model, run, rank, world)
-    return {"status": status, "epoch": epoch, "step": step, "steps_run": total_steps}
+    return {"status": status, "epoch": rs.epoch, "step": rs.step, "steps_run": steps_run}
+
+
+@dataclass
+class WarmStart:
+    """A new run's starting point taken from saved weights (the optimiser restarts)."""
+
+    source: str
+    sha256: str
+    state: dict
+    run_state: RunState
+
+    def apply(self, model) -> RunState:
+        from .io import load_state_strict
+        load_state_strict(model, self.state, source=self.source)
+        return self.run_state
+
+
+def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, WarmStart]:
+    """The training config and starting point of ``--init-from NAME|PATH``.
+
+    The weights (tdBN statistics included) are loaded exactly; the epoch, step, learning
+    curve and CPU time are carried over from the checkpoint's metadata (or the zoo entry's
+    recipe); the optimiser restarts, and the run records that. The recipe comes from the
+    source unless ``cfg_overrides`` changes it; the architecture must match.
+    """
+    from .io import sha256_file
+    from .zoo import fetch, get_weights
+    p = Path(name_or_path)
+    recipe = {}
+    if p.suffix == ".safetensors" or p.is_file():
+        if not p.is_file():
+            raise SystemExit(f"error: --init-from: no file at {p}")
+        path = p
+    else:
+        from .zoo import ZooError
+        try:
+            w = get_weights(str(name_or_path))
+            path = fetch(w)
+        except ZooError as e:
+            raise SystemExit(f"error: --init-from: {e}")
+        if w.source_format != "fsvae-sj":
+            raise SystemExit(f"error: --init-from {name_or_path}: the authors' weights carry no training "
+                             f"state of ours; convert them (python -m fsvae_sj.convert) and pass the file")
+        recipe = dict(w.recipe)
+    model_cfg, state, extra = read_checkpoint(path)
+    tc = extra.get("train_config") or recipe.get("train_config")
+    if not tc:
+        raise SystemExit(f"error: --init-from {name_or_path}: no training config in its metadata")
+    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **tc, **cfg_overrides})
+    want = cfg.model_config().to_dict()
+    diff = [k for k in sorted(set(want) | set(model_cfg)) if want.get(k) != model_cfg.get(k)]
+    if diff:
+        raise SystemExit(f"error: --init-from {name_or_path}: its architecture differs from the recipe's in "
+                         f"{', '.join(f'{k} ({model_cfg.get(k)!r} vs {want.get(k)!r})' for k in diff)}")
+    epoch = int(extra.get("epoch", recipe.get("epochs completed", 0)))
+    step = int(extra.get("step", recipe.get("steps into the current epoch", 0)))
+    history = extra.get("history") or list(recipe.get("per-epoch log") or [])
+    cpu_seconds = float(extra.get("cpu_seconds", 3600 * float(recipe.get("cpu_hours", 0) or 0)))
+    n_batches = math.ceil(len(make_dataset(cfg.dataset, "train", cfg.data_root, cfg.download,
+                                           cfg.limit_train)) / cfg.batch_size)
+    provenance = list(extra.get("provenance") or recipe.get("provenance") or [])
+    sha = sha256_file(path)
+    provenance.append({"event": "warm start, optimiser restarted", "from": str(name_or_path), "sha256": sha,
+                       "weights": extra.get("weights", "raw"), "epoch": epoch, "step": step})
+    rs = RunState(epoch=epoch, step=step, history=history, evals=list(extra.get("evals") or []),
+                  elapsed=float(extra.get("elapsed", 0.0)), cpu_seconds=cpu_seconds,
+                  first_step=epoch * n_batches + step, provenance=provenance)
+    return cfg, WarmStart(str(path), sha, state, rs)
 
 
 def _stop_on_sigterm():
@@ -317,12 +542,20 @@ def _check_replicas(model, run: Path, rank: int, world: int) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m fsvae_sj.train",
-        description="Train FSVAE or the ANN VAE baseline with the paper's recipe. Re-running with the same "
-                    "--out resumes exactly (model, optimiser, epoch, step, data order, RNG). Under torchrun "
-                    "it trains with DistributedDataParallel (Gloo on CPU, NCCL on GPU).")
+        description="Train FSVAE or the ANN VAE baseline with the paper's recipe (or --recipe zoo-short). "
+                    "Re-running with the same --out resumes exactly (model, optimiser, EMA, epoch, step, data "
+                    "order, RNG); a resume may change only " + ", ".join(RESUMABLE_CHANGES) + ". "
+                    "--init-from continues from a zoo entry or a .safetensors when the run state is gone. "
+                    "Under torchrun it trains with DistributedDataParallel (Gloo on CPU, NCCL on GPU).")
     d = TrainConfig()
-    p.add_argument("--out", required=True, help="run directory (state.pt, model.safetensors, log.csv, grids)")
+    p.add_argument("--out", required=True, help="run directory (state.pt, *.safetensors, log.csv, evals.csv, grids)")
     p.add_argument("--config", help="a TrainConfig JSON/YAML; command-line flags override it")
+    p.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="a named recipe: 'paper' (the defaults) or 'zoo-short' (the zoo's short-budget one: "
+                        + ", ".join(f"{k}={v}" for k, v in RECIPES["zoo-short"].items()) + "); flags override it")
+    p.add_argument("--init-from", metavar="NAME|PATH",
+                   help="start a new run from a zoo entry or .safetensors: weights and tdBN statistics exact, "
+                        "optimiser restarted, epochs/steps/CPU-hours/learning curve carried over")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(d, f.name)
@@ -331,7 +564,7 @@ def parse_args(argv=None):
                            metavar="BOOL", help=f"(default {default})")
         else:
             typ = {"lr": float, "surrogate_a": float, "limit_train": int, "limit_test": int,
-                   "data_root": str}.get(f.name, type(default))
+                   "data_root": str, "ema_decay": float}.get(f.name, type(default))
             p.add_argument(flag, type=typ, default=None, help=f"(default {default})")
     p.add_argument("--time-budget", type=float, help="seconds; stop at a step boundary and save")
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in this invocation")
@@ -342,25 +575,50 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    base = TrainConfig.load(args.config).to_dict() if args.config else TrainConfig().to_dict()
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name) is not None}
+    recipe = RECIPES[args.recipe] if args.recipe else {}
+    file_cfg = TrainConfig.load(args.config).to_dict() if args.config else {}
     state = Path(args.out) / STATE
-    if state.is_file() and not args.config and all(
-            getattr(args, f.name) is None for f in dataclasses.fields(TrainConfig)):
-        base = torch.load(state, map_location="cpu", weights_only=True)["train_config"]
-    for f in dataclasses.fields(TrainConfig):
-        v = getattr(args, f.name)
-        if v is not None:
-            base[f.name] = v
-    cfg = TrainConfig.from_dict(base)
+    init = None
+    if state.is_file():
+        saved = torch.load(state, map_location="cpu", weights_only=True)["train_config"]
+        wanted = {**saved, **recipe, **file_cfg, **flags}
+        changed = [k for k in config_differences(saved, wanted) if k not in RESUMABLE_CHANGES]
+        # A weight average may join a run that had none: it changes nothing the run learns.
+        if "ema_decay" in changed and saved.get("ema_decay") is None:
+            changed.remove("ema_decay")
+        if changed:
+            raise SystemExit(f"error: {state} was written with another training config: "
+                             + ", ".join(f"{k} ({saved.get(k)!r} -> {wanted.get(k)!r})" for k in changed)
+                             + f". A resume may change only {', '.join(RESUMABLE_CHANGES)}; use a new --out "
+                               f"(with --init-from {Path(args.out) / 'model.safetensors'} to keep the weights)")
+        if args.init_from:
+            print(f"note: {state} exists; resuming it and ignoring --init-from", file=sys.stderr)
+        if (saved.get("lr_schedule", "constant") == "cosine" and not saved.get("lr_decay_steps")
+                and saved.get("epochs") != wanted.get("epochs")):
+            raise SystemExit("error: --epochs sets the end of this run's cosine learning-rate schedule; "
+                             "it cannot change on resume")
+        base = {**TrainConfig().to_dict(), **wanted}
+        cfg = TrainConfig.from_dict(base)
+    elif args.init_from:
+        cfg, init = warm_start(args.init_from, {**recipe, **file_cfg, **flags})
+    else:
+        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **recipe, **file_cfg, **flags})
     canonical(cfg.dataset)
     if cfg.model not in ("fsvae", "ann-vae"):
         raise SystemExit(f"--model must be fsvae or ann-vae, got {cfg.model!r}")
     try:
         run_training(cfg, Path(args.out), args.time_budget, args.device, progress=not args.no_progress,
-                     max_steps=args.max_steps)
+                     max_steps=args.max_steps, init=init)
     except FloatingPointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    finally:
+        # A process group left to the interpreter's exit aborts ("terminate called without
+        # an active exception") when a rank stops early.
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

@@ -86,8 +86,12 @@ class Weights:
         """A markdown model card generated from the entry."""
         m = "\n".join(f"| {k} | {v} |" for k, v in self.metrics.items()) or "| (none measured) | |"
         proto = "\n".join(f"- {k}: {v}" for k, v in self.eval_protocol.items())
-        recipe = "\n".join(f"- {k}: {v}" for k, v in self.recipe.items() if k != "per-epoch log")
-        recipe += "\n\n" + _markdown_table(self.recipe.get("per-epoch log") or [], "Learning curve (per epoch)")
+        tables = {"per-epoch log": "Learning curve (per epoch)",
+                  "evaluations": "Evaluations during training (AE Frechet of the run's eval_samples samples, seed 0)"}
+        recipe = "\n".join(f"- {k}: {v}" for k, v in self.recipe.items() if k not in tables)
+        for key, title in tables.items():
+            if key in self.recipe or key == "per-epoch log":
+                recipe += "\n\n" + _markdown_table(self.recipe.get(key) or [], title)
         return f"""# {self.name} (v{self.version})
 
 {self.notes}
@@ -120,7 +124,9 @@ Protocol:
 def _markdown_table(rows: list[dict], title: str) -> str:
     if not rows:
         return f"{title}: no epoch completed yet."
-    keys = list(rows[0])
+    first = ("epoch", "step", "global_step", "scheduled_p", "cpu_hours")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    keys = [k for k in first if k in keys] + [k for k in keys if k not in first]
     lines = [f"{title}:", "", "| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
@@ -304,32 +310,111 @@ def weights_of(model_or_name: str | os.PathLike) -> tuple[str, str]:
     return str(f), (w.sha256 or (sha256_file(f) if f.is_file() else "unknown"))
 
 
-def publish(run: Path, name: str, dataset: str, num_samples: int = 5000, seed: int = 0,
-            version: str | None = None, notes: str = "") -> Weights:
-    """Maintainers: put a training run's weights into ``zoo/`` with a measured card.
+class PublishRefused(ZooError):
+    """``zoo publish`` found weights that must not become a zoo entry."""
 
-    Copies ``run/model.safetensors`` to ``zoo/<name>.safetensors``, evaluates it
-    with :func:`fsvae_sj.evaluate.evaluate` (recon on the whole test set, AE
-    Frechet on ``num_samples`` samples), and writes ``zoo/<name>.json`` and
-    ``zoo/<name>.md`` from what was measured and what the run's log says.
+
+# A model whose seeded samples do not vary is dead: an untrained or few-step FSVAE never
+# fires in eval mode and gives one constant image (std 0.0 across samples). Trained
+# models measured here give 0.2 or more; the floor sits far below that and far above 0.
+MIN_SAMPLE_STD = 0.05
+
+
+def sample_spread(model, n: int = 64, seed: int = 0) -> float:
+    """Mean over pixels of the std across ``n`` seeded samples (0 for a constant generator)."""
+    with torch.no_grad():
+        x = model.sample(n, seed=seed)
+    return float(x.float().std(0).mean())
+
+
+def _checkpoint_of(src: Path) -> Path:
+    """The file ``publish`` takes from a run folder: the best evaluated weights if kept."""
+    if src.is_dir():
+        for name in ("best.safetensors", "model.safetensors"):
+            if (src / name).is_file():
+                return src / name
+        raise ZooError(f"{src} holds no best.safetensors nor model.safetensors")
+    if not src.is_file():
+        raise ZooError(f"no run folder or checkpoint at {src}")
+    return src
+
+
+def publish(src: Path, name: str, dataset: str | None = None, num_samples: int = 5000, seed: int = 0,
+            version: str | None = None, notes: str = "", force: bool = False) -> Weights:
+    """Maintainers: put trained weights into ``zoo/`` with a measured card.
+
+    ``src`` is a run folder (its ``best.safetensors``, else ``model.safetensors``) or a
+    checkpoint file. Refuses (:class:`PublishRefused`) non-finite weights, a generator
+    whose 64 seeded samples do not vary (mean per-pixel std < ``MIN_SAMPLE_STD``), and,
+    unless ``force``, an AE Frechet distance worse than the entry it would replace.
+    Measures recon MSE on the whole test set and AE Frechet on ``num_samples`` samples
+    (seed ``seed``) with :func:`fsvae_sj.evaluate.evaluate`, then copies the file and writes
+    ``zoo/<name>.json`` and ``zoo/<name>.md`` (the learning curve and budget come from the
+    checkpoint's metadata, written by ``fsvae_sj.train``).
     """
-    import csv
     import shutil
 
-    from .evaluate import evaluate
+    from .evaluate import PAPER_TABLE1, evaluate
     from .io import read_checkpoint
-    src = run / "model.safetensors"
+    run = Path(src) if Path(src).is_dir() else None
+    src = _checkpoint_of(Path(src))
     cfg, state, extra = read_checkpoint(src)
-    model = load_model(src)
-    res = evaluate(model, dataset, ("recon", "afd"), num_samples=num_samples, seed=seed)
-    rows = list(csv.DictReader(open(run / "log.csv"))) if (run / "log.csv").is_file() else []
+    # The learning curve and budget: the run's latest save knows more than its best one.
+    log = read_checkpoint(run / "model.safetensors")[2] if run and (run / "model.safetensors").is_file() else extra
+    bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise PublishRefused(f"{src} has non-finite weights ({', '.join(bad[:4])}); not published")
     tcfg = extra.get("train_config", {})
+    dataset = dataset or tcfg.get("dataset")
+    if not dataset:
+        raise ZooError(f"{src} does not say its dataset; pass --dataset")
+    model = load_model(src)
+    spread = sample_spread(model)
+    if spread < MIN_SAMPLE_STD:
+        raise PublishRefused(f"{src}: its 64 seeded samples hardly vary (mean per-pixel std {spread:.4f} < "
+                             f"{MIN_SAMPLE_STD}): the generator is dead (untrained or too few steps); not published")
+    res = evaluate(model, dataset, ("recon", "afd"), num_samples=num_samples, seed=seed)
+    old_path = ZOO_DIR / f"{name}.json"
+    if old_path.is_file() and not force:
+        old = json.loads(old_path.read_text()).get("metrics", {}).get("autoencoder_frechet")
+        if old is not None and res["afd"] is not None and res["afd"] > old:
+            raise PublishRefused(f"{src}: AE Frechet {res['afd']:.3f} is worse than the current {name} entry's "
+                                 f"{old:.3f}; not published (--force to replace it anyway)")
     dest = ZOO_DIR / f"{name}.safetensors"
     ZOO_DIR.mkdir(exist_ok=True)
-    shutil.copyfile(src, dest)
-    arch = "FSVAE" if cfg.get("arch") == "fsvae" else "ANN VAE"
+    tmp = dest.with_name(f".{dest.name}.part")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    arch = cfg.get("arch", "fsvae")
+    history = log.get("history") or []
+    evals = log.get("evals") or []
+    epoch, step = int(extra.get("epoch", 0)), int(extra.get("step", 0))
+    cpu_h = round(float(extra.get("cpu_seconds", 0.0)) / 3600, 3)
+    paper = PAPER_TABLE1.get((dataset, arch))
+    per_epoch = [float(r["cpu_hours"]) - float(p["cpu_hours"]) for p, r in zip(history, history[1:])
+                 if r.get("cpu_hours") not in (None, "") and p.get("cpu_hours") not in (None, "")]
+    recipe = {
+        "by": "fsvae-sj (python -m fsvae_sj.train)", "train_config": tcfg,
+        "weights": extra.get("weights", "raw") + (" (exponential moving average)" if extra.get("weights") == "ema"
+                                                  else ""),
+        "epochs completed": epoch, "steps into the current epoch": step,
+        "cpu_hours": cpu_h,
+        "cpu_hours of the whole run so far": round(float(log.get("cpu_seconds", 0.0)) / 3600, 3),
+        "batch size": tcfg.get("batch_size"),
+        "cpu_hours (how)": "CPU time of the training process (all its threads); the warm-start folders' "
+                           "hours before per-process accounting are their wall time x 1 thread (an upper bound)",
+        "hardware": "2-core x86-64 CPU, one thread per run, two runs sharing the machine, no GPU",
+        "provenance": extra.get("provenance") or [],
+        "per-epoch log": history,
+        "evaluations": evals,
+    }
+    if per_epoch and paper:
+        recipe["projection"] = (f"the paper's 150 epochs at the last measured {per_epoch[-1]:.2f} CPU-hours "
+                                f"per epoch: about {150 * per_epoch[-1]:.0f} CPU-hours on this machine")
+    metrics = {"recon_mse": round(res["recon_mse"], 5), "autoencoder_frechet": round(res["afd"], 3),
+               "inception_score": None, "fid": None, "sample_spread": round(spread, 4)}
     w = Weights(
-        name=name, version=version or f"e{extra.get('epoch', 0)}s{extra.get('step', 0)}",
+        name=name, version=version or f"e{epoch}s{step}",
         file_name=dest.name, sha256=sha256_file(dest), size=dest.stat().st_size,
         arch_config=MappingProxyType(cfg), dataset=dataset, split="train (60,000 images)",
         transforms="ToTensor, bilinear resize 28->32, 2x - 1 (range [-1, 1])",
@@ -338,24 +423,36 @@ def publish(run: Path, name: str, dataset: str, num_samples: int = 5000, seed: i
                       "fashion-mnist": "Fashion-MNIST: MIT (Zalando Research)"}.get(dataset, "see the dataset"),
         num_params=sum(t.numel() for k, t in state.items() if not k.endswith(
             ("running_mean", "running_var", "num_batches_tracked"))),
-        metrics=MappingProxyType({"recon_mse": round(res["recon_mse"], 5), "autoencoder_frechet": round(res["afd"], 3),
-                                  "inception_score": None, "fid": None}),
+        metrics=MappingProxyType(metrics),
         eval_protocol=MappingProxyType({**res["protocol"], **{f"note {k}": v for k, v in res["notes"].items()},
+                                        "sample_spread": "mean per-pixel std across 64 samples, seed 0",
                                         "inception_score/fid": "not measured: Inception weights cannot be "
                                                                "downloaded on the training machine",
+                                        "paper (Table 1, the authors' numbers)": paper or "no row",
                                         "library versions": res["versions"]}),
-        recipe=MappingProxyType({
-            "by": "fsvae-sj (python -m fsvae_sj.train)", "train_config": tcfg,
-            "epochs completed": extra.get("epoch", 0), "steps into the current epoch": extra.get("step", 0),
-            "cpu_hours (logged at the last completed epoch)": rows[-1]["cpu_hours"] if rows else "n/a",
-            "hardware": "2-core x86-64 CPU, one thread per run, no GPU",
-            "per-epoch log": rows}),
-        notes=notes or (f"{arch} trained by this project on {dataset} with the paper's recipe for a SHORT budget "
-                        f"(see recipe): far from converged, far from the paper's numbers. Metrics below are "
-                        f"ours, measured with fsvae_sj.evaluate."))
+        recipe=MappingProxyType(recipe),
+        notes=notes or _default_notes("FSVAE" if arch == "fsvae" else "ANN VAE", dataset, tcfg, epoch, step,
+                                      cpu_h, extra, paper, metrics))
     atomic_write_json(ZOO_DIR / f"{name}.json", w.to_json())
     atomic_write_text(ZOO_DIR / f"{name}.md", w.card())
     return w
+
+
+def _default_notes(arch, dataset, tcfg, epoch, step, cpu_h, extra, paper, metrics) -> str:
+    warm = [p for p in extra.get("provenance") or [] if "warm" in p.get("event", "")]
+    lines = [f"{arch} trained by this project on {dataset}: {epoch} epochs and {step} steps of batch "
+             f"{tcfg.get('batch_size')} (the paper: 150 epochs of batch 250), {cpu_h} CPU-hours on a 2-core CPU. "
+             f"A SHORT budget: the metrics below are ours, measured with fsvae_sj.evaluate."]
+    if extra.get("weights") == "ema":
+        lines.append(f"The published weights are the exponential moving average (decay {tcfg.get('ema_decay')}) "
+                     f"of the training weights, chosen because its AE Frechet distance was lower.")
+    if warm:
+        lines.append("Training continued from earlier runs: " + "; ".join(
+            f"{p['from']} at epoch {p['epoch']} step {p['step']} (optimiser restarted)" for p in warm) + ".")
+    if paper:
+        lines.append(f"Paper (Table 1): recon MSE {paper['recon_mse']}, AE Frechet {paper['autoencoder_frechet']}; "
+                     f"here: recon MSE {metrics['recon_mse']}, AE Frechet {metrics['autoencoder_frechet']}.")
+    return "\n\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -368,10 +465,13 @@ def main(argv=None) -> int:
     d.add_argument("name")
     sub.add_parser("verify", help="check every locally present zoo file against its hash")
     pub = sub.add_parser("publish", help="(maintainers) evaluate a training run and put it into zoo/")
-    pub.add_argument("run", type=Path)
+    pub.add_argument("run", type=Path, help="a run folder (its best.safetensors, else model.safetensors) or a "
+                                            "checkpoint file")
     pub.add_argument("--name", required=True)
-    pub.add_argument("--dataset", required=True)
-    pub.add_argument("--num-samples", type=int, default=5000)
+    pub.add_argument("--dataset", help="(default: the checkpoint's training dataset)")
+    pub.add_argument("--num-samples", type=int, default=5000, help="samples for the AE Frechet distance (seed 0)")
+    pub.add_argument("--force", action="store_true",
+                     help="replace the entry even if its AE Frechet distance is better than the new one's")
     pub.add_argument("--notes-file", type=Path, help="markdown for the card's introduction (replaces the default)")
     args = p.parse_args(argv)
     try:
@@ -383,7 +483,7 @@ def main(argv=None) -> int:
             print(get_weights(args.name).card())
         elif args.cmd == "publish":
             notes = args.notes_file.read_text().strip() if args.notes_file else ""
-            w = publish(args.run, args.name, args.dataset, args.num_samples, notes=notes)
+            w = publish(args.run, args.name, args.dataset, args.num_samples, notes=notes, force=args.force)
             print(f"published {w.name}: {dict(w.metrics)}")
         elif args.cmd == "download":
             print(fetch(get_weights(args.name)))

@@ -22,3 +22,23 @@ def tiny_cfg():
 @pytest.fixture
 def fixture_path():
     return os.path.join(DATA, "parity_fsvae_large.pt.gz")
+
+
+def make_alive(model, x, seed: int = 0):
+    """Set every tdBN's running statistics to those of one training-mode batch of ``x``.
+
+    An untrained (or few-step) FSVAE is silent in eval mode: its running variance sits far
+    above the batch variance, so no decoder neuron fires and every sample is one constant
+    image. After this the eval-mode network fires as in training, so its output depends on
+    z and on the input; tests that compare outputs must use such a model (and assert it)."""
+    from fsvae_sj.tdbn import TdBN
+    bns = [m for m in model.modules() if isinstance(m, TdBN)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 1.0
+    model.train()
+    with torch.no_grad():
+        model(x, 0.0, torch.Generator().manual_seed(seed))
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    return model.eval()

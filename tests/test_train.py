@@ -134,16 +134,25 @@ def test_sigterm_stops_cleanly_at_a_step_boundary(tmp_path):
 
 def test_publish_measures_the_run_and_writes_its_learning_curve(tmp_path, monkeypatch):
     from fsvae_sj import zoo
+    from fsvae_sj.evaluate import evaluate
     run = tmp_path / "run"
-    assert main(["--out", str(run), "--model", "ann-vae"] + TINY) == 0
+    # lr 0.01: 12 steps are enough for an ANN whose samples vary (the publish guard's floor)
+    assert main(["--out", str(run), "--model", "ann-vae", "--lr", "0.01"] + TINY) == 0
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
     (tmp_path / "notes.md").write_text("Study table goes here.\n")
     assert zoo.main(["publish", str(run), "--name", "t", "--dataset", "fashion-mnist", "--num-samples", "50",
                      "--notes-file", str(tmp_path / "notes.md")]) == 0
     entry = json.loads((tmp_path / "zoo" / "t.json").read_text())
     assert entry["sha256"] == zoo.sha256_file(tmp_path / "zoo" / "t.safetensors")
-    assert entry["metrics"]["recon_mse"] > 0 and entry["metrics"]["autoencoder_frechet"] > 0
+    # the card carries exactly what the evaluation protocol measures on the published file
+    res = evaluate(zoo.load(tmp_path / "zoo" / "t.safetensors"), "fashion-mnist", num_samples=50, seed=0)
+    assert entry["metrics"]["recon_mse"] == round(res["recon_mse"], 5)
+    assert entry["metrics"]["autoencoder_frechet"] == round(res["afd"], 3)
+    assert "all 10000 fashion-mnist test images" in entry["eval_protocol"]["recon_mse"]
     card = (tmp_path / "zoo" / "t.md").read_text()
     assert "Study table goes here." in card
-    curve = [ln for ln in card.splitlines() if ln.startswith("| 0 |") or ln.startswith("| 1 |")]
-    assert card.count("| epoch | scheduled_p |") == 1 and len(curve) == 2
+    curve = card[card.index("Learning curve (per epoch):"):card.index("Evaluations during training")]
+    rows = [ln.split(" | ") for ln in curve.splitlines() if ln.startswith("| ")]
+    assert rows[0][:3] == ["| epoch", "global_step", "scheduled_p"] and [r[0] for r in rows[2:]] == ["| 0", "| 1"]
+    log = (run / "log.csv").read_text().splitlines()
+    assert len(log) == 3 and log[2].split(",")[0] == "1"

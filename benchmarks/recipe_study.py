@@ -1,0 +1,55 @@
+"""Quality per CPU-hour: learning-rate schedules compared from the same state, side by side.
+
+    python benchmarks/recipe_study.py --init-from RUN/model.safetensors --steps 300 \
+        --out /tmp/recipe_study --json benchmarks/recipe_study.json
+
+Every branch starts with ``python -m fsvae_sj.train --init-from`` the same file (weights and
+tdBN statistics exact, optimiser restarted, the same data order), runs ``--steps`` steps of the
+source's recipe with its own learning-rate schedule, and tracks an EMA of the weights. Each
+branch is evaluated every ``--eval-every`` steps (AE Frechet of 1,000 samples, seed 0; recon MSE
+of 1,000 test images), raw and EMA weights; the JSON holds every evaluation of every branch.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+BRANCHES = {
+    "constant": [],
+    "cosine": ["--lr-schedule", "cosine", "--lr-min-ratio", "0.01"],
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--init-from", required=True, help="the shared starting point (.safetensors or zoo name)")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--ema-decay", type=float, default=0.99)
+    p.add_argument("--out", type=Path, required=True, help="folder for the branches' runs")
+    p.add_argument("--json", type=Path, required=True)
+    p.add_argument("--branches", default=",".join(BRANCHES), help=f"subset of {','.join(BRANCHES)}")
+    args = p.parse_args(argv)
+    from fsvae_sj.io import atomic_write_json
+    from fsvae_sj.train import main as train
+    result = {"init_from": args.init_from, "steps": args.steps, "ema_decay": args.ema_decay, "branches": {}}
+    for name in args.branches.split(","):
+        run = args.out / name
+        code = train(["--out", str(run), "--init-from", args.init_from, "--max-steps", str(args.steps),
+                      "--ema-decay", str(args.ema_decay), "--eval-every", str(args.eval_every),
+                      "--lr-decay-steps", str(args.steps), "--no-progress", *BRANCHES[name]])
+        if code:
+            return code
+        # the first rows are the source's own evaluations, carried over by --init-from
+        rows = list(csv.DictReader(open(run / "evals.csv")))[-(args.steps // args.eval_every):]
+        result["branches"][name] = {"args": BRANCHES[name], "evaluations": rows}
+        atomic_write_json(args.json, result)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

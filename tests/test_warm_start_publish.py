@@ -1,0 +1,167 @@
+"""Progress that survives a machine (--init-from, EMA through resume) and the publish guard."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fsvae_sj import FSVAE, data, zoo
+from fsvae_sj.io import read_checkpoint, save_model
+from fsvae_sj.train import main
+
+from conftest import make_alive
+
+pytestmark = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),
+                                reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
+TINY = ["--dataset", "fashion-mnist", "--limit-train", "48", "--limit-test", "16", "--batch-size", "8",
+        "--epochs", "2", "--n-steps", "2", "--save-every", "2", "--no-progress", "--eval-samples", "40"]
+SHIPPED = Path(__file__).resolve().parent.parent / "zoo"
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A finished two-epoch run with an EMA: the starting point of the warm-start tests."""
+    run = tmp_path_factory.mktemp("src") / "run"
+    assert main(["--out", str(run), "--ema-decay", "0.5"] + TINY) == 0
+    return run
+
+
+def test_init_from_file_carries_weights_budget_and_curve_and_restarts_the_optimiser(source, tmp_path):
+    src = source / "model.safetensors"
+    _, src_state, src_extra = read_checkpoint(src)
+    run = tmp_path / "warm"
+    assert main(["--out", str(run), "--init-from", str(src), "--max-steps", "0", "--epochs", "3", "--no-progress"]) == 0
+    # before any step: weights and tdBN running statistics are the source's, bit for bit
+    assert any(k.endswith("running_var") for k in src_state)
+    assert same(load_file(str(run / "model.safetensors")), src_state)
+    st = torch.load(run / "state.pt", weights_only=True)
+    assert (st["epoch"], st["step"]) == (2, 0)
+    assert st["optimizer"]["state"] == {}   # restarted: no Adam moments carried over
+    rs = json.loads(st["run_state"])
+    assert rs["history"] == src_extra["history"] and len(rs["history"]) == 2
+    # carried over, plus this process's own set-up time
+    assert src_extra["cpu_seconds"] <= rs["cpu_seconds"] < src_extra["cpu_seconds"] + 60
+    assert rs["provenance"][-1]["event"] == "warm start, optimiser restarted"
+    assert rs["provenance"][-1]["from"] == str(src)
+    assert json.loads((run / "train_config.json").read_text())["limit_train"] == 48   # the source's recipe
+    # the third epoch runs its 6 steps and only those, and moves the weights
+    assert main(["--out", str(run), "--no-progress"]) == 0
+    st = torch.load(run / "state.pt", weights_only=True)
+    assert (st["epoch"], st["step"]) == (3, 0)
+    assert len(json.loads(st["run_state"])["history"]) == 3
+    after = load_file(str(run / "model.safetensors"))
+    assert not same(after, src_state)
+
+
+def test_init_from_a_zoo_name(source, tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    _, _, extra = read_checkpoint(source / "model.safetensors")
+    model = make_alive(zoo.load(source / "model.safetensors"), torch.rand(8, 1, 32, 32) * 2 - 1)
+    save_model(model, tmp_path / "alive.safetensors", extra=extra)
+    zoo.publish(tmp_path / "alive.safetensors", "tiny", num_samples=40)
+    run = tmp_path / "warm"
+    assert main(["--out", str(run), "--init-from", "tiny", "--max-steps", "0", "--epochs", "3"]) == 0
+    published = load_file(str(tmp_path / "zoo" / "tiny.safetensors"))
+    assert same(load_file(str(run / "model.safetensors")), published)
+    prov = json.loads(torch.load(run / "state.pt", weights_only=True)["run_state"])["provenance"]
+    assert prov[-1]["from"] == "tiny" and prov[-1]["sha256"] == zoo.get_weights("tiny").sha256
+
+
+@pytest.mark.parametrize("flag,value,field", [("--lr", "0.1", "lr"), ("--batch-size", "4", "batch_size"),
+                                              ("--surrogate", "paper", "surrogate")])
+def test_resume_refuses_a_changed_recipe_and_names_the_field(source, tmp_path, flag, value, field):
+    import shutil
+    run = tmp_path / "r"
+    shutil.copytree(source, run)
+    with pytest.raises(SystemExit, match=rf"another training config: {field} \("):
+        main(["--out", str(run), flag, value])
+
+
+def test_resume_may_extend_epochs_and_ema_survives_a_stop_exactly(tmp_path):
+    # one run straight through three epochs; another stopped twice and extended from 2 to 3 epochs
+    assert main(["--out", str(tmp_path / "a"), "--ema-decay", "0.5"] + TINY + ["--epochs", "3"]) == 0
+    b = tmp_path / "b"
+    assert main(["--out", str(b), "--ema-decay", "0.5", "--max-steps", "5"] + TINY) == 0
+    assert main(["--out", str(b), "--no-progress"]) == 0
+    assert main(["--out", str(b), "--epochs", "3", "--max-steps", "3", "--no-progress"]) == 0
+    assert torch.load(b / "state.pt", weights_only=True)["step"] == 3
+    assert main(["--out", str(b), "--no-progress"]) == 0
+    for f in ("model.safetensors", "ema.safetensors"):
+        assert same(load_file(str(tmp_path / "a" / f)), load_file(str(b / f))), f
+    raw, ema = load_file(str(b / "model.safetensors")), load_file(str(b / "ema.safetensors"))
+    assert not same(raw, ema)   # the average is not a copy of the weights
+
+
+def test_ema_is_the_exponential_average_of_the_weights(tmp_path, monkeypatch):
+    """decay d: ema_0 = the initial weights, ema_n = d ema_(n-1) + (1 - d) w_n, buffers included."""
+    import fsvae_sj.train as tr
+    seen = []
+    real_save = tr._save_state
+
+    def spy(run, model, *rest):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real_save(run, model, *rest)
+    monkeypatch.setattr(tr, "_save_state", spy)
+    # save_every 1: the weights after each of the epoch's 6 steps are seen (then a final save)
+    assert main(["--out", str(tmp_path), "--ema-decay", "0.75"] + TINY + ["--epochs", "1", "--save-every", "1"]) == 0
+    init = tr.build(tr.TrainConfig(dataset="fashion-mnist", n_steps=2))
+    ema = {k: v.double() for k, v in init.state_dict().items() if v.is_floating_point()}
+    for w in seen[:6]:
+        for k in ema:
+            ema[k] = 0.75 * ema[k] + 0.25 * w[k].double()
+    got = load_file(str(tmp_path / "ema.safetensors"))
+    for k in ("encoder.0.layer.weight", "encoder.0.bn.running_var"):
+        assert torch.allclose(got[k].double(), ema[k], rtol=1e-5, atol=1e-6), k
+        assert not torch.allclose(got[k], seen[5][k]), k
+
+
+def test_best_checkpoint_is_the_lowest_afd_of_raw_and_ema(source):
+    assert len((source / "evals.csv").read_text().splitlines()) == 3   # header + two epoch ends
+    _, _, extra = read_checkpoint(source / "best.safetensors")
+    afds = [float(v) for e in extra["evals"] for k, v in e.items() if k in ("afd", "ema_afd")]
+    assert extra["afd_at_save"] == pytest.approx(min(afds), abs=1e-3)
+    assert extra["weights"] in ("raw", "ema")
+
+
+# -- the publish guard ------------------------------------------------------------------------
+def test_publish_refuses_a_dead_generator(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    torch.manual_seed(0)
+    save_model(FSVAE().eval(), tmp_path / "fresh.safetensors", extra={"train_config": {"dataset": "fashion-mnist"}})
+    assert zoo.sample_spread(zoo.load(tmp_path / "fresh.safetensors")) < zoo.MIN_SAMPLE_STD
+    with pytest.raises(zoo.PublishRefused, match="hardly vary"):
+        zoo.publish(tmp_path / "fresh.safetensors", "dead", num_samples=40)
+    assert not (tmp_path / "zoo" / "dead.safetensors").exists()
+
+
+def test_publish_refuses_non_finite_weights(source, tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    _, _, extra = read_checkpoint(source / "model.safetensors")
+    model = make_alive(zoo.load(source / "model.safetensors"), torch.rand(8, 1, 32, 32) * 2 - 1)
+    assert zoo.sample_spread(model) > zoo.MIN_SAMPLE_STD   # only the NaN can stop it
+    with torch.no_grad():
+        model.decoder_input.layer.weight[0, 0] = float("nan")
+    save_model(model, tmp_path / "nan.safetensors", extra=extra)
+    with pytest.raises(zoo.PublishRefused, match="non-finite.*decoder_input.layer.weight"):
+        zoo.publish(tmp_path / "nan.safetensors", "nan", num_samples=40)
+    assert zoo.main(["publish", str(tmp_path / "nan.safetensors"), "--name", "nan"]) == 2
+
+
+def test_publish_refuses_a_worse_afd_unless_forced(tmp_path, monkeypatch):
+    """The shipped ANN baseline against a 12-step ANN: the guard keeps whichever scores better."""
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    weak = tmp_path / "weak"
+    assert main(["--out", str(weak), "--model", "ann-vae", "--lr", "0.01", "--eval-samples", "0"] + TINY) == 0
+    assert zoo.sample_spread(zoo.load(weak / "model.safetensors")) > zoo.MIN_SAMPLE_STD   # alive, only worse
+    good = zoo.publish(SHIPPED / "fashion-mnist-ann.safetensors", "ann", dataset="fashion-mnist", num_samples=300)
+    with pytest.raises(zoo.PublishRefused, match="is worse than the current ann entry's"):
+        zoo.publish(weak, "ann", num_samples=300)
+    assert zoo.get_weights("ann").sha256 == good.sha256
+    forced = zoo.publish(weak, "ann", num_samples=300, force=True)
+    assert forced.metrics["autoencoder_frechet"] > good.metrics["autoencoder_frechet"]
+    assert zoo.get_weights("ann").sha256 == forced.sha256 == zoo.sha256_file(tmp_path / "zoo" / "ann.safetensors")
