@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     result = {"init_from": args.init_from, "steps": args.steps, "ema_decay": args.ema_decay, "branches": {}}
     for name in args.branches.split(","):
         run = args.out / name
+        if run.exists():
+            raise SystemExit(f"error: {run} exists; every branch must start from --init-from (use a new --out)")
         code = train(["--out", str(run), "--init-from", args.init_from, "--max-steps", str(args.steps),
                       "--ema-decay", str(args.ema_decay), "--eval-every", str(args.eval_every),
                       "--lr-decay-steps", str(args.steps), "--no-progress", *BRANCHES[name]])

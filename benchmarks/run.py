@@ -36,6 +36,7 @@ def worker(row: str, batch: int, path: str, repeats: int, device: str = "cpu") -
     from fsvae_sj import FSVAE, FSVAEConfig
     from fsvae_sj.layers import conv_memory_format
     from fsvae_sj.losses import fsvae_loss
+    from fsvae_sj.evaluate import generate
 
     fast = path == "fast"
     torch.manual_seed(0)
@@ -49,8 +50,7 @@ def worker(row: str, batch: int, path: str, repeats: int, device: str = "cpu") -
     def call():
         if row == "generate":  # in chunks of 500, as the CLI and the evaluation do
             model.eval()
-            g = torch.Generator(device=device).manual_seed(0)
-            return torch.cat([model.sample(min(500, batch - i), generator=g) for i in range(0, batch, 500)])
+            return generate(model, batch, seed=0)
         if row == "reconstruct":
             model.eval()
             return model.reconstruct(x, seed=0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import seeding
 from .config import ANNVAEConfig, check_image_batch, resolve
-from .model import make_generator
 
 
 def _act(c: int) -> list[nn.Module]:
@@ -43,24 +43,35 @@ class ANNVAE(nn.Module):
         h = self.decoder_input(z).view(z.shape[0], self.config.hidden_dims[-1], 2, 2)
         return self.final_layer(self.decoder(h))
 
-    def forward(self, x, generator: torch.Generator | None = None):
+    def forward(self, x, generator: seeding.Generators = None):
         mu, log_var = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator,
-                          device=generator.device if generator is not None else "cpu").to(mu.device)
+        shape = mu.shape[1:] if isinstance(generator, list) else mu.shape
+        eps = seeding.randn(generator, tuple(shape), mu.device, mu.dtype)
         z = eps * torch.exp(0.5 * log_var) + mu
         return self.decode(z), mu, log_var
 
+    def _check_eval(self, what: str) -> None:
+        if self.training:
+            raise RuntimeError(f"{what}() needs eval mode (training mode updates BatchNorm statistics); "
+                               f"call model.eval() first")
+
     @torch.no_grad()
-    def sample(self, n: int, *, generator=None, seed=None, return_latents=False):
+    def sample(self, n: int, *, generator: seeding.Generators = None, seed: int | None = None,
+               return_latents: bool = False):
+        """``n`` images ``[n, C, H, W]`` in [-1, 1] from z ~ N(0, I) (eval mode); seeds and
+        generators as in :meth:`fsvae_sj.FSVAE.sample` (image i depends only on (seed, i))."""
         if int(n) < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        device = next(self.parameters()).device
-        g = make_generator(seed, generator, device)
-        z = torch.randn(int(n), self.config.latent_dim, generator=g, device=device)
+        self._check_eval("sample")
+        p = next(self.parameters())
+        g = seeding.resolve(seed, generator, int(n))
+        shape = (self.config.latent_dim,) if isinstance(g, list) else (int(n), self.config.latent_dim)
+        z = seeding.randn(g, shape, p.device, p.dtype)
         images = self.decode(z)
         return (images, z) if return_latents else images
 
     @torch.no_grad()
-    def reconstruct(self, x, *, generator=None, seed=None):
-        g = make_generator(seed, generator, x.device)
-        return self(x, generator=g)[0]
+    def reconstruct(self, x, *, generator: seeding.Generators = None, seed: int | None = None):
+        """Eval-mode reconstructions ``[N, C, H, W]`` (one posterior draw per image)."""
+        self._check_eval("reconstruct")
+        return self(x, generator=seeding.resolve(seed, generator, x.shape[0]))[0]

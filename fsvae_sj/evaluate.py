@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import canonical, make_dataset
+from .seeding import sample_generators
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "afd"
 AFD_FILES = {"mnist": ("mnist_64.pth", "mnist_test_64.npz"),
@@ -150,14 +151,14 @@ def recon_mse(model, test_set, batch_size: int = 250, seed: int = 0) -> float:
     core = model.module if hasattr(model, "module") else model
     was = core.training
     core.eval()
-    g = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     device = next(core.parameters()).device
     for i in range(0, len(test_set), batch_size):
         idx = torch.arange(i, min(i + batch_size, len(test_set)))
         x = (test_set.batch(idx) if hasattr(test_set, "batch") else torch.stack([test_set[int(j)][0] for j in idx]))
         x = x.to(device)
-        total += float(((core.reconstruct(x, generator=g) - x) ** 2).sum())
+        gens = sample_generators(seed, len(idx), start=i)   # image i's draws: (seed, i), any batch size
+        total += float(((core.reconstruct(x, generator=gens) - x) ** 2).sum())
         count += x.numel()
     core.train(was)
     return total / count
@@ -165,9 +166,9 @@ def recon_mse(model, test_set, batch_size: int = 250, seed: int = 0) -> float:
 
 @torch.no_grad()
 def generate(model, n: int, seed: int, batch_size: int = 500) -> torch.Tensor:
-    device = next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
-    return torch.cat([model.sample(min(batch_size, n - i), generator=g).cpu() for i in range(0, n, batch_size)])
+    """``n`` samples ``[n, C, H, W]`` (CPU); image i depends only on (seed, i)."""
+    return torch.cat([model.sample(m, generator=sample_generators(seed, m, start=i)).cpu()
+                      for i in range(0, n, batch_size) for m in [min(batch_size, n - i)]])
 
 
 def evaluate(model, dataset: str, metrics=("recon", "afd"), num_samples: int = 5000, seed: int = 0,

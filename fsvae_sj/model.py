@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import seeding
 from .backend import reset_net
 from .config import FSVAEConfig, check_image_batch, resolve
 from .layers import SpikingBlock, conv_block, conv_input, deconv_block, linear_block
@@ -18,18 +19,6 @@ class FSVAEOutput(NamedTuple):
     q_out: torch.Tensor     # [T, N, latent, k] posterior spikes
     p_out: torch.Tensor     # [T, N, latent, k] prior spikes
     z: torch.Tensor         # [T, N, latent] sampled latent spike train
-
-
-def make_generator(seed: int | None, generator: torch.Generator | None,
-                   device: torch.device | str = "cpu") -> torch.Generator | None:
-    """``generator`` if given, else a fresh one seeded with ``seed`` (None: global RNG)."""
-    if generator is not None and seed is not None:
-        raise ValueError("pass either generator or seed, not both")
-    if seed is None:
-        return generator
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
-    return g
 
 
 class FSVAE(nn.Module):
@@ -132,29 +121,35 @@ class FSVAE(nn.Module):
         return FSVAEOutput(x_recon, q_out.view(*q_out.shape[:2], L, k), p_out.view(*p_out.shape[:2], L, k), z)
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, seed: int | None = None,
+    def sample(self, n: int, *, generator: seeding.Generators = None, seed: int | None = None,
                return_latents: bool = False):
-        """``n`` images in [-1, 1] from the prior (eval mode); with ``return_latents``
-        also their spike trains ``[T, n, latent]``. The same seed gives the same
-        images on the same device."""
+        """``n`` images ``[n, C, H, W]`` in [-1, 1] from the prior (eval mode); with
+        ``return_latents`` also their spike trains ``[T, n, latent]``.
+
+        ``seed``: image i depends only on (seed, i), whatever the batch size or device
+        (per-sample CPU generators, :mod:`fsvae_sj.seeding`); ``generator``: a list of
+        one generator per image (the same guarantee), or one generator for the batch.
+        Raises ValueError for n < 1, RuntimeError in training mode."""
         if int(n) < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if self.training:
             raise RuntimeError("sample() needs eval mode; call model.eval() first")
         device = next(self.parameters()).device
-        g = make_generator(seed, generator, device)
+        g = seeding.resolve(seed, generator, int(n))
         z, _ = self.prior.generate(int(n), self.config.n_steps, g, loop=self.loop, device=device)
         images = self.decode(z)
         return (images, z) if return_latents else images
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, *, generator: torch.Generator | None = None,
+    def reconstruct(self, x: torch.Tensor, *, generator: seeding.Generators = None,
                     seed: int | None = None) -> torch.Tensor:
-        """Eval-mode reconstructions of images ``[N, C, H, W]``."""
+        """Eval-mode reconstructions ``[N, C, H, W]`` of images ``[N, C, H, W]`` in [-1, 1];
+        ``seed`` and ``generator`` as in :meth:`sample` (image i's posterior draws depend
+        only on (seed, i))."""
         if self.training:
             raise RuntimeError("reconstruct() needs eval mode (training mode updates tdBN statistics); "
                                "call model.eval() first")
-        g = make_generator(seed, generator, x.device)
+        g = seeding.resolve(seed, generator, x.shape[0])
         return self(x, generator=g).x_recon
 
     def set_loop(self, loop: str) -> "FSVAE":

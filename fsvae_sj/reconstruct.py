@@ -9,6 +9,7 @@ import argparse
 import torch
 
 from .data import canonical, make_dataset
+from .seeding import sample_generators
 from .sample import add_common_args, check_output, load_for_cli, resolve_device, write_images
 
 
@@ -30,8 +31,9 @@ def main(argv=None) -> int:
     model = load_for_cli(args.model, device)
     test = make_dataset(dataset, "test", args.data_root, limit=args.num)
     x = torch.stack([test[i][0] for i in range(len(test))]).to(device)
-    g = torch.Generator(device=device).manual_seed(args.seed)
-    recon = torch.cat([model.reconstruct(x[i:i + args.batch_size], generator=g)
+    # image i's posterior draws depend on (seed, i) only: any --batch-size gives the same images
+    recon = torch.cat([model.reconstruct(x[i:i + args.batch_size],
+                                         generator=sample_generators(args.seed, len(x[i:i + args.batch_size]), i))
                        for i in range(0, len(x), args.batch_size)])
     if args.format == "png":
         rows = [t for i in range(0, len(x), args.nrow) for t in (x[i:i + args.nrow], recon[i:i + args.nrow])]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .io import atomic_write_bytes
+from .seeding import sample_generators
 
 FORMATS = ("png", "npy")
 
@@ -60,8 +61,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="fashion-mnist",
                    help="zoo name (python -m fsvae_sj.zoo list) or path to a .safetensors checkpoint "
                         "(default: fashion-mnist, shipped in zoo/)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same images "
-                                                        "on the same device (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: image i depends only on (seed, i), whatever "
+                                                        "the batch size or device (default 0)")
     p.add_argument("--out", help="output file (default: samples.png / samples.npy)")
     p.add_argument("--nrow", type=int, default=8, help="images per row of the PNG grid (default 8)")
     p.add_argument("--format", default="png", help="png (a grid) or npy (array (n, C, H, W) in [-1, 1])")
@@ -98,12 +99,12 @@ def main(argv=None) -> int:
     model = load_for_cli(args.model, device)
 
     from tqdm import tqdm
-    g = torch.Generator(device=device).manual_seed(args.seed)
     images, latents = [], []
     with tqdm(total=args.num, unit="img", disable=args.num <= args.batch_size) as bar:
         for start in range(0, args.num, args.batch_size):
             n = min(args.batch_size, args.num - start)
-            x, z = model.sample(n, generator=g, return_latents=True)
+            # image i depends on (seed, i) only: any --batch-size gives the same images
+            x, z = model.sample(n, generator=sample_generators(args.seed, n, start), return_latents=True)
             images.append(x)
             latents.append(z)
             bar.update(n)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import seeding
 from .backend import reset_net
 from .layers import linear_block
 
@@ -28,8 +29,7 @@ LOOPS = ("incremental", "prefix")
 def draw_indices(shape: tuple[int, ...], k: int, generator: torch.Generator | None,
                  device: torch.device) -> torch.Tensor:
     """Uniform choices in [0, k), drawn on the generator's device then moved."""
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    return torch.randint(0, k, shape, generator=generator, device=gen_device).to(device)
+    return seeding.randint(generator, k, shape, device)
 
 
 class BernoulliSampler(nn.Module):
@@ -74,7 +74,11 @@ class BernoulliSampler(nn.Module):
         out [steps, N, L*k], indices). ``cond`` is ``[>=steps, N, cond_dim]`` or None."""
         if loop not in LOOPS:
             raise ValueError(f"unknown loop {loop!r}; expected one of {LOOPS}")
-        z_prev = torch.zeros(1, n, self.latent_dim, device=device)
+        dtype = self.layers[0].layer.weight.dtype
+        z_prev = torch.zeros(1, n, self.latent_dim, device=device, dtype=dtype)
+        # Per-sample generators: every sample's choices for all steps drawn from its own stream.
+        chosen = (seeding.randint(generator, self.k, (steps, self.latent_dim), device).transpose(0, 1)
+                  if isinstance(generator, list) else None)
         zs, outs, indices = [], [], []
         if loop == "incremental":
             reset_net(self.layers)
@@ -85,7 +89,7 @@ class BernoulliSampler(nn.Module):
             else:
                 c = None if cond is None else cond[:t + 1]
                 out_t = self.run(self._inputs(c, z_prev))[-1]
-            idx = draw_indices((n, self.latent_dim), self.k, generator, device)
+            idx = chosen[t] if chosen is not None else draw_indices((n, self.latent_dim), self.k, generator, device)
             z_t = self.pick(out_t, idx)
             zs.append(z_t)
             outs.append(out_t)
@@ -107,6 +111,8 @@ class BernoulliSampler(nn.Module):
         T, n = cond.shape[0], cond.shape[1]
         if not self.training:
             return self._loop(cond, n, T, loop, generator, cond.device)[:2]
+        if isinstance(generator, list):
+            raise ValueError("per-sample generators are for eval-mode sampling; training takes one generator")
         z_first, _, indices = self._loop(cond.detach(), n, T - 1, "prefix", generator, cond.device)
         z_prev = torch.cat([torch.zeros(1, n, self.latent_dim, device=cond.device), z_first], dim=0)
         out = self.run(self._inputs(cond, z_prev))

@@ -86,13 +86,49 @@ def test_incremental_and_prefix_loops_give_identical_spikes(tiny_cfg):
         assert 0.05 < res["prefix"][1].mean() < 0.95, what
 
 
-def test_same_seed_same_images(tiny_cfg):
-    m = active(tiny_cfg)
-    a = m.sample(4, seed=7)
-    b = m.sample(4, generator=torch.Generator().manual_seed(7))
-    c = m.sample(4, seed=8, return_latents=True)[1]
-    assert torch.equal(a, b)
-    assert not torch.equal(m.sample(4, seed=7, return_latents=True)[1], c)
+def _alive(cfg, seed=0):
+    from conftest import make_alive
+    torch.manual_seed(seed)
+    m = make_alive(FSVAE(cfg), images(16, cfg, seed=seed + 100))
+    # the test model's output depends on z: otherwise image comparisons below prove nothing
+    z = m.sample(4, seed=0, return_latents=True)[1]
+    assert (m.decode(z) - m.decode(torch.zeros_like(z))).abs().max() > 0.5
+    return m
+
+
+@pytest.mark.parametrize("arch", ["fsvae", "ann"])
+def test_image_i_depends_only_on_seed_and_i(tiny_cfg, arch):
+    from fsvae_sj.seeding import sample_generators
+    if arch == "fsvae":
+        m = _alive(tiny_cfg)
+    else:
+        torch.manual_seed(0)
+        m = ANNVAE(ANNVAEConfig(in_channels=1, image_size=8, hidden_dims=(4, 8), latent_dim=6)).eval()
+    one, z1 = m.sample(1, seed=7, return_latents=True)
+    many, z8 = m.sample(8, seed=7, return_latents=True)
+    tail, zt = m.sample(4, generator=sample_generators(7, 4, start=4), return_latents=True)
+    first = (lambda z: z[:, :1]) if arch == "fsvae" else (lambda z: z[:1])
+    last = (lambda z: z[:, 4:]) if arch == "fsvae" else (lambda z: z[4:])
+    assert torch.equal(z1, first(z8)) and torch.equal(zt, last(z8))   # the draws: exactly
+    # the images: up to the conv kernels' batch-size-dependent rounding
+    assert torch.allclose(one[0], many[0], atol=1e-5) and torch.allclose(tail, many[4:], atol=1e-5)
+    assert torch.equal(many, m.sample(8, generator=sample_generators(7, 8), return_latents=True)[0])
+    other, z_other = m.sample(8, seed=8, return_latents=True)
+    assert not torch.equal(z_other, z8) and (other - many).abs().max() > 0.1
+    assert (many[0] - many[1]).abs().max() > 0.1   # samples of one call differ from each other
+    with pytest.raises(ValueError, match="one per sample"):
+        m.sample(3, generator=sample_generators(7, 2))
+    with pytest.raises(ValueError, match="either generator or seed"):
+        m.sample(3, seed=1, generator=torch.Generator())
+
+
+def test_reconstruction_depends_on_the_input_not_on_the_batch(tiny_cfg):
+    m = _alive(tiny_cfg)
+    x = images(6, tiny_cfg, seed=3)
+    full = m.reconstruct(x, seed=0)
+    assert torch.allclose(m.reconstruct(x[:2], seed=0), full[:2], atol=1e-5)
+    assert (full[0] - full[1]).abs().max() > 0.1
+    assert (m.reconstruct(x.flip(0), seed=0) - full.flip(0)).abs().max() > 0.1   # draws follow the position
 
 
 def test_bad_input_messages(tiny_cfg):
