@@ -179,6 +179,9 @@ def make_dataset(name: str, split: str = "train", root=None, download: bool = Fa
                  limit: int | None = None):
     """The dataset ``name`` preprocessed as the spec says; ``limit`` keeps the first N."""
     name = canonical(name)
+    if root is not None and not download and not Path(root).is_dir():
+        raise DataNotFound(f"--data-root {root} is not a folder (pass an existing folder, or --download "
+                           f"to fetch {name} into it)")
     if name in TV_DIR:
         x, y, source = load_raw(name, split, root, download)
         if limit is not None:

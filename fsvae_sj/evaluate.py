@@ -137,9 +137,15 @@ def _clean_fid(images: torch.Tensor, dataset: str) -> float:
     if ref is None:
         raise FileNotFoundError(f"clean-fid has no precomputed reference statistics for {dataset}")
     imgs = ((images.cpu() + 1) * 127.5).clamp(0, 255).to(torch.uint8)
-    gen = iter(imgs)
-    return float(fid.compute_fid(gen=lambda z: next(gen).unsqueeze(0).float(), dataset_name=ref[0],
-                                 dataset_res=ref[1], dataset_split=ref[2], num_gen=len(imgs), mode="clean"))
+    imgs = imgs.expand(-1, 3, -1, -1) if imgs.shape[1] == 1 else imgs
+    taken = [0]
+
+    def next_batch(z):   # clean-fid asks for a batch of len(z) images, [B, 3, H, W] in 0..255
+        batch = imgs[taken[0]:taken[0] + len(z)].float()
+        taken[0] += len(z)
+        return batch
+    return float(fid.compute_fid(gen=next_batch, dataset_name=ref[0], dataset_res=ref[1],
+                                 dataset_split=ref[2], num_gen=len(imgs), mode="clean"))
 
 
 # -- the evaluation itself ------------------------------------------------------------------
@@ -172,7 +178,7 @@ def generate(model, n: int, seed: int, batch_size: int = 500) -> torch.Tensor:
 
 
 def evaluate(model, dataset: str, metrics=("recon", "afd"), num_samples: int = 5000, seed: int = 0,
-             real: bool = False, data_root=None, test_limit: int | None = None) -> dict:
+             real: bool = False, data_root=None, test_limit: int | None = None, download: bool = False) -> dict:
     """The requested metrics with their protocol; unavailable ones are None with a note."""
     dataset = canonical(dataset)
     bad = sorted(set(metrics) - set(METRICS))
@@ -180,13 +186,17 @@ def evaluate(model, dataset: str, metrics=("recon", "afd"), num_samples: int = 5
         raise ValueError(f"unknown metric(s) {bad}; expected some of {METRICS}")
     result = {"dataset": dataset, "recon_mse": None, "afd": None, "inception_score": None, "fid": None,
               "protocol": {}, "notes": {}, "versions": _versions()}
-    test = make_dataset(dataset, "test", data_root, limit=test_limit)
-    if real:
-        images = test.images if hasattr(test, "images") else torch.stack([test[i][0] for i in range(len(test))])
-        result["protocol"]["images"] = f"the real {dataset} test images ({len(images)})"
-    else:
-        images = generate(model, num_samples, seed)
-        result["protocol"]["images"] = f"{num_samples} generated images, seed {seed}"
+    test = make_dataset(dataset, "test", data_root, download, limit=test_limit)
+    images = None
+    if set(metrics) & {"afd", "is", "fid"}:   # recon alone needs no samples
+        if real:
+            images = test.images if hasattr(test, "images") else torch.stack([test[i][0] for i in range(len(test))])
+            result["protocol"]["images"] = f"the real {dataset} test images ({len(images)})"
+        else:
+            if num_samples < 2:
+                raise ValueError(f"num_samples must be >= 2 for a Frechet distance or score, got {num_samples}")
+            images = generate(model, num_samples, seed)
+            result["protocol"]["images"] = f"{num_samples} generated images, seed {seed}"
     if "recon" in metrics:
         if real or model is None:
             result["notes"]["recon_mse"] = "not computed for real images"
@@ -231,21 +241,23 @@ def main(argv=None) -> int:
     p.add_argument("--num-samples", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--real", action="store_true", help="score the real test images instead of samples")
-    p.add_argument("--data-root")
+    p.add_argument("--data-root", help="folder holding the dataset (torchvision layout)")
+    p.add_argument("--download", action="store_true", help="download the test set with torchvision if missing")
     p.add_argument("--json", help="write the result here (atomically)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     args = p.parse_args(argv)
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     model = None
     if not args.real:
         if not args.model:
             raise SystemExit("error: give --model NAME|PATH, or --real to score real test images")
-        from .sample import load_for_cli
-        model = load_for_cli(args.model, args.device)
+        from .sample import load_for_cli, resolve_device
+        model = load_for_cli(args.model, resolve_device(args.device))
     try:
-        res = evaluate(model, args.dataset, metrics, args.num_samples, args.seed, args.real, args.data_root)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}")
+        res = evaluate(model, args.dataset, metrics, args.num_samples, args.seed, args.real, args.data_root,
+                       download=args.download)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from e
     res["model"] = args.model
     for key in ("recon_mse", "afd", "inception_score", "fid"):
         val = res[key]

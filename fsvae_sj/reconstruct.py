@@ -10,7 +10,26 @@ import torch
 
 from .data import canonical, make_dataset
 from .seeding import sample_generators
-from .sample import add_common_args, check_output, load_for_cli, resolve_device, write_images
+from .sample import (add_common_args, check_counts, check_output, load_for_cli, output_format, resolve_device,
+                     write_images)
+
+
+def dataset_of(model: str) -> str:
+    """The dataset a zoo entry or one of our checkpoints was trained on."""
+    from pathlib import Path
+
+    from . import zoo
+    from .io import CheckpointError, read_checkpoint
+    try:
+        if Path(model).is_file():
+            name = read_checkpoint(model)[2].get("train_config", {}).get("dataset")
+        else:
+            name = zoo.get_weights(model).dataset
+    except (zoo.ZooError, CheckpointError) as e:
+        raise SystemExit(f"error: {e}") from e
+    if not name:
+        raise SystemExit(f"error: {model} does not record its dataset; pass --dataset")
+    return name.lower()
 
 
 def main(argv=None) -> int:
@@ -25,8 +44,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.num < 1:
         raise SystemExit(f"error: -n must be >= 1, got {args.num}")
+    check_counts(args)
+    args.format = output_format(args.out, args.format)
     out = check_output(args.out, args.format, "reconstructions")
-    dataset = canonical(args.dataset or args.model)  # zoo names are dataset names
+    dataset = canonical(args.dataset or dataset_of(args.model))
     device = resolve_device(args.device)
     model = load_for_cli(args.model, device)
     test = make_dataset(dataset, "test", args.data_root, limit=args.num)

@@ -27,11 +27,25 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def output_format(out: str | None, fmt: str | None) -> str:
+    """--format, else the suffix of --out (.png / .npy), else png; a mismatch is refused."""
+    suffix = Path(out).suffix.lower().lstrip(".") if out else ""
+    if fmt is None:
+        return suffix if suffix in FORMATS else "png"
+    if fmt not in FORMATS:
+        raise SystemExit(f"error: unknown --format {fmt!r}; expected one of {FORMATS}")
+    if suffix in FORMATS and suffix != fmt:
+        raise SystemExit(f"error: --out {out} ends in .{suffix} but --format is {fmt}; make them agree")
+    return fmt
+
+
 def check_output(out: str | None, fmt: str, default_stem: str) -> Path:
-    """The output path, validated before any work: known format, writable folder."""
+    """The output path, validated before any work: known format, writable folder, not a folder."""
     if fmt not in FORMATS:
         raise SystemExit(f"error: unknown --format {fmt!r}; expected one of {FORMATS}")
     path = Path(out) if out else Path(f"{default_stem}.{fmt}")
+    if path.is_dir():
+        raise SystemExit(f"error: --out {path} is a folder; give a file name, e.g. {path / (default_stem + '.' + fmt)}")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise SystemExit(f"error: output folder {folder} does not exist; create it or choose another --out")
@@ -65,9 +79,17 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                                                         "the batch size or device (default 0)")
     p.add_argument("--out", help="output file (default: samples.png / samples.npy)")
     p.add_argument("--nrow", type=int, default=8, help="images per row of the PNG grid (default 8)")
-    p.add_argument("--format", default="png", help="png (a grid) or npy (array (n, C, H, W) in [-1, 1])")
+    p.add_argument("--format", default=None, help="png (a grid) or npy (array (n, C, H, W) in [-1, 1]); "
+                                                  "default: the suffix of --out, else png")
     p.add_argument("--batch-size", type=int, default=500, help="images generated per forward pass (default 500)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def check_counts(args) -> None:
+    if args.batch_size < 1:
+        raise SystemExit(f"error: --batch-size must be >= 1, got {args.batch_size}")
+    if args.nrow < 1:
+        raise SystemExit(f"error: --nrow must be >= 1, got {args.nrow}")
 
 
 def load_for_cli(name: str, device: str):
@@ -91,8 +113,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.num < 1:
         raise SystemExit(f"error: -n must be >= 1, got {args.num}")
-    if args.batch_size < 1:
-        raise SystemExit(f"error: --batch-size must be >= 1, got {args.batch_size}")
+    check_counts(args)
+    args.format = output_format(args.out, args.format)
     out = check_output(args.out, args.format, "samples")
     latents_out = check_output(args.save_latents, "npy", "latents") if args.save_latents else None
     device = resolve_device(args.device)

@@ -108,3 +108,80 @@ def test_sampling_follows_the_model_dtype(tiny_cfg, dtype):
     assert x.dtype == z.dtype == dtype and x.shape == (3, 1, 8, 8)
     a = ANNVAE(ANNVAEConfig(in_channels=1, image_size=8, hidden_dims=(4, 8), latent_dim=6)).eval().to(dtype)
     assert a.sample(2, seed=0).dtype == dtype
+
+
+# -- command lines: an answer, not a traceback ---------------------------------------------------
+@pytest.mark.parametrize("args,msg", [
+    (["--nrow", "0"], "--nrow must be >= 1"),
+    (["--out", "{tmp}"], "is a folder"),
+    (["--out", "{tmp}/x.npy", "--format", "png"], "ends in .npy but --format is png"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+])
+def test_sample_cli_refuses_bad_output_settings_before_any_work(tmp_path, args, msg):
+    from fsvae_sj.sample import main as sample_main
+    with pytest.raises(SystemExit, match=msg):
+        sample_main(["-n", "2", "--model", "fashion-mnist-ann"] + [a.format(tmp=tmp_path) for a in args])
+
+
+def test_sample_cli_takes_the_format_from_the_file_name(tmp_path):
+    import numpy as np
+
+    from fsvae_sj.sample import main as sample_main
+    assert sample_main(["-n", "3", "--model", "fashion-mnist-ann", "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (3, 1, 32, 32)
+
+
+@needs_fashion
+def test_reconstruct_finds_the_dataset_of_an_entry_or_a_checkpoint(tmp_path, capsys):
+    from fsvae_sj.reconstruct import main as recon_main
+    from fsvae_sj.zoo import ZOO_DIR
+    assert recon_main(["-n", "2", "--model", "fashion-mnist-ann", "--out", str(tmp_path / "a.npy")]) == 0
+    assert "of fashion-mnist test images" in capsys.readouterr().out
+    assert recon_main(["-n", "2", "--model", str(ZOO_DIR / "mnist-ann.safetensors"),
+                       "--out", str(tmp_path / "b.npy")]) == 0
+    assert "of mnist test images" in capsys.readouterr().out
+
+
+@needs_fashion
+@pytest.mark.parametrize("args,msg", [
+    (["--num-samples", "1"], "num_samples must be >= 2"),
+    (["--data-root", "/nonexistent-folder"], "is not a folder"),
+])
+def test_evaluate_cli_refuses_what_it_cannot_measure(args, msg):
+    from fsvae_sj.evaluate import main as eval_main
+    with pytest.raises(SystemExit, match=msg):
+        eval_main(["--model", "fashion-mnist-ann", "--dataset", "fashion-mnist", "--metrics", "afd"] + args)
+
+
+@needs_fashion
+def test_evaluate_recon_alone_generates_nothing(monkeypatch):
+    import fsvae_sj.evaluate as ev
+    from fsvae_sj import zoo
+
+    def no(*a, **k):
+        raise AssertionError("generated samples for a recon-only evaluation")
+    monkeypatch.setattr(ev, "generate", no)
+    res = ev.evaluate(zoo.load("fashion-mnist-ann"), "fashion-mnist", ("recon",), test_limit=20)
+    assert res["afd"] is None and res["recon_mse"] is not None
+
+
+def test_clean_fid_receives_whole_batches(monkeypatch):
+    """clean-fid calls gen(z) with a batch of latents and expects that many images back."""
+    import sys
+    import types
+
+    import fsvae_sj.evaluate as ev
+    seen = []
+
+    def compute_fid(gen, num_gen, **kw):
+        for start in range(0, num_gen, 4):
+            z = torch.zeros(min(4, num_gen - start), 512)
+            seen.append(gen(z))
+        return 1.0
+    fake = types.ModuleType("cleanfid")
+    fake.fid = types.SimpleNamespace(compute_fid=compute_fid)
+    monkeypatch.setitem(sys.modules, "cleanfid", fake)
+    images = torch.rand(10, 1, 32, 32) * 2 - 1
+    assert ev._clean_fid(images, "cifar10") == 1.0
+    assert [b.shape for b in seen] == [(4, 3, 32, 32), (4, 3, 32, 32), (2, 3, 32, 32)]
+    assert torch.equal(torch.cat(seen)[:, 0], ((images[:, 0] + 1) * 127.5).clamp(0, 255).to(torch.uint8).float())
