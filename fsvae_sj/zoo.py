@@ -26,7 +26,13 @@ import torch
 
 from .io import CheckpointError, atomic_write_json, atomic_write_text, load_model, sha256_file
 
-ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
+def _zoo_dir() -> Path:
+    """``zoo/`` of a clone (editable install), else the copy a wheel installs in the package."""
+    clone = Path(__file__).resolve().parent.parent / "zoo"
+    return clone if clone.is_dir() else Path(__file__).resolve().parent / "zoo_files"
+
+
+ZOO_DIR = _zoo_dir()
 DEFAULT = "fashion-mnist"
 
 FSVAE_CITATION = ("Kamata, Mukuta, Harada. Fully Spiking Variational Autoencoder. AAAI 2022. arXiv:2110.00375")
@@ -231,8 +237,12 @@ def fetch(w: Weights, cache: str | os.PathLike | None = None, offline: bool | No
         problem = _verify(w, target)
         if problem is None:
             return target
+        again = "Delete it to download again. " if w.urls else ""
         raise ZooError(f"cached file {target} is corrupt or truncated ({problem}); it was not loaded. "
-                       f"Delete it to download again. " + _placement_help(w, target))
+                       + again + _placement_help(w, target))
+    if not w.urls:
+        raise ZooError(f"{w.name}: not in the zoo folder {ZOO_DIR} nor in the cache {target}, and it has no "
+                       f"download address. " + _placement_help(w, target))
     if is_offline(offline):
         raise ZooError(f"{w.name}: not in the repository's zoo/ nor in the cache {target}, and offline mode is on "
                        f"(FSVAE_SJ_OFFLINE=1 or offline=True). " + _placement_help(w, target))
@@ -241,32 +251,40 @@ def fetch(w: Weights, cache: str | os.PathLike | None = None, offline: bool | No
 
 def _download(w: Weights, target: Path) -> Path:
     from filelock import FileLock
-    from tqdm import tqdm
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if target.is_file() and _verify(w, target) is None:  # another process finished it
+    lock = Path(str(target) + ".lock")
+    try:
+        with FileLock(str(lock)):
+            return _download_locked(w, target)
+    finally:
+        lock.unlink(missing_ok=True)   # nothing left behind in the cache
+
+
+def _download_locked(w: Weights, target: Path) -> Path:
+    from tqdm import tqdm
+    if target.is_file() and _verify(w, target) is None:  # another process finished it
+        return target
+    errors = []
+    for url in w.urls:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+                total = int(r.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=w.file_name) as bar:
+                    for block in iter(lambda: r.read(1 << 20), b""):
+                        f.write(block)
+                        bar.update(len(block))
+            problem = _verify(w, tmp)
+            if problem:
+                errors.append(f"{url}: {problem}")
+                continue
+            os.replace(tmp, target)
             return target
-        errors = []
-        for url in w.urls:
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-            try:
-                with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-                    total = int(r.headers.get("Content-Length") or 0) or None
-                    with tqdm(total=total, unit="B", unit_scale=True, desc=w.file_name) as bar:
-                        for block in iter(lambda: r.read(1 << 20), b""):
-                            f.write(block)
-                            bar.update(len(block))
-                problem = _verify(w, tmp)
-                if problem:
-                    errors.append(f"{url}: {problem}")
-                    continue
-                os.replace(tmp, target)
-                return target
-            except OSError as e:
-                errors.append(f"{url}: {e}")
-            finally:
-                tmp.unlink(missing_ok=True)
-        raise ZooError(f"could not fetch {w.name}: " + "; ".join(errors) + ". " + _placement_help(w, target))
+        except OSError as e:
+            errors.append(f"{url}: {e}")
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise ZooError(f"could not fetch {w.name}: " + "; ".join(errors) + ". " + _placement_help(w, target))
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.device | None = None,
@@ -281,11 +299,13 @@ def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.devic
     w = get_weights(str(name_or_path))
     path = fetch(w, cache_dir, offline)
     if w.source_format == "authors":
-        from .config import FSVAEConfig
-        from .convert import load_authors_checkpoint
-        from .io import save_model
+        # The converted file is derived from the verified source: it is used only while it
+        # records that source's identity, else it is rebuilt.
         converted = path.with_name(path.stem + ".fsvae-sj.safetensors")
-        if not converted.is_file():
+        if _derived_from(converted) != w.git_blob:
+            from .config import FSVAEConfig
+            from .convert import load_authors_checkpoint
+            from .io import save_model
             model = load_authors_checkpoint(path, FSVAEConfig.from_dict(dict(w.arch_config)))
             save_model(model, converted, extra={"source": w.urls[0] if w.urls else w.file_name,
                                                 "git_blob": w.git_blob})
@@ -296,6 +316,17 @@ def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.devic
     except CheckpointError as e:
         raise ZooError(f"{w.name}: {e}") from e
     return model
+
+
+def _derived_from(converted: Path) -> str | None:
+    """The source git blob a converted checkpoint records (None if absent or unreadable)."""
+    from .io import read_checkpoint
+    if not converted.is_file():
+        return None
+    try:
+        return read_checkpoint(converted)[2].get("git_blob")
+    except CheckpointError:
+        return None
 
 
 def weights_of(model_or_name: str | os.PathLike) -> tuple[str, str]:

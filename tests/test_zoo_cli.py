@@ -77,9 +77,26 @@ def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, mo
     monkeypatch.delenv("FSVAE_SJ_OFFLINE")
 
     loaded = zoo.load("celeba", cache_dir=tmp_path / "cache")
-    assert torch.equal(loaded.sample(2, seed=0), model.sample(2, seed=0))
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
     assert (tmp_path / "cache" / "fsvae_celeba_demo.pth").is_file()
     assert (tmp_path / "cache" / "fsvae_celeba_demo.fsvae-sj.safetensors").is_file()
+    assert not list((tmp_path / "cache").glob("*.lock"))
+    again = zoo.load("celeba", cache_dir=tmp_path / "cache")   # from the converted file
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+
+    # the entry's source changes (new weights, new blob): the old conversion is not served
+    torch.manual_seed(1)
+    newer = FSVAE(TINY_LARGE).eval()
+    (root / "newer.pth").write_bytes(authors_format(newer))
+    new_blob = zoo.git_blob_id(root / "newer.pth")
+    (tmp_path / "cache" / "fsvae_celeba_demo.pth").unlink()
+    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/newer.pth", new_blob))
+    got = zoo.load("celeba", cache_dir=tmp_path / "cache")
+    assert all(torch.equal(v, got.state_dict()[k]) for k, v in newer.state_dict().items())
+    got = zoo.load("celeba", cache_dir=tmp_path / "cache")
+    assert all(torch.equal(v, got.state_dict()[k]) for k, v in newer.state_dict().items())
+    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
+    (tmp_path / "cache" / "fsvae_celeba_demo.pth").write_bytes(data)
 
     # a file whose blob id differs is rejected and never lands in the cache
     (root / "bad.pth").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
