@@ -35,7 +35,7 @@ class ANNVAE(nn.Module):
             nn.ConvTranspose2d(rev[-1], cfg.in_channels, 3, padding=1), nn.Tanh())
 
     def encode(self, x):
-        check_image_batch(x, self.config)
+        check_image_batch(x, self.config, self.fc_mu.weight.dtype)
         h = self.encoder(x).flatten(1)
         return self.fc_mu(h), self.fc_var(h)
 

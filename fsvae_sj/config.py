@@ -142,11 +142,26 @@ def resolve(cls, config, overrides: dict):
     return cls.from_dict({**cfg.to_dict(), **overrides}) if overrides else cfg
 
 
-def check_image_batch(x, cfg) -> None:
-    """Images must be ``[N, in_channels, image_size, image_size]``."""
+def check_image_batch(x, cfg, dtype=None) -> None:
+    """Images must be ``[N, in_channels, image_size, image_size]``, floating point of the
+    model's ``dtype``, finite, in [-1, 1]. Raises ValueError naming what is expected; warns
+    when a batch looks like [0, 1] images (no value below 0)."""
     want = (cfg.in_channels, cfg.image_size, cfg.image_size)
     if x.dim() != 4 or tuple(x.shape[1:]) != want:
         raise ValueError(f"expected images of shape [N, {want[0]}, {want[1]}, {want[2]}], got {tuple(x.shape)}")
+    if not x.is_floating_point() or (dtype is not None and x.dtype != dtype):
+        raise ValueError(f"expected {dtype or 'floating-point'} images in [-1, 1], got dtype {x.dtype} "
+                         f"(uint8 images: x.float() / 127.5 - 1; or convert the model with .to(dtype))")
+    lo, hi = x.aminmax() if x.numel() else (x.new_zeros(()), x.new_zeros(()))
+    if not bool(x.isfinite().all()):
+        raise ValueError("images contain NaN or infinite values; expected finite values in [-1, 1]")
+    if lo < -1 - 1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"images range over [{float(lo):.3g}, {float(hi):.3g}]; expected [-1, 1] "
+                         f"(from [0, 255]: x / 127.5 - 1; from [0, 1]: x * 2 - 1)")
+    if x.shape[0] > 1 and lo >= 0:
+        import warnings
+        warnings.warn("no pixel is below 0: these look like [0, 1] images, but the model expects [-1, 1] "
+                      "(x * 2 - 1)", stacklevel=3)
 
 
 def config_from_dict(data: dict[str, Any]):

@@ -69,7 +69,7 @@ class FSVAE(nn.Module):
     # -- the three parts -----------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder spike train ``[T, N, latent]`` of images ``[N, C, H, W]``."""
-        check_image_batch(x, self.config)
+        check_image_batch(x, self.config, self.encoder[0].layer.weight.dtype)
         reset_net(self.encoder)
         reset_net(self.before_latent_layer)
         T = self.config.n_steps

@@ -185,3 +185,31 @@ def test_clean_fid_receives_whole_batches(monkeypatch):
     assert ev._clean_fid(images, "cifar10") == 1.0
     assert [b.shape for b in seen] == [(4, 3, 32, 32), (4, 3, 32, 32), (2, 3, 32, 32)]
     assert torch.equal(torch.cat(seen)[:, 0], ((images[:, 0] + 1) * 127.5).clamp(0, 255).to(torch.uint8).float())
+
+
+# -- input images --------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["fsvae", "ann"])
+@pytest.mark.parametrize("make,msg", [
+    (lambda: torch.full((2, 1, 8, 8), float("nan")), "NaN or infinite"),
+    (lambda: torch.full((2, 1, 8, 8), float("inf")), "NaN or infinite"),
+    (lambda: torch.rand(2, 1, 8, 8) * 255, r"range over .*expected \[-1, 1\].*x / 127.5 - 1"),
+    (lambda: torch.randint(0, 255, (2, 1, 8, 8), dtype=torch.uint8), r"expected torch.float32 images.*uint8"),
+    (lambda: torch.zeros(2, 1, 8, 8, dtype=torch.float64), r"expected torch.float32 images.*float64"),
+])
+def test_bad_images_are_refused_with_the_expected_range_and_dtype(tiny_cfg, arch, make, msg):
+    from fsvae_sj import FSVAE
+    m = FSVAE(tiny_cfg).eval() if arch == "fsvae" else \
+        ANNVAE(ANNVAEConfig(in_channels=1, image_size=8, hidden_dims=(4, 8), latent_dim=6)).eval()
+    with pytest.raises(ValueError, match=msg):
+        m.reconstruct(make(), seed=0)
+
+
+def test_images_that_look_like_zero_to_one_warn(tiny_cfg):
+    from fsvae_sj import FSVAE
+    m = FSVAE(tiny_cfg).eval()
+    with pytest.warns(UserWarning, match=r"look like \[0, 1\] images"):
+        m.reconstruct(torch.rand(4, 1, 8, 8), seed=0)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.reconstruct(torch.rand(4, 1, 8, 8) * 2 - 1, seed=0)
