@@ -31,6 +31,9 @@ def _read_state_dict(src) -> dict[str, torch.Tensor]:
     if isinstance(src, dict):
         return src
     raw = src if isinstance(src, bytes) else Path(src).read_bytes()
+    if not isinstance(src, bytes) and str(src).endswith(".safetensors"):
+        raise CheckpointError(f"{src} is a .safetensors file, already in a loadable format: load it with "
+                              f"fsvae_sj.zoo.load(path) or --model {src}; convert takes the authors' .pth")
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     try:

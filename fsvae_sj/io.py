@@ -84,6 +84,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    data = b""
     try:
         data = path.read_bytes()
         state = load(data)
@@ -91,6 +92,10 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
+        if path.suffix in (".pth", ".pt") or data[:2] in (b"PK", b"\x1f\x8b"):   # zip or gzip: torch.save
+            raise CheckpointError(f"{path} looks like a PyTorch .pth checkpoint, not one of ours: if it is the "
+                                  f"authors' FSVAE, convert it first: python -m fsvae_sj.convert {path} "
+                                  f"{path.with_suffix('.safetensors')}") from e
         raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from e
     if meta.get("format") != FORMAT or "config" not in meta:
         raise CheckpointError(f"{path} is safetensors but not an fsvae-sj checkpoint "

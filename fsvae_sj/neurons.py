@@ -128,6 +128,11 @@ class LIF(backend.LIFNode):
         return torch.full_like(x_seq[0], float(v))
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        # numel, not shape: the fused routes may keep the membrane flattened
+        if isinstance(self.v, torch.Tensor) and self.v.numel() != x_seq[0].numel():
+            raise ValueError(f"this LIF holds a membrane potential of shape {tuple(self.v.shape)} from an earlier "
+                             f"call, but the input step has shape {tuple(x_seq.shape[1:])}: call "
+                             f"spikingjelly's functional.reset_net(model) (or .reset()) between sequences")
         if self.impl == "spikingjelly":
             return self._spikingjelly_forward(x_seq)
         sg = self.surrogate_function

@@ -160,12 +160,30 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.T
     return perm[rank * per_rank:(rank + 1) * per_rank] if world > 1 else perm
 
 
-def _dist_info() -> tuple[int, int]:
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def process_placement(device: str, env=None) -> tuple[str | None, str]:
+    """(process-group backend or None for one process, this process's device).
+
+    Under torchrun (``WORLD_SIZE`` > 1) each rank takes its own GPU ``cuda:LOCAL_RANK``
+    when ``device`` asks for CUDA, with NCCL; on the CPU, Gloo. The backend follows the
+    requested device, not whether the machine happens to have a GPU."""
+    env = os.environ if env is None else env
+    if int(env.get("WORLD_SIZE", "1")) <= 1:
+        return None, device
+    if device.startswith("cuda"):
+        return "nccl", f"cuda:{int(env.get('LOCAL_RANK', '0'))}"
+    return "gloo", device
+
+
+def _dist_info(device: str) -> tuple[int, int, str]:
+    """(rank, world size, this process's device), joining the process group if torchrun started us."""
+    backend, device = process_placement(device)
+    if backend is None:
+        return 0, 1, device
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def _batches_of(dataset, idx: torch.Tensor) -> torch.Tensor:
@@ -351,7 +369,7 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
     """Train (or resume) in ``run``; returns a summary. Stops cleanly at a step boundary
     when ``time_budget`` seconds are used or ``max_steps`` is reached. ``init`` starts a new
     run from another run's weights (see :func:`warm_start`)."""
-    rank, world = _dist_info()
+    rank, world, device = _dist_info(device)
     # data first: a missing dataset must not leave an empty run folder behind
     train_set = make_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.limit_train)
     test_set = make_dataset(cfg.dataset, "test", cfg.data_root, cfg.download, cfg.limit_test)
@@ -374,7 +392,10 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
             ema.update_parameters(model)
         if rank == 0:
             cfg.save(run / "train_config.json")
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = model
+    if world > 1:
+        ids = [torch.device(device).index] if device.startswith("cuda") else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     total = cfg.epochs * n_batches
     clock = _Clock(rs)
     with _stop_on_sigterm() as stop_requested:

@@ -213,3 +213,44 @@ def test_images_that_look_like_zero_to_one_warn(tiny_cfg):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         m.reconstruct(torch.rand(4, 1, 8, 8) * 2 - 1, seed=0)
+
+
+# -- several processes -----------------------------------------------------------------------------
+@pytest.mark.parametrize("device,env,want", [
+    ("cpu", {}, (None, "cpu")),
+    ("cuda", {}, (None, "cuda")),
+    ("cpu", {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}, ("gloo", "cpu")),
+    ("cuda", {"WORLD_SIZE": "4", "LOCAL_RANK": "3"}, ("nccl", "cuda:3")),
+    ("cuda", {"WORLD_SIZE": "2", "LOCAL_RANK": "0"}, ("nccl", "cuda:0")),
+])
+def test_each_rank_takes_its_own_device_and_the_backend_follows_the_request(device, env, want):
+    from fsvae_sj.train import process_placement
+    assert process_placement(device, env) == want
+
+
+def test_a_lif_fed_another_batch_size_says_to_reset():
+    from fsvae_sj import LIF
+    lif = LIF()
+    lif(torch.zeros(4, 2, 3))
+    with pytest.raises(ValueError, match="reset_net"):
+        lif(torch.zeros(4, 5, 3))
+    lif.reset()
+    assert lif(torch.ones(4, 5, 3)).shape == (4, 5, 3)
+
+
+def test_files_of_the_other_kind_point_to_the_right_tool(tmp_path, capsys):
+    from fsvae_sj.convert import main as convert_main
+    from fsvae_sj.sample import main as sample_main
+    from fsvae_sj.zoo import ZOO_DIR
+    torch.save({"w": torch.zeros(2)}, tmp_path / "authors.pth")
+    with pytest.raises(SystemExit, match=r"PyTorch \.pth checkpoint.*python -m fsvae_sj.convert"):
+        sample_main(["-n", "1", "--model", str(tmp_path / "authors.pth"), "--out", str(tmp_path / "s.png")])
+    assert convert_main([str(ZOO_DIR / "mnist-ann.safetensors"), str(tmp_path / "x.safetensors")]) != 0
+    assert "already in a loadable format" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_data_info_answers_for_torchvision_datasets(capsys):
+    from fsvae_sj.data import main as data_main
+    assert data_main(["info", "celeba", "--data-root", "/"]) == 1
+    assert "celeba (train) not found" in capsys.readouterr().err
