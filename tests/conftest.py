@@ -11,6 +11,16 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test, excluded by default (-m slow to run)")
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    # CI sets this: tests that need the offline datasets must run there, not skip quietly
+    if os.environ.get("FSVAE_SJ_REQUIRE_DATA") == "1":
+        from fsvae_sj import data
+        if not data.DEBIAN_FASHION.is_dir():
+            raise pytest.UsageError("FSVAE_SJ_REQUIRE_DATA=1 but Debian's FashionMNIST is missing "
+                                    "(apt-get install dataset-fashion-mnist)")
+        try:
+            data.load_raw("mnist", "test")
+        except data.DataNotFound as e:
+            raise pytest.UsageError(f"FSVAE_SJ_REQUIRE_DATA=1 but MNIST is missing: {e}") from e
 
 
 @pytest.fixture

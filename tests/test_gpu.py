@@ -19,7 +19,10 @@ def test_fused_spikingjelly_path_matches_exact_on_cuda():
     assert (s1 != s2).float().mean() < 1e-4
     (g1,) = torch.autograd.grad((s1 * w).sum(), x)
     (g2,) = torch.autograd.grad((s2 * w).sum(), x)
-    assert torch.allclose(g1, g2, atol=1e-3) or (s1 != s2).any()
+    # BPTT couples a neuron's steps: compare the gradients of neurons whose spike trains agree
+    same = (s1 == s2).all(0)
+    assert same.float().mean() > 0.99
+    torch.testing.assert_close(g1[:, same], g2[:, same], rtol=1e-4, atol=1e-5)
 
 
 def test_model_train_step_and_seeded_sampling_on_cuda():
@@ -28,4 +31,6 @@ def test_model_train_step_and_seeded_sampling_on_cuda():
     out = m(x, 0.1, torch.Generator(device="cuda").manual_seed(0))
     out.x_recon.mean().backward()
     m.eval()
-    assert torch.equal(m.sample(4, seed=0), m.sample(4, seed=0))
+    a, za = m.sample(4, seed=0, return_latents=True)
+    b, zb = m.sample(4, seed=0, return_latents=True)
+    assert torch.equal(a, b) and torch.equal(za, zb)

@@ -185,3 +185,12 @@ def test_publish_measures_the_run_and_writes_its_learning_curve(tmp_path, monkey
     assert rows[0][:3] == ["| epoch", "global_step", "scheduled_p"] and [r[0] for r in rows[2:]] == ["| 0", "| 1"]
     log = (run / "log.csv").read_text().splitlines()
     assert len(log) == 3 and log[2].split(",")[0] == "1"
+
+
+def test_the_sigterm_handler_is_restored_after_training(tmp_path):
+    import signal
+    before = signal.getsignal(signal.SIGTERM)
+    cfg = TrainConfig(dataset="fashion-mnist", limit_train=16, limit_test=8, batch_size=8, epochs=1, n_steps=2,
+                      eval_samples=0)
+    assert run_training(cfg, tmp_path, progress=False)["status"] == "finished"
+    assert signal.getsignal(signal.SIGTERM) is before
