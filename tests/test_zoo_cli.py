@@ -148,6 +148,15 @@ def test_sample_cli_png_npy_latents_and_reproducibility(tmp_path, capsys):
     assert z.shape == (16, 5, 128) and set(np.unique(z)) <= {0, 1}
     assert sample_main(["-n", "5", "--out", str(tmp_path / "b.npy"), "--format", "npy", "--seed", "3"]) == 0
     assert np.array_equal(a, np.load(tmp_path / "b.npy"))
+    # another seed, other latents (whatever the model makes of them)
+    assert sample_main(["-n", "5", "--out", str(tmp_path / "c.npy"), "--seed", "4",
+                        "--save-latents", str(tmp_path / "z4.npy")]) == 0
+    assert not np.array_equal(z, np.load(tmp_path / "z4.npy"))
+    # --batch-size changes nothing: image i depends on (seed, i) only
+    assert sample_main(["-n", "5", "--out", str(tmp_path / "d.npy"), "--seed", "3", "--batch-size", "5",
+                        "--save-latents", str(tmp_path / "z5.npy")]) == 0
+    assert np.array_equal(z, np.load(tmp_path / "z5.npy"))
+    assert np.allclose(a, np.load(tmp_path / "d.npy"), atol=1e-5)
     assert sample_main(["-n", "4", "--out", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
