@@ -45,6 +45,13 @@ def test_stop_anywhere_and_resume_gives_the_same_weights(tmp_path, capsys):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = (tmp_path / "b" / "log.csv").read_text().splitlines()
     assert log[0].startswith("epoch,scheduled_p,train_loss") and len(log) == 3
+    # the epoch rows average all of each epoch's steps, across the stops
+    import csv
+    rows = {r: list(csv.DictReader(open(tmp_path / r / "log.csv"))) for r in ("a", "b")}
+    for ra, rb in zip(rows["a"], rows["b"]):
+        assert rb["train_steps_averaged"] == "6"
+        assert {k: v for k, v in ra.items() if k.startswith("train_")} == \
+               {k: v for k, v in rb.items() if k.startswith("train_")}
     assert (tmp_path / "b" / "sample_epoch001.png").is_file()
 
 
