@@ -33,9 +33,17 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--branches", default=",".join(BRANCHES), help=f"subset of {','.join(BRANCHES)}")
     args = p.parse_args(argv)
-    from fsvae_sj.io import atomic_write_json
+    from fsvae_sj import zoo
+    from fsvae_sj.data import make_dataset
+    from fsvae_sj.evaluate import afd_score, generate, recon_mse
+    from fsvae_sj.io import atomic_write_json, read_checkpoint
     from fsvae_sj.train import main as train
-    result = {"init_from": args.init_from, "steps": args.steps, "ema_decay": args.ema_decay, "branches": {}}
+    path = args.init_from if Path(args.init_from).is_file() else zoo.fetch(zoo.get_weights(args.init_from))
+    dataset = read_checkpoint(path)[2]["train_config"]["dataset"]
+    source = zoo.load(args.init_from)
+    result = {"init_from": args.init_from, "steps": args.steps, "ema_decay": args.ema_decay, "branches": {},
+              "source": {"afd": round(afd_score(generate(source, 1000, seed=0), dataset), 3),
+                         "test_recon_mse": round(recon_mse(source, make_dataset(dataset, "test", limit=1000)), 6)}}
     for name in args.branches.split(","):
         run = args.out / name
         if run.exists():
