@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 BRANCHES = {
     "constant": [],
     "cosine": ["--lr-schedule", "cosine", "--lr-min-ratio", "0.01"],
@@ -32,11 +34,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True, help="folder for the branches' runs")
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--branches", default=",".join(BRANCHES), help=f"subset of {','.join(BRANCHES)}")
+    p.add_argument("--measure-existing", action="store_true",
+                   help="measure branch folders that already exist instead of refusing them")
     args = p.parse_args(argv)
     from fsvae_sj import zoo
     from fsvae_sj.data import make_dataset
     from fsvae_sj.evaluate import afd_score, generate, recon_mse
     from fsvae_sj.io import atomic_write_json, read_checkpoint
+    from fsvae_sj.train import EXIT_FINISHED, EXIT_STOPPED
     from fsvae_sj.train import main as train
     path = args.init_from if Path(args.init_from).is_file() else zoo.fetch(zoo.get_weights(args.init_from))
     dataset = read_checkpoint(path)[2]["train_config"]["dataset"]
@@ -44,18 +49,30 @@ def main(argv=None) -> int:
     result = {"init_from": args.init_from, "steps": args.steps, "ema_decay": args.ema_decay, "branches": {},
               "source": {"afd": round(afd_score(generate(source, 1000, seed=0), dataset), 3),
                          "test_recon_mse": round(recon_mse(source, make_dataset(dataset, "test", limit=1000)), 6)}}
+    if args.json.is_file():   # keep branches measured by an earlier invocation
+        result["branches"] = json.loads(args.json.read_text()).get("branches", {})
     for name in args.branches.split(","):
         run = args.out / name
-        if run.exists():
-            raise SystemExit(f"error: {run} exists; every branch must start from --init-from (use a new --out)")
-        code = train(["--out", str(run), "--init-from", args.init_from, "--max-steps", str(args.steps),
-                      "--ema-decay", str(args.ema_decay), "--eval-every", str(args.eval_every),
-                      "--lr-decay-steps", str(args.steps), "--no-progress", *BRANCHES[name]])
-        if code:
-            return code
-        # the first rows are the source's own evaluations, carried over by --init-from
-        rows = list(csv.DictReader(open(run / "evals.csv")))[-(args.steps // args.eval_every):]
-        result["branches"][name] = {"args": BRANCHES[name], "evaluations": rows}
+        if not run.exists():
+            code = train(["--out", str(run), "--init-from", args.init_from, "--max-steps", str(args.steps),
+                          "--ema-decay", str(args.ema_decay), "--eval-every", str(args.eval_every),
+                          "--lr-decay-steps", str(args.steps), "--no-progress", *BRANCHES[name]])
+            if code not in (EXIT_FINISHED, EXIT_STOPPED):
+                return code
+        elif not args.measure_existing:
+            raise SystemExit(f"error: {run} exists; every branch must start from --init-from "
+                             f"(use a new --out, or --measure-existing to only measure it)")
+        st = torch.load(run / "state.pt", map_location="cpu", weights_only=True)
+        rs = json.loads(st["run_state"])
+        start = rs["first_step"]
+        # the branch's own evaluations (the source's were carried over by --init-from), then its end
+        rows = [r for r in csv.DictReader(open(run / "evals.csv")) if int(r["global_step"]) > start]
+        end = {"global_step": rs["first_step"] + args.steps}
+        for label, f in (("", "model.safetensors"), ("ema_", "ema.safetensors")):
+            m = zoo.load(run / f)
+            end[label + "afd"] = round(afd_score(generate(m, 1000, seed=0), dataset), 3)
+            end[label + "test_recon_mse"] = round(recon_mse(m, make_dataset(dataset, "test", limit=1000)), 6)
+        result["branches"][name] = {"args": BRANCHES[name], "evaluations": rows, "final": end}
         atomic_write_json(args.json, result)
     print(json.dumps(result, indent=1))
     return 0

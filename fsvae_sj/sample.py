@@ -86,6 +86,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
 
 
 def check_counts(args) -> None:
+    if args.seed < 0:
+        raise SystemExit(f"error: --seed must be >= 0, got {args.seed}")
     if args.batch_size < 1:
         raise SystemExit(f"error: --batch-size must be >= 1, got {args.batch_size}")
     if args.nrow < 1:

@@ -47,7 +47,9 @@ STATE = "state.pt"
 EXIT_FINISHED, EXIT_STOPPED, EXIT_NONFINITE = 0, 75, 3
 
 # Settings a resume may change: they decide how long to train and what is measured or
-# saved, never what the finished steps learned. Any other difference is refused.
+# saved, never what the finished steps learned. Any other difference is refused. (A new
+# --epochs also stretches the scheduled-sampling ramp, p = start + (end - start) * epoch /
+# epochs, for the epochs still to come.)
 RESUMABLE_CHANGES = ("epochs", "save_every", "eval_every", "eval_samples", "limit_test")
 
 # The zoo's short-budget recipe (its cards cite it by name); the paper's is TrainConfig().
@@ -101,6 +103,8 @@ class TrainConfig(_Serialisable):
     def __post_init__(self):
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.eval_samples == 1 or self.eval_samples < 0:
+            raise ValueError(f"eval_samples must be 0 (no AE Frechet) or >= 2, got {self.eval_samples}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
@@ -290,8 +294,13 @@ def _save_state(run: Path, model, opt, ema, cfg, rs: RunState, gen, rank: int, w
         save_model(ema.module, run / "ema.safetensors", extra={**extra, "weights": "ema"})
 
 
-def _load_state(run: Path, cfg: TrainConfig, model, opt, ema, gen, rank: int) -> RunState:
+def _load_state(run: Path, cfg: TrainConfig, model, opt, ema, gen, rank: int, world: int) -> RunState:
     st = torch.load(run / STATE, map_location="cpu", weights_only=True)
+    saved_world = len(st["gen"]) if isinstance(st["gen"], list) else 1
+    if saved_world != world:
+        raise ValueError(f"{run / STATE} was written by {saved_world} process(es), this is {world}: the batches, "
+                         f"data shards and learning rate depend on it; resume with {saved_world} or use "
+                         f"--init-from in a new run")
     model.load_state_dict(st["model"])
     opt.load_state_dict(st["optimizer"])
     torch.set_rng_state(st["torch_rng"])
@@ -302,6 +311,12 @@ def _load_state(run: Path, cfg: TrainConfig, model, opt, ema, gen, rank: int) ->
     else:  # written before RunState: its elapsed wall time x 1 thread bounds the CPU time
         rs = RunState(epoch=st["epoch"], step=st["step"], history=json.loads(st["history"]),
                       elapsed=st["elapsed"], cpu_seconds=st["elapsed"])
+    # best.safetensors may be newer than the state (a kill between the two writes): it keeps its score
+    best = run / "best.safetensors"
+    if best.is_file():
+        meta = read_checkpoint(best)[2]
+        if meta.get("afd_samples") == cfg.eval_samples and meta.get("afd_at_save") is not None:
+            rs.best_afd = min(x for x in (rs.best_afd, meta["afd_at_save"]) if x is not None)
     if ema is not None:
         if "ema" in st:
             ema.load_state_dict(st["ema"])
@@ -325,9 +340,11 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 def _save_grids(run: Path, model, x: torch.Tensor, epoch: int) -> None:
     from torchvision.utils import save_image
+    x = x[:32].to(next(model.parameters()).device)
     with torch.no_grad():
-        samples = model.sample(64, seed=0)
-        recon = model.reconstruct(x[:32], seed=0)
+        samples = model.sample(64, seed=0).cpu()
+        recon = model.reconstruct(x, seed=0).cpu()
+    x = x.cpu()
     save_image((samples + 1) / 2, run / f"sample_epoch{epoch:03d}.png", nrow=8)
     save_image((torch.cat([x[:32], recon]) + 1) / 2, run / f"recon_epoch{epoch:03d}.png", nrow=8)
 
@@ -344,8 +361,8 @@ def _evaluate(run: Path, core, ema, cfg: TrainConfig, test_set, rs: RunState, gl
         m.eval()
         prefix = "" if name == "raw" else "ema_"
         row[prefix + "test_recon_mse"] = round(recon_mse(m, test_set), 6)
-        if cfg.eval_samples > 0 and cfg.dataset in ("mnist", "fashion-mnist"):
-            afd = afd_score(generate(m, cfg.eval_samples, seed=0), cfg.dataset)
+        if cfg.eval_samples > 0 and canonical(cfg.dataset) in ("mnist", "fashion-mnist"):
+            afd = afd_score(generate(m, cfg.eval_samples, seed=0), canonical(cfg.dataset))
             row[prefix + "afd"] = round(afd, 3)
             if best is None or afd < best[0]:
                 best = (afd, name, m)
@@ -381,7 +398,7 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
     ema = make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
     gen = torch.Generator().manual_seed(cfg.seed + 1 + rank)
     if (run / STATE).is_file():
-        rs = _load_state(run, cfg, model, opt, ema, gen, rank)
+        rs = _load_state(run, cfg, model, opt, ema, gen, rank, world)
         if rank == 0:
             print(f"resuming {run} at epoch {rs.epoch}, step {rs.step}")
     else:
@@ -524,7 +541,7 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
     recipe = {}
     if p.suffix == ".safetensors" or p.is_file():
         if not p.is_file():
-            raise SystemExit(f"error: --init-from: no file at {p}")
+            raise ValueError(f"--init-from: no file at {p}")
         path = p
     else:
         from .zoo import ZooError
@@ -532,20 +549,20 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
             w = get_weights(str(name_or_path))
             path = fetch(w)
         except ZooError as e:
-            raise SystemExit(f"error: --init-from: {e}")
+            raise ValueError(f"--init-from: {e}") from e
         if w.source_format != "fsvae-sj":
-            raise SystemExit(f"error: --init-from {name_or_path}: the authors' weights carry no training "
-                             f"state of ours; convert them (python -m fsvae_sj.convert) and pass the file")
+            raise ValueError(f"--init-from {name_or_path}: the authors' weights carry no training state of "
+                             f"ours; convert them (python -m fsvae_sj.convert) and pass the file")
         recipe = dict(w.recipe)
     model_cfg, state, extra = read_checkpoint(path)
     tc = extra.get("train_config") or recipe.get("train_config")
     if not tc:
-        raise SystemExit(f"error: --init-from {name_or_path}: no training config in its metadata")
+        raise ValueError(f"--init-from {name_or_path}: no training config in its metadata")
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **tc, **cfg_overrides})
     want = cfg.model_config().to_dict()
     diff = [k for k in sorted(set(want) | set(model_cfg)) if want.get(k) != model_cfg.get(k)]
     if diff:
-        raise SystemExit(f"error: --init-from {name_or_path}: its architecture differs from the recipe's in "
+        raise ValueError(f"--init-from {name_or_path}: its architecture differs from the recipe's in "
                          f"{', '.join(f'{k} ({model_cfg.get(k)!r} vs {want.get(k)!r})' for k in diff)}")
     epoch = int(extra.get("epoch", recipe.get("epochs completed", 0)))
     step = int(extra.get("step", recipe.get("steps into the current epoch", 0)))
@@ -553,6 +570,8 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
     cpu_seconds = float(extra.get("cpu_seconds", 3600 * float(recipe.get("cpu_hours", 0) or 0)))
     n_batches = batches_per_epoch(len(make_dataset(cfg.dataset, "train", cfg.data_root, cfg.download,
                                                    cfg.limit_train)), cfg.batch_size)
+    if step >= n_batches:   # weights saved by an epoch-end evaluation: the next epoch starts
+        epoch, step = epoch + 1, 0
     provenance = list(extra.get("provenance") or recipe.get("provenance") or [])
     sha = sha256_file(path)
     provenance.append({"event": "warm start, optimiser restarted", "from": str(name_or_path), "sha256": sha,
@@ -573,8 +592,8 @@ def _stop_on_sigterm():
     try:
         yield lambda: bool(flag)
     finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+        if main:   # None: a handler installed outside Python, which cannot be put back from here
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _check_replicas(model, run: Path, rank: int, world: int) -> None:
@@ -599,7 +618,7 @@ def parse_args(argv=None):
                     "--init-from continues from a zoo entry or a .safetensors when the run state is gone. "
                     "Under torchrun it trains with DistributedDataParallel (Gloo on CPU, NCCL on GPU). "
                     "Exit status: 0 finished, 75 stopped early and resumable, 3 non-finite loss or weights "
-                    "(the last good state is kept), 2 bad input.")
+                    "(the last good state is kept), 1 a refused setting or missing data, 2 unknown flags.")
     d = TrainConfig()
     p.add_argument("--out", required=True, help="run directory (state.pt, *.safetensors, log.csv, evals.csv, grids)")
     p.add_argument("--config", help="a TrainConfig JSON/YAML; command-line flags override it")
@@ -627,23 +646,34 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def _config_file(path: str | None) -> dict:
+    """The settings a --config file states (only those: the rest keep their other sources)."""
+    if not path:
+        return {}
+    full = TrainConfig.load(path).to_dict()   # validates: unknown fields and bad values are refused
+    raw = Path(path).read_text()
+    import yaml   # YAML is a superset of JSON: one parser for both
+    stated = yaml.safe_load(raw) or {}
+    return {k: full[k] for k in stated}
+
+
+def resolve_config(args) -> tuple[TrainConfig, WarmStart | None]:
+    """The run's TrainConfig from (lowest first) defaults, --recipe, --config, flags; on resume the
+    saved config, changed only where a resume may change it; with --init-from, the source's."""
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name) is not None}
-    recipe = RECIPES[args.recipe] if args.recipe else {}
-    file_cfg = TrainConfig.load(args.config).to_dict() if args.config else {}
+    asked = {**(RECIPES[args.recipe] if args.recipe else {}), **_config_file(args.config), **flags}
     state = Path(args.out) / STATE
     init = None
     if state.is_file():
         saved = torch.load(state, map_location="cpu", weights_only=True)["train_config"]
-        wanted = {**saved, **recipe, **file_cfg, **flags}
+        wanted = {**saved, **asked}
         changed = [k for k in config_differences(saved, wanted) if k not in RESUMABLE_CHANGES]
         # A weight average may join a run that had none: it changes nothing the run learns.
         if "ema_decay" in changed and saved.get("ema_decay") is None:
             changed.remove("ema_decay")
         if changed:
-            raise SystemExit(f"error: {state} was written with another training config: "
+            raise ValueError(f"{state} was written with another training config: "
                              + ", ".join(f"{k} ({saved.get(k)!r} -> {wanted.get(k)!r})" for k in changed)
                              + f". A resume may change only {', '.join(RESUMABLE_CHANGES)}; use a new --out "
                                f"(with --init-from {Path(args.out) / 'model.safetensors'} to keep the weights)")
@@ -651,26 +681,30 @@ def main(argv=None) -> int:
             print(f"note: {state} exists; resuming it and ignoring --init-from", file=sys.stderr)
         if (saved.get("lr_schedule", "constant") == "cosine" and not saved.get("lr_decay_steps")
                 and saved.get("epochs") != wanted.get("epochs")):
-            raise SystemExit("error: --epochs sets the end of this run's cosine learning-rate schedule; "
+            raise ValueError("--epochs sets the end of this run's cosine learning-rate schedule; "
                              "it cannot change on resume")
-        base = {**TrainConfig().to_dict(), **wanted}
-        cfg = TrainConfig.from_dict(base)
+        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **wanted})
     elif args.init_from:
-        cfg, init = warm_start(args.init_from, {**recipe, **file_cfg, **flags})
+        cfg, init = warm_start(args.init_from, asked)
     else:
-        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **recipe, **file_cfg, **flags})
-    canonical(cfg.dataset)
+        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **asked})
     if cfg.model not in ("fsvae", "ann-vae"):
-        raise SystemExit(f"error: --model must be fsvae or ann-vae, got {cfg.model!r}")
+        raise ValueError(f"--model must be fsvae or ann-vae, got {cfg.model!r}")
+    return dataclasses.replace(cfg, dataset=canonical(cfg.dataset)), init
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {args.device} but no CUDA device is available; use --device cpu")
     try:
+        cfg, init = resolve_config(args)
         out = run_training(cfg, Path(args.out), args.time_budget, args.device, progress=not args.no_progress,
                            max_steps=args.max_steps, init=init)
     except FloatingPointError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_NONFINITE
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:   # ConfigError, CheckpointError, DataNotFound among them
         raise SystemExit(f"error: {e}") from e
     finally:
         # A process group left to the interpreter's exit aborts ("terminate called without

@@ -27,9 +27,10 @@ import torch
 from .io import CheckpointError, atomic_write_json, atomic_write_text, load_model, sha256_file
 
 def _zoo_dir() -> Path:
-    """``zoo/`` of a clone (editable install), else the copy a wheel installs in the package."""
-    clone = Path(__file__).resolve().parent.parent / "zoo"
-    return clone if clone.is_dir() else Path(__file__).resolve().parent / "zoo_files"
+    """The copy a wheel installs in the package, else ``zoo/`` of a clone (editable install).
+    (Never a ``zoo`` folder that merely sits beside an installed package.)"""
+    installed = Path(__file__).resolve().parent / "zoo_files"
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "zoo"
 
 
 ZOO_DIR = _zoo_dir()
@@ -406,11 +407,13 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
                              f"{MIN_SAMPLE_STD}): the generator is dead (untrained or too few steps); not published")
     res = evaluate(model, dataset, ("recon", "afd"), num_samples=num_samples, seed=seed)
     old_path = ZOO_DIR / f"{name}.json"
-    if old_path.is_file() and not force:
-        old = json.loads(old_path.read_text()).get("metrics", {}).get("autoencoder_frechet")
-        if old is not None and res["afd"] is not None and res["afd"] > old:
+    if old_path.is_file() and not force and res["afd"] is not None:
+        old = _current_afd(Weights.from_json(json.loads(old_path.read_text())), dataset, num_samples, seed,
+                           res["protocol"]["images"])
+        if old is not None and res["afd"] > old:
             raise PublishRefused(f"{src}: AE Frechet {res['afd']:.3f} is worse than the current {name} entry's "
-                                 f"{old:.3f}; not published (--force to replace it anyway)")
+                                 f"{old:.3f} ({res['protocol']['images']}); not published (--force to replace it "
+                                 f"anyway)")
     dest = ZOO_DIR / f"{name}.safetensors"
     ZOO_DIR.mkdir(exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part")
@@ -467,6 +470,19 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     atomic_write_json(ZOO_DIR / f"{name}.json", w.to_json())
     atomic_write_text(ZOO_DIR / f"{name}.md", w.card())
     return w
+
+
+def _current_afd(w: Weights, dataset: str, num_samples: int, seed: int, protocol: str) -> float | None:
+    """The AE Frechet distance of the entry being replaced, under the new measurement's protocol:
+    its card's number if measured the same way, else measured again (the distance is biased by
+    the sample count, so numbers of different protocols do not compare)."""
+    from .evaluate import afd_score, generate
+    if w.eval_protocol.get("images") == protocol:
+        return w.metrics.get("autoencoder_frechet")
+    path = ZOO_DIR / w.file_name
+    if not path.is_file():
+        return None
+    return afd_score(generate(load_model(path), num_samples, seed), dataset)
 
 
 def _default_notes(arch, dataset, tcfg, epoch, step, cpu_h, extra, paper, metrics) -> str:

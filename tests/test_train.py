@@ -140,6 +140,8 @@ def test_two_gloo_processes_identical_weights_and_exact_resume(tmp_path):
     # stop both ranks after one step, resume: the same weights as the uninterrupted run
     _torchrun(tmp_path / "b", ["--max-steps", "1"], expect=EXIT_STOPPED)
     assert position(tmp_path / "b") == (0, 1)
+    with pytest.raises(SystemExit, match="written by 2 process"):   # one process cannot take over two
+        main(["--out", str(tmp_path / "b"), "--no-progress"])
     r = _torchrun(tmp_path / "b", [])
     assert "resuming" in r.stdout and position(tmp_path / "b") == (1, 0)
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")

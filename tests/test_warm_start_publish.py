@@ -165,3 +165,30 @@ def test_publish_refuses_a_worse_afd_unless_forced(tmp_path, monkeypatch):
     forced = zoo.publish(weak, "ann", num_samples=300, force=True)
     assert forced.metrics["autoencoder_frechet"] > good.metrics["autoencoder_frechet"]
     assert zoo.get_weights("ann").sha256 == forced.sha256 == zoo.sha256_file(tmp_path / "zoo" / "ann.safetensors")
+
+
+def test_init_from_an_epoch_end_checkpoint_starts_the_next_epoch(source, tmp_path):
+    _, _, extra = read_checkpoint(source / "best.safetensors")
+    assert extra["step"] == 6   # saved by an epoch-end evaluation, before the epoch counter moved
+    run = tmp_path / "w"
+    assert main(["--out", str(run), "--init-from", str(source / "best.safetensors"), "--max-steps", "0",
+                 "--epochs", "3", "--no-progress"]) == EXIT_STOPPED
+    st = torch.load(run / "state.pt", weights_only=True)
+    assert (st["epoch"], st["step"]) == (extra["epoch"] + 1, 0)
+
+
+def test_a_config_file_sets_only_what_it_states(tmp_path):
+    from fsvae_sj.train import parse_args, resolve_config
+    (tmp_path / "c.json").write_text('{"epochs": 3}')
+    cfg, _ = resolve_config(parse_args(["--out", str(tmp_path / "r"), "--recipe", "zoo-short",
+                                        "--config", str(tmp_path / "c.json"), "--dataset", "fashion"]))
+    assert (cfg.epochs, cfg.batch_size, cfg.ema_decay, cfg.lr) == (3, 64, 0.999, 1e-3)
+    assert cfg.dataset == "fashion-mnist"   # aliases are stored by their canonical name
+    (tmp_path / "bad.json").write_text('{"epochz": 3}')
+    with pytest.raises(SystemExit, match="unknown field"):
+        main(["--out", str(tmp_path / "r"), "--config", str(tmp_path / "bad.json")])
+    for flags, msg in [(["--ema-decay", "1"], "ema_decay must be in"), (["--eval-samples", "1"], "eval_samples"),
+                       (["--lr-schedule", "linear"], "lr_schedule")]:
+        with pytest.raises(SystemExit, match=msg):
+            main(["--out", str(tmp_path / "r")] + TINY + flags)
+    assert not (tmp_path / "r").exists()
