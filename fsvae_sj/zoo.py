@@ -443,8 +443,11 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
         "evaluations": evals,
     }
     if per_epoch and paper:
-        recipe["projection"] = (f"the paper's 150 epochs at the last measured {per_epoch[-1]:.2f} CPU-hours "
-                                f"per epoch: about {150 * per_epoch[-1]:.0f} CPU-hours on this machine")
+        recipe["projection: the paper's budget"] = (
+            f"150 epochs at the last measured {per_epoch[-1]:.2f} CPU-hours per epoch: about "
+            f"{150 * per_epoch[-1]:.0f} CPU-hours on this machine")
+    if paper:
+        recipe["projection: the paper's AE Frechet"] = afd_projection(evals, paper["autoencoder_frechet"])
     metrics = {"recon_mse": round(res["recon_mse"], 5), "autoencoder_frechet": round(res["afd"], 3),
                "inception_score": None, "fid": None, "sample_spread": round(spread, 4)}
     w = Weights(
@@ -470,6 +473,31 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     atomic_write_json(ZOO_DIR / f"{name}.json", w.to_json())
     atomic_write_text(ZOO_DIR / f"{name}.md", w.card())
     return w
+
+
+def afd_projection(evals: list[dict], target: float) -> str:
+    """CPU-hours at which a power law fitted to the best AE Frechet distance so far (raw or EMA,
+    per evaluation) against CPU-hours reaches ``target``: an extrapolation, stated as one."""
+    import math
+    points, best = [], math.inf
+    for r in evals:
+        vals = [float(r[k]) for k in ("afd", "ema_afd") if r.get(k) not in (None, "")]
+        if vals and r.get("cpu_hours") not in (None, ""):
+            best = min(best, *vals)
+            points.append((math.log(float(r["cpu_hours"])), math.log(best)))
+    if len(points) < 3:
+        return "not enough evaluations to fit"
+    n = len(points)
+    mx, my = sum(p[0] for p in points) / n, sum(p[1] for p in points) / n
+    sxx = sum((p[0] - mx) ** 2 for p in points)
+    slope = sum((p[0] - mx) * (p[1] - my) for p in points) / sxx if sxx else 0.0
+    hours = [math.exp(p[0]) for p in points]
+    span = f"{n} evaluations between {min(hours):.2f} and {max(hours):.2f} CPU-hours"
+    if slope >= 0:
+        return f"none: the best AE Frechet distance did not fall over the {span}"
+    at = math.exp(mx + (math.log(target) - my) / slope)
+    return (f"about {at:.0f} CPU-hours to reach {target} (best AE Frechet ~ CPU-hours^{slope:.2f}, fitted to "
+            f"the {span}; an extrapolation far beyond the data, not a promise)")
 
 
 def _current_afd(w: Weights, dataset: str, num_samples: int, seed: int, protocol: str) -> float | None:

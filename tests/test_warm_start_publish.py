@@ -192,3 +192,12 @@ def test_a_config_file_sets_only_what_it_states(tmp_path):
         with pytest.raises(SystemExit, match=msg):
             main(["--out", str(tmp_path / "r")] + TINY + flags)
     assert not (tmp_path / "r").exists()
+
+
+def test_afd_projection_recovers_a_power_law():
+    rows = [{"cpu_hours": h, "afd": 100 * h ** -0.5, "ema_afd": ""} for h in (1, 2, 4, 8)]
+    text = zoo.afd_projection(rows, 10.0)
+    assert text.startswith("about 100 CPU-hours") and "^-0.50" in text
+    flat = [{"cpu_hours": h, "afd": 50.0} for h in (1, 2, 3)]
+    assert zoo.afd_projection(flat, 10.0).startswith("none")
+    assert zoo.afd_projection(rows[:2], 10.0) == "not enough evaluations to fit"
