@@ -701,17 +701,24 @@ def main(argv=None) -> int:
         cfg, init = resolve_config(args)
         out = run_training(cfg, Path(args.out), args.time_budget, args.device, progress=not args.no_progress,
                            max_steps=args.max_steps, init=init)
+        code = EXIT_FINISHED if out["status"] == "finished" else EXIT_STOPPED
     except FloatingPointError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_NONFINITE
+        code = EXIT_NONFINITE
     except (ValueError, FileNotFoundError) as e:   # ConfigError, CheckpointError, DataNotFound among them
         raise SystemExit(f"error: {e}") from e
     finally:
-        # A process group left to the interpreter's exit aborts ("terminate called without
-        # an active exception") when a rank stops early.
-        if dist.is_initialized():
+        distributed = dist.is_initialized()
+        if distributed:
             dist.destroy_process_group()
-    return EXIT_FINISHED if out["status"] == "finished" else EXIT_STOPPED
+    if distributed:
+        # Under torchrun the interpreter's teardown races with threads of the process group and
+        # sometimes aborts ("terminate called without an active exception", seen here once in a
+        # few CI runs) after all the work is saved: leave without it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
