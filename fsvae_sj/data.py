@@ -175,6 +175,13 @@ class InMemoryImages(torch.utils.data.Dataset):
         return self.images[idx]
 
 
+def batch_of(dataset, idx: torch.Tensor) -> torch.Tensor:
+    """Images ``[len(idx), C, H, W]`` of a dataset made by :func:`make_dataset`."""
+    if hasattr(dataset, "batch"):
+        return dataset.batch(idx)
+    return torch.stack([dataset[int(i)][0] for i in idx])
+
+
 def make_dataset(name: str, split: str = "train", root=None, download: bool = False,
                  limit: int | None = None):
     """The dataset ``name`` preprocessed as the spec says; ``limit`` keeps the first N."""

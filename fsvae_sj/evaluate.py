@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import canonical, make_dataset
+from .data import batch_of, canonical, make_dataset
 from .seeding import sample_generators
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "afd"
@@ -161,8 +161,7 @@ def recon_mse(model, test_set, batch_size: int = 250, seed: int = 0) -> float:
     device = next(core.parameters()).device
     for i in range(0, len(test_set), batch_size):
         idx = torch.arange(i, min(i + batch_size, len(test_set)))
-        x = (test_set.batch(idx) if hasattr(test_set, "batch") else torch.stack([test_set[int(j)][0] for j in idx]))
-        x = x.to(device)
+        x = batch_of(test_set, idx).to(device)
         gens = sample_generators(seed, len(idx), start=i)   # image i's draws: (seed, i), any batch size
         total += float(((core.reconstruct(x, generator=gens) - x) ** 2).sum())
         count += x.numel()

@@ -35,7 +35,7 @@ import torch.distributed as dist
 
 from .ann import ANNVAE
 from .config import ANNVAEConfig, FSVAEConfig, _Serialisable
-from .data import IMAGE_SHAPE, canonical, make_dataset
+from .data import IMAGE_SHAPE, batch_of, canonical, make_dataset
 from .evaluate import afd_score, generate, recon_mse
 from .io import atomic_write_bytes, read_checkpoint, save_model
 from .losses import fsvae_loss, gaussian_vae_loss
@@ -188,12 +188,6 @@ def _dist_info(device: str) -> tuple[int, int, str]:
     if not dist.is_initialized():
         dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size(), device
-
-
-def _batches_of(dataset, idx: torch.Tensor) -> torch.Tensor:
-    if hasattr(dataset, "batch"):
-        return dataset.batch(idx)
-    return torch.stack([dataset[int(i)][0] for i in idx])
 
 
 def build(cfg: TrainConfig):
@@ -458,7 +452,7 @@ def _train_epochs(cfg, run, net, model, opt, ema, gen, rs, clock, train_set, tes
             gstep = rs.epoch * n_batches + rs.step
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, gstep, rs.first_step, total, world)
-            x = _batches_of(train_set, order[rs.step * cfg.batch_size:(rs.step + 1) * cfg.batch_size]).to(device)
+            x = batch_of(train_set, order[rs.step * cfg.batch_size:(rs.step + 1) * cfg.batch_size]).to(device)
             losses = train_step(net, x, cfg, rs.epoch, gen, n_batches)
             if not torch.isfinite(losses["loss"]):
                 if bar:
@@ -502,7 +496,7 @@ def _train_epochs(cfg, run, net, model, opt, ema, gen, rs, clock, train_set, tes
             was = model.training
             shown = ema.module if ema is not None else model  # the EMA is what gets published
             shown.eval()
-            _save_grids(run, shown, _batches_of(test_set, torch.arange(min(32, len(test_set)))), rs.epoch)
+            _save_grids(run, shown, batch_of(test_set, torch.arange(min(32, len(test_set)))), rs.epoch)
             model.train(was)
         rs.epoch, rs.step, rs.meters = rs.epoch + 1, 0, {}
         clock.update()
