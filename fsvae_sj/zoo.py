@@ -482,9 +482,11 @@ def afd_projection(evals: list[dict], target: float) -> str:
     points, best = [], math.inf
     for r in evals:
         vals = [float(r[k]) for k in ("afd", "ema_afd") if r.get(k) not in (None, "")]
-        if vals and r.get("cpu_hours") not in (None, ""):
+        hours = float(r["cpu_hours"]) if r.get("cpu_hours") not in (None, "") else 0.0
+        if vals and hours > 0:   # a log-log fit: logged hours of 0 (rounded) carry no information
             best = min(best, *vals)
-            points.append((math.log(float(r["cpu_hours"])), math.log(best)))
+            if best > 0:
+                points.append((math.log(hours), math.log(best)))
     if len(points) < 3:
         return "not enough evaluations to fit"
     n = len(points)

@@ -201,3 +201,5 @@ def test_afd_projection_recovers_a_power_law():
     flat = [{"cpu_hours": h, "afd": 50.0} for h in (1, 2, 3)]
     assert zoo.afd_projection(flat, 10.0).startswith("none")
     assert zoo.afd_projection(rows[:2], 10.0) == "not enough evaluations to fit"
+    # hours logged as 0 (rounded, a tiny run) are left out, not a math error
+    assert zoo.afd_projection([{"cpu_hours": 0.0, "afd": 9.0}] + rows, 10.0) == text
