@@ -22,6 +22,11 @@ Two implementations of the same node, chosen by ``impl``:
 """
 from __future__ import annotations
 
+import functools
+import os
+import shutil
+import warnings
+
 import torch
 
 from . import backend
@@ -30,50 +35,139 @@ from .surrogate import Rect, RectSpike, rect_grad
 IMPLS = ("exact", "spikingjelly")
 
 
+def _eager_forward(x_seq, v0, decay: float, v_th: float):
+    """The dynamics in eager PyTorch: ``(spikes, h_seq, v_last)``, written in place
+    into preallocated outputs (four passes a step, no per-step temporaries)."""
+    h_seq = torch.empty_like(x_seq)
+    fired = torch.empty_like(x_seq, dtype=torch.bool)
+    zero = x_seq.new_zeros(())
+    v = v0
+    for t in range(x_seq.shape[0]):
+        h = h_seq[t]
+        # decay * v + x, rounded exactly as the authors' 0.25 * u * (1 - o) + x
+        torch.mul(v, decay, out=h)
+        h.add_(x_seq[t])
+        torch.gt(h, v_th, out=fired[t])
+        v = torch.where(fired[t], zero, h)
+    return fired.to(x_seq.dtype), h_seq, v
+
+
+def _eager_backward(h_seq, grad_spikes, grad_v, decay: float, v_th: float, a: float, offset: float):
+    """BPTT through the reset (not detached): ``(grad_x, grad_v0)``."""
+    grad_x = torch.empty_like(h_seq)
+    for t in range(h_seq.shape[0] - 1, -1, -1):
+        h = h_seq[t]
+        # v_t = h_t (1 - s_t):  dL/dh_t = s'(h_t) (dL/ds_t - h_t dL/dv_t) + (1 - s_t) dL/dv_t
+        g = grad_x[t]
+        torch.mul(h, grad_v, out=g)
+        torch.sub(grad_spikes[t], g, out=g)
+        g.mul_(rect_grad(h - v_th, a, offset))
+        g.add_(grad_v.masked_fill(h > v_th, 0.0))
+        grad_v = g * decay
+    return grad_x, grad_v
+
+
+def _fused_forward(x_seq, v0, decay: float, v_th: float):
+    """The same dynamics written for ``torch.compile`` (no in-place writes), which
+    fuses all T steps into one pass over ``[T, M]``: x read once, spikes and h
+    written once. The same roundings as :func:`_eager_forward` (tests check spikes
+    and membranes bit for bit)."""
+    v, hs, ss = v0, [], []
+    for t in range(x_seq.shape[0]):
+        h = v * decay + x_seq[t]
+        s = h > v_th
+        hs.append(h)
+        ss.append(s.to(x_seq.dtype))
+        v = torch.where(s, 0.0, h)
+    return torch.stack(ss), torch.stack(hs), v
+
+
+def _fused_backward(h_seq, grad_spikes, grad_v, decay: float, v_th: float, a: float, offset: float):
+    """:func:`_eager_backward` for ``torch.compile``."""
+    gs = []
+    for t in range(h_seq.shape[0] - 1, -1, -1):
+        h = h_seq[t]
+        g = (grad_spikes[t] - h * grad_v) * rect_grad(h - v_th, a, offset) + torch.where(h > v_th, 0.0, grad_v)
+        gs.append(g)
+        grad_v = g * decay
+    return torch.stack(gs[::-1]), grad_v
+
+
+@functools.cache
+def _compiled(fn):
+    # dynamic=True: one kernel for every layer width M; each sequence length T compiles once
+    # (the loop over T is unrolled). Inductor keeps compiled kernels in its on-disk cache,
+    # so later processes load them in seconds.
+    return torch.compile(fn, dynamic=True)
+
+
+def _run_fused(fn, *args):
+    # A training step meets every length T = 1..n_steps (the posterior's prefix runs), more
+    # than dynamo's default of 8 compiled versions per function; past the limit it would
+    # silently run eager.
+    limit = max(torch._dynamo.config.recompile_limit, 64)
+    with torch._dynamo.config.patch(recompile_limit=limit):
+        return _compiled(fn)(*args)
+
+
+class _TimeMajor:
+    """A dense ``[T, ...]`` tensor as a ``[T, M]`` view in memory order (channels-last
+    included), and the way back, so the compiled kernels see two dimensions only."""
+
+    def __init__(self, like: torch.Tensor):
+        dims = sorted(range(1, like.dim()), key=lambda d: -like.stride(d))
+        self.perm = (0, *dims)
+        self.shape = tuple(like.shape[d] for d in self.perm)
+        self.inverse = tuple(self.perm.index(d) for d in range(like.dim()))
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.perm).reshape(x.shape[0], -1)
+
+    def flat_step(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute([d - 1 for d in self.perm[1:]]).reshape(-1)
+
+    def back(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], *self.shape[1:]).permute(self.inverse)
+
+    def back_step(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(self.shape[1:]).permute([d - 1 for d in self.inverse[1:]])
+
+
 class _ExactLIF(torch.autograd.Function):
     """Whole-sequence LIF with hand-written BPTT (reset not detached).
 
     Only the charged membrane ``h`` is kept for backward; spikes and surrogate
-    masks are recomputed from it one step at a time, which keeps memory traffic
-    low (no per-step autograd graph, no full-sequence temporaries).
+    masks are recomputed from it, which keeps memory traffic low (no per-step
+    autograd graph). ``fused``: run the ``torch.compile`` kernels instead of eager.
     """
 
     @staticmethod
-    def forward(ctx, x_seq, v0, decay, v_th, a, offset):
-        h_seq = torch.empty_like(x_seq)
-        fired = torch.empty_like(x_seq, dtype=torch.bool)
-        zero = x_seq.new_zeros(())
-        v = v0
-        for t in range(x_seq.shape[0]):
-            h = h_seq[t]
-            # decay * v + x, rounded exactly as the authors' 0.25 * u * (1 - o) + x
-            torch.mul(v, decay, out=h)
-            h.add_(x_seq[t])
-            torch.gt(h, v_th, out=fired[t])
-            v = torch.where(fired[t], zero, h)
-        ctx.save_for_backward(h_seq)
+    def forward(ctx, x_seq, v0, decay, v_th, a, offset, fused=False):
         ctx.consts = (decay, v_th, a, offset)
-        return fired.to(x_seq.dtype), v
+        ctx.fused = fused
+        if not fused:
+            spikes, h_seq, v = _eager_forward(x_seq, v0, decay, v_th)
+            ctx.save_for_backward(h_seq)
+            return spikes, v
+        tm = _TimeMajor(x_seq)
+        spikes, h_seq, v = _run_fused(_fused_forward, tm.flat(x_seq), tm.flat_step(v0), decay, v_th)
+        ctx.save_for_backward(h_seq)
+        ctx.layout = tm
+        return tm.back(spikes), tm.back_step(v)
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v_last):
         (h_seq,) = ctx.saved_tensors
-        decay, v_th, a, offset = ctx.consts
-        grad_x = torch.empty_like(h_seq)
-        grad_v = grad_v_last if grad_v_last is not None else torch.zeros_like(h_seq[0])
-        for t in range(h_seq.shape[0] - 1, -1, -1):
-            h = h_seq[t]
-            # v_t = h_t (1 - s_t):  dL/dh_t = s'(h_t) (dL/ds_t - h_t dL/dv_t) + (1 - s_t) dL/dv_t
-            g = grad_x[t]
-            torch.mul(h, grad_v, out=g)
-            if grad_spikes is not None:
-                torch.sub(grad_spikes[t], g, out=g)
-            else:
-                g.neg_()
-            g.mul_(rect_grad(h - v_th, a, offset))
-            g.add_(grad_v.masked_fill(h > v_th, 0.0))
-            grad_v = g * decay
-        return grad_x, grad_v, None, None, None, None
+        none = (None,) * 5
+        if not ctx.fused:
+            gs = grad_spikes if grad_spikes is not None else torch.zeros_like(h_seq)
+            gv = grad_v_last if grad_v_last is not None else torch.zeros_like(h_seq[0])
+            return (*_eager_backward(h_seq, gs, gv, *ctx.consts), *none)
+        tm = ctx.layout
+        gs = tm.flat(grad_spikes) if grad_spikes is not None else torch.zeros_like(h_seq)
+        gv = tm.flat_step(grad_v_last) if grad_v_last is not None else torch.zeros_like(h_seq[0])
+        grad_x, grad_v = _run_fused(_fused_backward, h_seq, gs, gv, *ctx.consts)
+        return (tm.back(grad_x), tm.back_step(grad_v), *none)
 
 
 class _RectSpikeT(torch.autograd.Function):
@@ -116,6 +210,7 @@ class LIF(backend.LIFNode):
                          step_mode="m", **backend.lif_node_kwargs(fused=impl == "spikingjelly"))
         self.decay = decay
         self.impl = impl
+        self.fused = False  # exact impl: torch.compile'd kernels (see use_fused_kernels)
         self._flexsn = None
 
     def extra_repr(self) -> str:
@@ -137,7 +232,7 @@ class LIF(backend.LIFNode):
             return self._spikingjelly_forward(x_seq)
         sg = self.surrogate_function
         spikes, v = _ExactLIF.apply(x_seq, self._initial_v(x_seq), self.decay,
-                                    self.v_threshold, sg.alpha, sg.offset)
+                                    self.v_threshold, sg.alpha, sg.offset, self.fused)
         self.v = v
         return spikes
 
@@ -165,10 +260,35 @@ class LIF(backend.LIFNode):
         return spikes
 
 
+def use_fused_kernels(module: torch.nn.Module, enabled: bool = True) -> torch.nn.Module:
+    """Run every exact-impl LIF in ``module`` on ``torch.compile``'d kernels (or back on eager).
+
+    The same spikes and membranes bit for bit, and gradients equal up to float
+    rounding; on the CPU a training step is much faster (benchmarks/RESULTS.md). The
+    first call of each sequence length compiles (seconds to a minute; inductor's
+    on-disk cache makes later processes quick), so it pays for long runs (training,
+    evaluation), not for a quick sample. Needs a C++ compiler on the CPU (Triton on CUDA).
+    Returns ``module``."""
+    if enabled and not _can_compile(next(module.parameters(), torch.empty(0)).device):
+        warnings.warn("no C++ compiler found (torch.compile needs one on the CPU): the LIF neurons stay "
+                      "on the eager kernels", RuntimeWarning, stacklevel=2)
+        enabled = False
+    for m in module.modules():
+        if isinstance(m, LIF):
+            m.fused = bool(enabled)
+    return module
+
+
+def _can_compile(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return True  # Triton ships with CUDA builds of torch
+    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++", "c++"))
+
+
 def lif_from_config(cfg) -> LIF:
     """A LIF built from a model config's neuron fields."""
     sg = Rect.preset(cfg.surrogate, cfg.v_threshold, cfg.surrogate_a)
     return LIF(v_threshold=cfg.v_threshold, decay=cfg.decay, surrogate=sg, impl=cfg.lif_impl)
 
 
-__all__ = ["LIF", "IMPLS", "lif_from_config", "RectSpike"]
+__all__ = ["LIF", "IMPLS", "lif_from_config", "use_fused_kernels", "RectSpike"]
