@@ -110,9 +110,10 @@ def _run_fused(fn, *args):
         return _compiled(fn)(*args)
 
 
-class _TimeMajor:
+class TimeMajor:
     """A dense ``[T, ...]`` tensor as a ``[T, M]`` view in memory order (channels-last
-    included), and the way back, so the compiled kernels see two dimensions only."""
+    included; a copy only if the steps are not dense), and the way back: elementwise
+    kernels over time then see two dimensions only."""
 
     def __init__(self, like: torch.Tensor):
         dims = sorted(range(1, like.dim()), key=lambda d: -like.stride(d))
@@ -149,7 +150,7 @@ class _ExactLIF(torch.autograd.Function):
             spikes, h_seq, v = _eager_forward(x_seq, v0, decay, v_th)
             ctx.save_for_backward(h_seq)
             return spikes, v
-        tm = _TimeMajor(x_seq)
+        tm = TimeMajor(x_seq)
         spikes, h_seq, v = _run_fused(_fused_forward, tm.flat(x_seq), tm.flat_step(v0), decay, v_th)
         ctx.save_for_backward(h_seq)
         ctx.layout = tm
