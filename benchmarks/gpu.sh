@@ -5,7 +5,11 @@
 # 2. the benchmark table on cuda at batch 64 and 250, reference (SpikingJelly's own LIF path:
 #    FlexSN/Triton on SJ 2) against fast (our exact LIF);
 # 3. a FashionMNIST epoch-time estimate at batch 250 (50 steps, timed).
+# AUTHORS=PATH (a checkout of kamata1729/FullySpikingVAE, carried as an ignored folder, never
+# committed) adds their code's column to the table.
 set -uo pipefail
+authors=()
+[ -n "${AUTHORS:-}" ] && authors=(--authors "$AUTHORS")
 out=${1:?usage: bash benchmarks/gpu.sh OUTDIR}
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
@@ -18,7 +22,7 @@ else
   echo "legacy SpikingJelly/CuPy could not be installed here" | tee "$out/gpu_tests_sj014.txt"
 fi
 timeout 200 python benchmarks/run.py --device cuda --repeats 3 \
-  --rows generate@64,generate@5000,reconstruct@250,train_step@64,train_step@250 --json "$out/gpu_bench.json" \
+  --rows generate@64,generate@5000,reconstruct@250,train_step@64,train_step@250 --json "$out/gpu_bench.json" "${authors[@]}" \
   | tee "$out/gpu_bench.md"
 timeout 100 python - <<'PY' 2>&1 | tee "$out/epoch_time.txt"
 import time, torch
