@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import authors  # noqa: E402
+import authors_code  # noqa: E402
 
 from fsvae_sj.convert import convert_state_dict, infer_config  # noqa: E402
 
@@ -75,8 +75,8 @@ def run(their_model, x: torch.Tensor, draws: list[torch.Tensor], dtype: torch.dt
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # their membranes start as torch.zeros(...) of the default dtype
     try:
-        with authors.scripted_randint(draws) as left:
-            x_recon, q_z, p_z, z = net(authors.time_last_images(x.to(dtype), T), scheduled=False)
+        with authors_code.scripted_randint(draws) as left:
+            x_recon, q_z, p_z, z = net(authors_code.time_last_images(x.to(dtype), T), scheduled=False)
             if left:
                 raise AssertionError(f"their posterior used {len(draws) - len(left)} of {len(draws)} draws")
         losses = net.loss_function_mmd(x.to(dtype), x_recon, q_z, p_z)
@@ -90,9 +90,9 @@ def run(their_model, x: torch.Tensor, draws: list[torch.Tensor], dtype: torch.dt
     ours_params = {n for n in grads if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))}
     n = x.shape[0]
     return {
-        "z": authors.time_first(z).reshape(T, n, L).to(torch.bool),
-        "q": authors.time_first(q_z).reshape(T, n, L, k).to(torch.bool),
-        "p": authors.time_first(p_z).reshape(T, n, L, k).to(torch.bool),
+        "z": authors_code.time_first(z).reshape(T, n, L).to(torch.bool),
+        "q": authors_code.time_first(q_z).reshape(T, n, L, k).to(torch.bool),
+        "p": authors_code.time_first(p_z).reshape(T, n, L, k).to(torch.bool),
         "x_recon": x_recon.detach().clone(),
         "loss": {key: v.detach().to(torch.float64) for key, v in losses.items()},
         "grads": {name: gradient_summary(grads[name]) for name in sorted(ours_params)},
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="the fixture to write (.pt.gz)")
     args = p.parse_args(argv)
 
-    fsvae, _ = authors.load(args.authors, **SIZES)
+    fsvae, _ = authors_code.load(args.authors, **SIZES)
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     theirs = fsvae.FSVAE()

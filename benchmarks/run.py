@@ -36,14 +36,14 @@ def authors_worker(row: str, batch: int, checkout: str, repeats: int, device: st
     import torch
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import authors
+    import authors_code
 
-    fsvae, _ = authors.load(checkout, batch_size=batch)
+    fsvae, _ = authors_code.load(checkout, batch_size=batch)
     torch.manual_seed(0)
     model = fsvae.FSVAE().to(device)
     model.p = 0.1  # their scheduled-sampling probability at the first epoch, as ours gets 0.1
     x = (torch.rand(batch, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(device)
-    x_seq = authors.time_last_images(x, 16)
+    x_seq = authors_code.time_last_images(x, 16)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def call():
