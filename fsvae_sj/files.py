@@ -1,7 +1,4 @@
-"""Our checkpoint format: one safetensors file whose metadata holds the model config.
-
-Models are rebuilt from config + weights, never unpickled. Writes are atomic.
-"""
+"""Files written whole or not at all, and their hashes (no other fsvae_sj import: every layer uses it)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,10 +7,6 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-
-import torch
-
-FORMAT = "fsvae-sj/1"
 
 
 def _new_file_mode(path: Path) -> int:
@@ -72,76 +65,3 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-class CheckpointError(ValueError):
-    """A file that is not a loadable checkpoint of ours."""
-
-
-def save_model(model: torch.nn.Module, path: str | os.PathLike, extra: dict | None = None) -> str:
-    """Save weights + config as safetensors; returns the file's SHA-256."""
-    from safetensors.torch import save
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": model.config.to_json()}
-    if extra:
-        meta["extra"] = json.dumps(extra, sort_keys=True)
-    atomic_write_bytes(path, save(state, metadata=meta))
-    return sha256_file(path)
-
-
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict]:
-    """``(config dict, state_dict, extra)`` of a checkpoint in our format."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    data = b""
-    try:
-        data = path.read_bytes()
-        state = load(data)
-        from safetensors import safe_open
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        if path.suffix in (".pth", ".pt") or data[:2] in (b"PK", b"\x1f\x8b"):   # zip or gzip: torch.save
-            raise CheckpointError(f"{path} looks like a PyTorch .pth checkpoint, not one of ours: if it is the "
-                                  f"authors' FSVAE, convert it first: python -m fsvae_sj.convert {path} "
-                                  f"{path.with_suffix('.safetensors')}") from e
-        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from e
-    if meta.get("format") != FORMAT or "config" not in meta:
-        raise CheckpointError(f"{path} is safetensors but not an fsvae-sj checkpoint "
-                              f"(metadata format={meta.get('format')!r}, expected {FORMAT!r})")
-    return json.loads(meta["config"]), state, json.loads(meta.get("extra", "{}"))
-
-
-def build_model(config):
-    from .ann import ANNVAE
-    from .model import FSVAE
-    return FSVAE(config) if config.arch == "fsvae" else ANNVAE(config)
-
-
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild a model from one of our checkpoints, in eval mode. Strict: every key must match."""
-    from .config import config_from_dict
-    cfg_dict, state, _ = read_checkpoint(path)
-    model = build_model(config_from_dict(cfg_dict))
-    load_state_strict(model, state, source=str(path))
-    return model.to(device).eval()
-
-
-def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or bad:
-        details = []
-        if missing:
-            details.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            details.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
-        for k in bad[:8]:
-            details.append(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
-        raise CheckpointError(f"{source} does not fit this architecture: " + "; ".join(details))
-    model.load_state_dict(state, strict=True)

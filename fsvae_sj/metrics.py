@@ -1,8 +1,5 @@
-"""The paper's Table 1 columns for a checkpoint (or for real test images).
-
-    python -m fsvae_sj.evaluate --model fashion-mnist --dataset fashion-mnist \
-        --metrics recon,afd --num-samples 5000 --seed 0 --json out.json
-    python -m fsvae_sj.evaluate --dataset fashion-mnist --real --metrics afd --json out.json
+"""The paper's Table 1 columns for a checkpoint (or for real test images); the library behind
+``python -m fsvae_sj.evaluate``.
 
 Metrics (JSON keys): ``recon_mse`` (eval-mode MSE on the test set),
 ``afd`` (Autoencoder Frechet distance with the AUTHORS' autoencoder and test
@@ -13,7 +10,6 @@ reason in ``notes``; every computed number carries its protocol in ``protocol``.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import batch_of, canonical, make_dataset
+from . import backend
+from ._version import __version__
+from .datasets import DATASETS, batch_of, canonical, make_dataset
 from .seeding import sample_generators
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "afd"
-AFD_FILES = {"mnist": ("mnist_64.pth", "mnist_test_64.npz"),
-             "fashion-mnist": ("fashion_64.pth", "fashion_test_64.npz")}
 METRICS = ("recon", "afd", "is", "fid")
 
 # The paper's Table 1 (Kamata et al., AAAI 2022), by (dataset, arch): what the cards compare with.
@@ -89,10 +85,11 @@ class AFDEncoder(nn.Module):
 
 def load_afd(dataset: str) -> tuple[AFDEncoder, np.ndarray, np.ndarray]:
     dataset = canonical(dataset)
-    if dataset not in AFD_FILES:
-        raise ValueError(f"no autoencoder for {dataset} in this package (shipped: {sorted(AFD_FILES)}); "
+    if DATASETS[dataset].afd is None:
+        shipped = sorted(d.name for d in DATASETS.values() if d.afd)
+        raise ValueError(f"no autoencoder for {dataset} in this package (shipped: {shipped}); "
                          f"the CelebA/CIFAR10 ones are in the upstream repository")
-    weights, stats = AFD_FILES[dataset]
+    weights, stats = DATASETS[dataset].afd
     sd = torch.load(ASSETS / weights, map_location="cpu", weights_only=True)
     enc = AFDEncoder()
     enc.load_state_dict({k: v for k, v in sd.items() if k.startswith(("encoder.", "latent_layer."))}, strict=True)
@@ -132,8 +129,7 @@ def _clean_fid(images: torch.Tensor, dataset: str) -> float:
         from cleanfid import fid
     except ImportError as e:
         raise FileNotFoundError("clean-fid is not installed (pip install clean-fid)") from e
-    names = {"cifar10": ("cifar10", 32, "train"), "celeba": None, "mnist": None, "fashion-mnist": None}
-    ref = names.get(dataset)
+    ref = DATASETS[dataset].clean_fid
     if ref is None:
         raise FileNotFoundError(f"clean-fid has no precomputed reference statistics for {dataset}")
     imgs = ((images.cpu() + 1) * 127.5).clamp(0, 255).to(torch.uint8)
@@ -207,7 +203,7 @@ def evaluate(model, dataset: str, metrics=("recon", "afd"), num_samples: int = 5
         try:
             result["afd"] = afd_score(images, dataset)
             result["protocol"]["afd"] = (f"Frechet distance of the authors' {dataset} autoencoder features "
-                                         f"({AFD_FILES[dataset][0]}) to their test statistics ({AFD_FILES[dataset][1]})")
+                                         f"({DATASETS[dataset].afd[0]}) to their test statistics ({DATASETS[dataset].afd[1]})")
         except ValueError as e:
             result["notes"]["afd"] = str(e)
     if "is" in metrics:
@@ -226,48 +222,5 @@ def evaluate(model, dataset: str, metrics=("recon", "afd"), num_samples: int = 5
 
 
 def _versions() -> dict:
-    from . import __version__, backend
     return {"fsvae_sj": __version__, "torch": torch.__version__, "spikingjelly": backend.SJ_VERSION,
             "numpy": np.__version__}
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fsvae_sj.evaluate",
-                                description="Report the paper's Table 1 columns for a model or for real test images.")
-    p.add_argument("--model", help="zoo name or checkpoint path (not needed with --real)")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--metrics", default="recon,afd", help=f"comma-separated subset of {','.join(METRICS)}")
-    p.add_argument("--num-samples", type=int, default=5000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--real", action="store_true", help="score the real test images instead of samples")
-    p.add_argument("--data-root", help="folder holding the dataset (torchvision layout)")
-    p.add_argument("--download", action="store_true", help="download the test set with torchvision if missing")
-    p.add_argument("--json", help="write the result here (atomically)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    args = p.parse_args(argv)
-    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-    model = None
-    if not args.real:
-        if not args.model:
-            raise SystemExit("error: give --model NAME|PATH, or --real to score real test images")
-        from .sample import load_for_cli, resolve_device
-        model = load_for_cli(args.model, resolve_device(args.device))
-    try:
-        res = evaluate(model, args.dataset, metrics, args.num_samples, args.seed, args.real, args.data_root,
-                       download=args.download)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from e
-    res["model"] = args.model
-    for key in ("recon_mse", "afd", "inception_score", "fid"):
-        val = res[key]
-        shown = f"{val:.4f}" if isinstance(val, float) else "n/a"
-        print(f"{key:16s} {shown:>10s}  {res['protocol'].get(key) or res['notes'].get(key, 'not requested')}")
-    if args.json:
-        from .io import atomic_write_json
-        atomic_write_json(args.json, res)
-    return 0
-
-
-if __name__ == "__main__":
-    from ._malloc import run_cli
-    run_cli(main)

@@ -15,13 +15,10 @@ The paper's rule (the authors' eval-mode forward hooks), per image:
   additions plus the bias; activations are not counted.
 
 Energy: 0.9 pJ per accumulate (AC) and 4.6 pJ per multiply-accumulate (MAC)
-(45 nm, Horowitz 2014, as the SNN literature uses).
-
-    python -m fsvae_sj.ops --dataset mnist --fsvae mnist --ann mnist-ann
+(45 nm, Horowitz 2014, as the SNN literature uses). Command line:
+``python -m fsvae_sj.ops`` (:mod:`fsvae_sj.ops`).
 """
 from __future__ import annotations
-
-import argparse
 
 import torch
 from torch import nn
@@ -166,39 +163,3 @@ def compare(fsvae, ann, x: torch.Tensor, transposed_rule: str = "code", loop: st
                                     for k, v in (("fsvae", f), ("ann", a))},
            "spikingjelly": {"fsvae": count_spikingjelly(fsvae, x), "ann": count_spikingjelly(ann, x)}}
     return res
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fsvae_sj.ops",
-                                description="Additions, multiplications, SynOps/ACs/MACs and energy per image, "
-                                            "FSVAE against the ANN VAE, beside the paper's ratios.")
-    p.add_argument("--dataset", default="mnist")
-    p.add_argument("--fsvae", default=None, help="zoo name or path (default: the dataset's zoo model)")
-    p.add_argument("--ann", default=None, help="zoo name or path (default: <dataset>-ann)")
-    p.add_argument("--num-images", type=int, default=16)
-    p.add_argument("--transposed-rule", default="code", choices=("code", "exact"))
-    p.add_argument("--loop", default="incremental", choices=("incremental", "prefix"),
-                   help="posterior loop to count: ours (O(T)) or the authors' test-time prefix loop (O(T^2))")
-    p.add_argument("--json")
-    args = p.parse_args(argv)
-    from . import zoo
-    from .data import canonical, make_dataset
-    ds = canonical(args.dataset)
-    fsvae = zoo.load(args.fsvae or ds)
-    ann = zoo.load(args.ann or f"{ds}-ann")
-    x = make_dataset(ds, "test", limit=args.num_images).images
-    res = compare(fsvae, ann, x, args.transposed_rule, args.loop)
-    print(f"per image, {args.num_images} {ds} test images, transposed-conv rule {args.transposed_rule!r}, "
-          f"posterior loop {args.loop!r}")
-    for k in ("additions", "multiplications"):
-        print(f"{k:16s} FSVAE {res['fsvae'][k]:14,.0f}  ANN {res['ann'][k]:14,.0f}  "
-              f"ratio {res['ratio_' + k]:.3f}  (paper on MNIST: {PAPER_RATIOS_MNIST[k]:.3f})")
-    if args.json:
-        from .io import atomic_write_json
-        atomic_write_json(args.json, res)
-    return 0
-
-
-if __name__ == "__main__":
-    from ._malloc import run_cli
-    run_cli(main)

@@ -1,9 +1,7 @@
 """Train FSVAE (or the ANN VAE baseline): resumable, time-boxed, single or multi-process.
 
-    python -m fsvae_sj.train --dataset fashion-mnist --out runs/fmnist
-    python -m fsvae_sj.train --out runs/fmnist            # resumes where it stopped
-    python -m fsvae_sj.train --out runs/f2 --init-from fashion-mnist   # continue a zoo entry
-    torchrun --nproc_per_node 2 -m fsvae_sj.train --dataset mnist --out runs/mnist
+The library behind ``python -m fsvae_sj.train`` (:mod:`fsvae_sj.train` is its command line):
+:func:`resolve_config` decides a run's :class:`TrainConfig`, :func:`run_training` trains.
 
 The run directory holds ``state.pt`` (model, optimiser, EMA, epoch, step, every RNG;
 written atomically, loaded with ``weights_only=True``), ``model.safetensors`` (the
@@ -15,7 +13,6 @@ the same weights as a run that never stopped.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import dataclasses
@@ -33,16 +30,17 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .ann import ANNVAE
-from .config import ANNVAEConfig, FSVAEConfig, _Serialisable
-from .data import IMAGE_SHAPE, batch_of, canonical, make_dataset
-from .evaluate import afd_score, generate, recon_mse
-from .io import atomic_write_bytes, read_checkpoint, save_model
-from .losses import fsvae_loss, gaussian_vae_loss
-from .model import FSVAE
+from . import zoo
+from .checkpoint import read_checkpoint, save_model
+from .config import ConfigError, _Serialisable
+from .datasets import DATASETS, batch_of, canonical, make_dataset
+from .files import atomic_write_bytes, sha256_file
+from .losses import LossSettings
+from .metrics import afd_score, generate, recon_mse
+from .model import ARCHITECTURES, architecture, build_model, load_state_strict
 
 STATE = "state.pt"
-# Exit statuses of the CLI: finished; stopped early (SIGTERM, --time-budget, --max-steps; run
+# Exit statuses of the command line: finished; stopped early (SIGTERM, --time-budget, --max-steps; run
 # again to resume, as EX_TEMPFAIL says); a non-finite loss or weights (last good state kept).
 EXIT_FINISHED, EXIT_STOPPED, EXIT_NONFINITE = 0, 75, 3
 
@@ -109,14 +107,15 @@ class TrainConfig(_Serialisable):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
     def model_config(self):
-        c, size = IMAGE_SHAPE[canonical(self.dataset)]
-        if self.model == "ann-vae":
-            return ANNVAEConfig(in_channels=c, image_size=size)
-        if size == 64:
-            return FSVAEConfig.large(in_channels=c, n_steps=self.n_steps, surrogate=self.surrogate,
-                                     surrogate_a=self.surrogate_a)
-        return FSVAEConfig(in_channels=c, image_size=size, n_steps=self.n_steps,
-                           surrogate=self.surrogate, surrogate_a=self.surrogate_a)
+        """The config of the architecture ``model`` for the dataset's images, with the recipe's
+        fields that architecture takes (the registry says which)."""
+        arch, data = architecture(self.model), DATASETS[canonical(self.dataset)]
+        return arch.config.for_images(data.channels, data.size,
+                                      **{f: getattr(self, f) for f in arch.recipe_fields})
+
+    def loss_settings(self, epoch: int, batches: int) -> LossSettings:
+        """What ``model.loss`` needs in ``epoch`` of ``batches`` steps."""
+        return LossSettings(scheduled_p(self, epoch), self.distance, self.mmd_reduction, 1.0 / batches)
 
     def base_lr(self, world: int = 1) -> float:
         return self.lr if self.lr is not None else 1e-3 * self.batch_size * world / 250
@@ -191,9 +190,9 @@ def _dist_info(device: str) -> tuple[int, int, str]:
 
 
 def build(cfg: TrainConfig):
+    """The run's freshly initialised model (initialisation drawn from ``cfg.seed``)."""
     torch.manual_seed(cfg.seed)
-    mcfg = cfg.model_config()
-    return FSVAE(mcfg) if cfg.model == "fsvae" else ANNVAE(mcfg)
+    return build_model(cfg.model_config())
 
 
 def make_ema(model, decay: float):
@@ -202,15 +201,16 @@ def make_ema(model, decay: float):
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def train_step(model, x, cfg: TrainConfig, epoch: int, gen: torch.Generator, steps_per_epoch: int):
-    if cfg.model == "fsvae":
-        out = model(x, scheduled_p(cfg, epoch), gen)
-        losses = fsvae_loss(x, out.x_recon, out.q_out, out.p_out, cfg.distance, mmd_reduction=cfg.mmd_reduction)
-        losses["mean_q"] = out.q_out.detach().mean()
-        losses["mean_p"] = out.p_out.detach().mean()
-        return losses
-    recon, mu, log_var = model(x, gen)
-    return gaussian_vae_loss(x, recon, mu, log_var, kld_weight=1.0 / steps_per_epoch)
+class _Objective(torch.nn.Module):
+    """``model.loss`` as a module's forward: DistributedDataParallel synchronises gradients
+    only through the forward of the module it wraps."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, settings: LossSettings, generator: torch.Generator):
+        return self.model.loss(x, settings, generator)
 
 
 def _agree(flag: bool, world: int, device) -> bool:
@@ -271,7 +271,7 @@ def _save_state(run: Path, model, opt, ema, cfg, rs: RunState, gen, rank: int, w
         dist.all_gather_object(gens, gen.get_state())
     if rank != 0:
         return
-    core = model.module if hasattr(model, "module") else model
+    core = model
     _check_finite(core, "the model")
     state = {"train_config": cfg.to_dict(), "model_config": core.config.to_dict(),
              "model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": rs.epoch, "step": rs.step,
@@ -374,12 +374,78 @@ def _evaluate(run: Path, core, ema, cfg: TrainConfig, test_set, rs: RunState, gl
     return row
 
 
+@dataclass
+class _Session:
+    """What one invocation of :func:`run_training` trains with (made by :func:`_setup`)."""
+
+    cfg: TrainConfig
+    run: Path
+    rank: int
+    world: int
+    device: str
+    train_set: object
+    test_set: object
+    n_batches: int
+    model: torch.nn.Module
+    net: torch.nn.Module            # the model's loss as a module, wrapped for DDP when world > 1
+    opt: torch.optim.Optimizer
+    ema: object | None
+    gen: torch.Generator
+    rs: RunState
+    clock: _Clock
+
+    def save(self) -> None:
+        self.clock.update()
+        _save_state(self.run, self.model, self.opt, self.ema, self.cfg, self.rs, self.gen, self.rank, self.world)
+
+
+@dataclass
+class _Limits:
+    """When this invocation stops early, at a step boundary (SIGTERM, time budget, step count)."""
+
+    time_budget: float | None
+    max_steps: int | None
+    stop_requested: object          # () -> bool: SIGTERM arrived
+    start: float = dataclasses.field(default_factory=time.time)
+    steps_run: int = 0
+    last_step: float = 0.0          # seconds of the last step: a step must fit in the budget left
+
+    def reason(self) -> str | None:
+        if self.max_steps is not None and self.steps_run >= self.max_steps:
+            return "max_steps"
+        if self.time_budget is not None and time.time() - self.start + self.last_step > self.time_budget:
+            return "time_budget"
+        if self.stop_requested():
+            return "stopped by SIGTERM"
+        return None
+
+
 def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
                  device: str = "cpu", progress: bool = True, max_steps: int | None = None,
                  init: WarmStart | None = None) -> dict:
-    """Train (or resume) in ``run``; returns a summary. Stops cleanly at a step boundary
-    when ``time_budget`` seconds are used or ``max_steps`` is reached. ``init`` starts a new
-    run from another run's weights (see :func:`warm_start`)."""
+    """Train (or resume) in ``run``; returns ``{"status", "epoch", "step", "steps_run"}``. Stops
+    cleanly at a step boundary when ``time_budget`` seconds are used or ``max_steps`` is reached
+    (status "time_budget" / "max_steps"), or on SIGTERM. ``init`` starts a new run from another
+    run's weights (see :func:`warm_start`). Raises FloatingPointError on a non-finite loss."""
+    s = _setup(cfg, run, device, init)
+    with _stop_on_sigterm() as stop_requested:
+        limits = _Limits(time_budget, max_steps, stop_requested)
+        status = "finished"
+        while status == "finished" and s.rs.epoch < cfg.epochs:
+            status = _train_epoch(s, limits, progress)
+            if status == "finished":
+                _end_epoch(s)
+    s.save()
+    if s.rank == 0:
+        _write_csv(run / "log.csv", s.rs.history)
+        print(f"{status}: epoch {s.rs.epoch}, step {s.rs.step}; state in {run / STATE}")
+    if s.world > 1:
+        _check_replicas(s.model, run, s.rank, s.world)
+    return {"status": status, "epoch": s.rs.epoch, "step": s.rs.step, "steps_run": limits.steps_run}
+
+
+def _setup(cfg: TrainConfig, run: Path, device: str, init: WarmStart | None) -> _Session:
+    """Data, model, optimiser, EMA and run state: resumed from ``run/state.pt``, else new."""
     rank, world, device = _dist_info(device)
     # data first: a missing dataset must not leave an empty run folder behind
     train_set = make_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.limit_train)
@@ -403,107 +469,89 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
             ema.update_parameters(model)
         if rank == 0:
             cfg.save(run / "train_config.json")
-    net = model
+    net = _Objective(model)
     if world > 1:
         ids = [torch.device(device).index] if device.startswith("cuda") else None
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    total = cfg.epochs * n_batches
-    clock = _Clock(rs)
-    with _stop_on_sigterm() as stop_requested:
-        status, steps_run = _train_epochs(cfg, run, net, model, opt, ema, gen, rs, clock, train_set, test_set,
-                                          n_batches, total, rank, world, device, progress, time_budget,
-                                          max_steps, stop_requested)
-    clock.update()
-    _save_state(run, net, opt, ema, cfg, rs, gen, rank, world)
-    if rank == 0:
-        _write_csv(run / "log.csv", rs.history)
-        print(f"{status}: epoch {rs.epoch}, step {rs.step}; state in {run / STATE}")
-    if world > 1:
-        _check_replicas(model, run, rank, world)
-    return {"status": status, "epoch": rs.epoch, "step": rs.step, "steps_run": steps_run}
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    return _Session(cfg, run, rank, world, device, train_set, test_set, n_batches, model, net, opt, ema, gen,
+                    rs, _Clock(rs))
 
 
-def _train_epochs(cfg, run, net, model, opt, ema, gen, rs, clock, train_set, test_set, n_batches, total,
-                  rank, world, device, progress, time_budget, max_steps, stop_requested) -> tuple[str, int]:
-    """The loop over epochs and steps; returns (why it stopped, steps run)."""
-    start = time.time()
-    steps_run = 0
+def _train_epoch(s: _Session, limits: _Limits, progress: bool) -> str:
+    """The steps left in the current epoch; returns "finished" or why it stopped early."""
+    cfg, rs = s.cfg, s.rs
+    order = epoch_order(len(s.train_set), cfg.seed, rs.epoch, s.rank, s.world)
+    settings = cfg.loss_settings(rs.epoch, s.n_batches)
+    total = cfg.epochs * s.n_batches
+    bar = None
+    if progress and s.rank == 0:
+        from tqdm import tqdm
+        bar = tqdm(total=s.n_batches, initial=rs.step, desc=f"epoch {rs.epoch}", dynamic_ncols=True)
+    s.net.train()
+    limits.last_step = 0.0
     status = "finished"
-    while rs.epoch < cfg.epochs:
-        order = epoch_order(len(train_set), cfg.seed, rs.epoch, rank, world)
-        meters = rs.meters
-        bar = None
-        if progress and rank == 0:
-            from tqdm import tqdm
-            bar = tqdm(total=n_batches, initial=rs.step, desc=f"epoch {rs.epoch}", dynamic_ncols=True)
-        net.train()
-        t_step = 0.0
-        while rs.step < n_batches:
-            if max_steps is not None and steps_run >= max_steps:
-                status = "max_steps"
-            elif time_budget is not None and time.time() - start + t_step > time_budget:
-                status = "time_budget"
-            elif stop_requested():
-                status = "stopped by SIGTERM"
-            if _agree(status != "finished", world, device):
-                status = "stopped by another rank" if status == "finished" else status
-                break
-            t0 = time.time()
-            gstep = rs.epoch * n_batches + rs.step
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(cfg, gstep, rs.first_step, total, world)
-            x = batch_of(train_set, order[rs.step * cfg.batch_size:(rs.step + 1) * cfg.batch_size]).to(device)
-            losses = train_step(net, x, cfg, rs.epoch, gen, n_batches)
-            if not torch.isfinite(losses["loss"]):
-                if bar:
-                    bar.close()
-                raise FloatingPointError(f"loss is {float(losses['loss'].detach())} at epoch {rs.epoch} "
-                                         f"step {rs.step}; stopped; the last good checkpoint in {run} is kept")
-            opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            opt.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            rs.step += 1
-            steps_run += 1
-            for k, v in losses.items():
-                meters[k] = meters.get(k, 0.0) + float(v.detach())
-            meters["n"] = meters.get("n", 0) + 1
-            t_step = time.time() - t0
-            if bar:
-                bar.set_postfix({k: f"{float(v.detach()):.4f}" for k, v in losses.items()})
-                bar.update(1)
-            mid_epoch = rs.step < n_batches
-            if mid_epoch and cfg.eval_every and (gstep + 1) % cfg.eval_every == 0 and rank == 0:
-                clock.update()
-                _evaluate(run, model, ema, cfg, test_set, rs, gstep + 1)
-            if mid_epoch and cfg.save_every and rs.step % cfg.save_every == 0:
-                clock.update()
-                _save_state(run, net, opt, ema, cfg, rs, gen, rank, world)
-        if bar:
-            bar.close()
-        if status != "finished":
+    while rs.step < s.n_batches:
+        reason = limits.reason()
+        if _agree(reason is not None, s.world, s.device):   # every rank stops at the same step
+            status = reason or "stopped by another rank"
             break
-        if rank == 0:
-            clock.update()
-            n = max(meters.get("n", 1), 1)
-            ev = _evaluate(run, model, ema, cfg, test_set, rs, (rs.epoch + 1) * n_batches)
-            row = {"epoch": rs.epoch, "scheduled_p": round(scheduled_p(cfg, rs.epoch), 4),
-                   **{f"train_{k}": round(v / n, 6) for k, v in meters.items() if k != "n"},
-                   "train_steps_averaged": n,
-                   **{k: v for k, v in ev.items() if k not in ("epoch", "step", "best")}}
-            rs.history.append(row)
-            was = model.training
-            shown = ema.module if ema is not None else model  # the EMA is what gets published
-            shown.eval()
-            _save_grids(run, shown, batch_of(test_set, torch.arange(min(32, len(test_set)))), rs.epoch)
-            model.train(was)
-        rs.epoch, rs.step, rs.meters = rs.epoch + 1, 0, {}
-        clock.update()
-        _save_state(run, net, opt, ema, cfg, rs, gen, rank, world)
-        if rank == 0:
-            _write_csv(run / "log.csv", rs.history)
-    return status, steps_run
+        t0 = time.time()
+        gstep = rs.epoch * s.n_batches + rs.step
+        for group in s.opt.param_groups:
+            group["lr"] = learning_rate(cfg, gstep, rs.first_step, total, s.world)
+        x = batch_of(s.train_set, order[rs.step * cfg.batch_size:(rs.step + 1) * cfg.batch_size]).to(s.device)
+        losses = s.net(x, settings, s.gen)
+        if not torch.isfinite(losses["loss"]):
+            if bar:
+                bar.close()
+            raise FloatingPointError(f"loss is {float(losses['loss'].detach())} at epoch {rs.epoch} "
+                                     f"step {rs.step}; stopped; the last good checkpoint in {s.run} is kept")
+        s.opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        s.opt.step()
+        if s.ema is not None:
+            s.ema.update_parameters(s.model)
+        rs.step += 1
+        limits.steps_run += 1
+        for k, v in losses.items():
+            rs.meters[k] = rs.meters.get(k, 0.0) + float(v.detach())
+        rs.meters["n"] = rs.meters.get("n", 0) + 1
+        limits.last_step = time.time() - t0
+        if bar:
+            bar.set_postfix({k: f"{float(v.detach()):.4f}" for k, v in losses.items()})
+            bar.update(1)
+        mid_epoch = rs.step < s.n_batches
+        if mid_epoch and cfg.eval_every and (gstep + 1) % cfg.eval_every == 0 and s.rank == 0:
+            s.clock.update()
+            _evaluate(s.run, s.model, s.ema, cfg, s.test_set, rs, gstep + 1)
+        if mid_epoch and cfg.save_every and rs.step % cfg.save_every == 0:
+            s.save()
+    if bar:
+        bar.close()
+    return status
+
+
+def _end_epoch(s: _Session) -> None:
+    """Evaluate (rank 0), log the epoch's row and image grids, move to the next epoch, save."""
+    rs = s.rs
+    if s.rank == 0:
+        s.clock.update()
+        n = max(rs.meters.get("n", 1), 1)
+        ev = _evaluate(s.run, s.model, s.ema, s.cfg, s.test_set, rs, (rs.epoch + 1) * s.n_batches)
+        row = {"epoch": rs.epoch, "scheduled_p": round(scheduled_p(s.cfg, rs.epoch), 4),
+               **{f"train_{k}": round(v / n, 6) for k, v in rs.meters.items() if k != "n"},
+               "train_steps_averaged": n,
+               **{k: v for k, v in ev.items() if k not in ("epoch", "step", "best")}}
+        rs.history.append(row)
+        was = s.model.training
+        shown = s.ema.module if s.ema is not None else s.model  # the EMA is what gets published
+        shown.eval()
+        _save_grids(s.run, shown, batch_of(s.test_set, torch.arange(min(32, len(s.test_set)))), rs.epoch)
+        s.model.train(was)
+    rs.epoch, rs.step, rs.meters = rs.epoch + 1, 0, {}
+    s.save()
+    if s.rank == 0:
+        _write_csv(s.run / "log.csv", rs.history)
 
 
 @dataclass
@@ -516,7 +564,6 @@ class WarmStart:
     run_state: RunState
 
     def apply(self, model) -> RunState:
-        from .io import load_state_strict
         load_state_strict(model, self.state, source=self.source)
         return self.run_state
 
@@ -529,8 +576,6 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
     recipe); the optimiser restarts, and the run records that. The recipe comes from the
     source unless ``cfg_overrides`` changes it; the architecture must match.
     """
-    from .io import sha256_file
-    from .zoo import fetch, get_weights
     p = Path(name_or_path)
     recipe = {}
     if p.suffix == ".safetensors" or p.is_file():
@@ -538,11 +583,10 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
             raise ValueError(f"--init-from: no file at {p}")
         path = p
     else:
-        from .zoo import ZooError
         try:
-            w = get_weights(str(name_or_path))
-            path = fetch(w)
-        except ZooError as e:
+            w = zoo.get_weights(str(name_or_path))
+            path = zoo.fetch(w)
+        except zoo.ZooError as e:
             raise ValueError(f"--init-from: {e}") from e
         if w.source_format != "fsvae-sj":
             raise ValueError(f"--init-from {name_or_path}: the authors' weights carry no training state of "
@@ -603,61 +647,12 @@ def _check_replicas(model, run: Path, rank: int, world: int) -> None:
         raise RuntimeError(f"replicas diverged: {digests}")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        prog="python -m fsvae_sj.train",
-        description="Train FSVAE or the ANN VAE baseline with the paper's recipe (or --recipe zoo-short). "
-                    "Re-running with the same --out resumes exactly (model, optimiser, EMA, epoch, step, data "
-                    "order, RNG); a resume may change only " + ", ".join(RESUMABLE_CHANGES) + ". "
-                    "--init-from continues from a zoo entry or a .safetensors when the run state is gone. "
-                    "Under torchrun it trains with DistributedDataParallel (Gloo on CPU, NCCL on GPU). "
-                    "Exit status: 0 finished, 75 stopped early and resumable, 3 non-finite loss or weights "
-                    "(the last good state is kept), 1 a refused setting or missing data, 2 unknown flags.")
-    d = TrainConfig()
-    p.add_argument("--out", required=True, help="run directory (state.pt, *.safetensors, log.csv, evals.csv, grids)")
-    p.add_argument("--config", help="a TrainConfig JSON/YAML; command-line flags override it")
-    p.add_argument("--recipe", choices=sorted(RECIPES),
-                   help="a named recipe: 'paper' (the defaults) or 'zoo-short' (the zoo's short-budget one: "
-                        + ", ".join(f"{k}={v}" for k, v in RECIPES["zoo-short"].items()) + "); flags override it")
-    p.add_argument("--init-from", metavar="NAME|PATH",
-                   help="start a new run from a zoo entry or .safetensors: weights and tdBN statistics exact, "
-                        "optimiser restarted, epochs/steps/CPU-hours/learning curve carried over")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(d, f.name)
-        if isinstance(default, bool):
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
-                           metavar="BOOL", help=f"(default {default})")
-        else:
-            typ = {"lr": float, "surrogate_a": float, "limit_train": int, "limit_test": int,
-                   "data_root": str, "ema_decay": float}.get(f.name, type(default))
-            p.add_argument(flag, type=typ, default=None, help=f"(default {default})")
-    p.add_argument("--time-budget", type=float, help="seconds; stop at a step boundary and save (exit status 75)")
-    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in this invocation "
-                                                 "(exit status 75; 0 when the run finishes)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
-
-
-def _config_file(path: str | None) -> dict:
-    """The settings a --config file states (only those: the rest keep their other sources)."""
-    if not path:
-        return {}
-    full = TrainConfig.load(path).to_dict()   # validates: unknown fields and bad values are refused
-    raw = Path(path).read_text()
-    import yaml   # YAML is a superset of JSON: one parser for both
-    stated = yaml.safe_load(raw) or {}
-    return {k: full[k] for k in stated}
-
-
-def resolve_config(args) -> tuple[TrainConfig, WarmStart | None]:
-    """The run's TrainConfig from (lowest first) defaults, --recipe, --config, flags; on resume the
-    saved config, changed only where a resume may change it; with --init-from, the source's."""
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if getattr(args, f.name) is not None}
-    asked = {**(RECIPES[args.recipe] if args.recipe else {}), **_config_file(args.config), **flags}
-    state = Path(args.out) / STATE
+def resolve_config(run: Path, asked: dict, init_from: str | None = None) -> tuple[TrainConfig, WarmStart | None]:
+    """The TrainConfig of run folder ``run`` given the settings ``asked`` for (recipe, config
+    file and flags, merged by the caller): on resume the saved config, changed only where a
+    resume may change it; with ``init_from`` (a zoo name or .safetensors) the source's; else the
+    defaults. Raises ValueError (ConfigError among them) naming the refused field."""
+    state = Path(run) / STATE
     init = None
     if state.is_file():
         saved = torch.load(state, map_location="cpu", weights_only=True)["train_config"]
@@ -670,51 +665,18 @@ def resolve_config(args) -> tuple[TrainConfig, WarmStart | None]:
             raise ValueError(f"{state} was written with another training config: "
                              + ", ".join(f"{k} ({saved.get(k)!r} -> {wanted.get(k)!r})" for k in changed)
                              + f". A resume may change only {', '.join(RESUMABLE_CHANGES)}; use a new --out "
-                               f"(with --init-from {Path(args.out) / 'model.safetensors'} to keep the weights)")
-        if args.init_from:
+                               f"(with --init-from {Path(run) / 'model.safetensors'} to keep the weights)")
+        if init_from:
             print(f"note: {state} exists; resuming it and ignoring --init-from", file=sys.stderr)
         if (saved.get("lr_schedule", "constant") == "cosine" and not saved.get("lr_decay_steps")
                 and saved.get("epochs") != wanted.get("epochs")):
             raise ValueError("--epochs sets the end of this run's cosine learning-rate schedule; "
                              "it cannot change on resume")
         cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **wanted})
-    elif args.init_from:
-        cfg, init = warm_start(args.init_from, asked)
+    elif init_from:
+        cfg, init = warm_start(init_from, asked)
     else:
         cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **asked})
-    if cfg.model not in ("fsvae", "ann-vae"):
-        raise ValueError(f"--model must be fsvae or ann-vae, got {cfg.model!r}")
+    if cfg.model not in ARCHITECTURES:
+        raise ConfigError(f"--model must be one of {sorted(ARCHITECTURES)}, got {cfg.model!r}")
     return dataclasses.replace(cfg, dataset=canonical(cfg.dataset)), init
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {args.device} but no CUDA device is available; use --device cpu")
-    try:
-        cfg, init = resolve_config(args)
-        out = run_training(cfg, Path(args.out), args.time_budget, args.device, progress=not args.no_progress,
-                           max_steps=args.max_steps, init=init)
-        code = EXIT_FINISHED if out["status"] == "finished" else EXIT_STOPPED
-    except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = EXIT_NONFINITE
-    except (ValueError, FileNotFoundError) as e:   # ConfigError, CheckpointError, DataNotFound among them
-        raise SystemExit(f"error: {e}") from e
-    finally:
-        distributed = dist.is_initialized()
-        if distributed:
-            dist.destroy_process_group()
-    if distributed:
-        # Under torchrun the interpreter's teardown races with threads of the process group and
-        # sometimes aborts ("terminate called without an active exception", seen here once in a
-        # few CI runs) after all the work is saved: leave without it.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
-
-
-if __name__ == "__main__":
-    from ._malloc import run_cli
-    run_cli(main)

@@ -7,16 +7,14 @@ cache (argument > ``$FSVAE_SJ_HOME`` > ``$TORCH_HOME/fsvae_sj`` >
 ``~/.cache/torch/fsvae_sj``), or downloaded from the entry's URLs into the cache
 (temporary file, size + hash check, atomic rename, under a file lock).
 ``FSVAE_SJ_OFFLINE=1`` (read at call time) never touches the network.
-
-    python -m fsvae_sj.zoo list | info NAME | download NAME | verify
+Command line: ``python -m fsvae_sj.zoo list | info NAME | download NAME | verify | publish``
+(``zoo/__main__.py``); putting a training run into the zoo is :mod:`fsvae_sj.publish`.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +22,20 @@ from types import MappingProxyType
 
 import torch
 
-from .io import CheckpointError, atomic_write_json, atomic_write_text, load_model, sha256_file
+from ..authors import load_authors_checkpoint
+from ..checkpoint import CheckpointError, load_model, read_checkpoint, save_model
+from ..config import FSVAEConfig
+from ..errors import FsvaeError
+from ..files import sha256_file
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+
 
 def _zoo_dir() -> Path:
     """The copy a wheel installs in the package, else ``zoo/`` of a clone (editable install).
     (Never a ``zoo`` folder that merely sits beside an installed package.)"""
-    installed = Path(__file__).resolve().parent / "zoo_files"
-    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "zoo"
+    installed = _PACKAGE / "zoo_files"
+    return installed if installed.is_dir() else _PACKAGE.parent / "zoo"
 
 
 ZOO_DIR = _zoo_dir()
@@ -41,8 +46,8 @@ SJ_CITATION = ("Fang et al. SpikingJelly: An open-source machine learning infras
                "spike-based intelligence. Science Advances 9(40), 2023")
 
 
-class ZooError(RuntimeError):
-    pass
+class ZooError(FsvaeError, RuntimeError):
+    """An unknown name, a file that is missing, corrupt or cannot be fetched."""
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,7 @@ def git_blob_id(path: Path) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def _verify(w: Weights, path: Path) -> str | None:
+def verify(w: Weights, path: Path) -> str | None:
     """None if ``path`` is the entry's file, else what is wrong."""
     size = path.stat().st_size
     if w.size is not None and size != w.size:
@@ -229,13 +234,13 @@ def fetch(w: Weights, cache: str | os.PathLike | None = None, offline: bool | No
     """A verified local copy of the entry's file."""
     local = ZOO_DIR / w.file_name
     if local.is_file():
-        problem = _verify(w, local)
+        problem = verify(w, local)
         if problem:
             raise ZooError(f"{local} is corrupt ({problem}); restore it with `git checkout -- zoo/{w.file_name}`")
         return local
     target = cache_dir(cache) / w.file_name
     if target.is_file():
-        problem = _verify(w, target)
+        problem = verify(w, target)
         if problem is None:
             return target
         again = "Delete it to download again. " if w.urls else ""
@@ -263,7 +268,7 @@ def _download(w: Weights, target: Path) -> Path:
 
 def _download_locked(w: Weights, target: Path) -> Path:
     from tqdm import tqdm
-    if target.is_file() and _verify(w, target) is None:  # another process finished it
+    if target.is_file() and verify(w, target) is None:  # another process finished it
         return target
     errors = []
     for url in w.urls:
@@ -275,7 +280,7 @@ def _download_locked(w: Weights, target: Path) -> Path:
                     for block in iter(lambda: r.read(1 << 20), b""):
                         f.write(block)
                         bar.update(len(block))
-            problem = _verify(w, tmp)
+            problem = verify(w, tmp)
             if problem:
                 errors.append(f"{url}: {problem}")
                 continue
@@ -304,9 +309,6 @@ def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.devic
         # records that source's identity, else it is rebuilt.
         converted = path.with_name(path.stem + ".fsvae-sj.safetensors")
         if _derived_from(converted) != w.git_blob:
-            from .config import FSVAEConfig
-            from .convert import load_authors_checkpoint
-            from .io import save_model
             model = load_authors_checkpoint(path, FSVAEConfig.from_dict(dict(w.arch_config)))
             save_model(model, converted, extra={"source": w.urls[0] if w.urls else w.file_name,
                                                 "git_blob": w.git_blob})
@@ -321,7 +323,6 @@ def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.devic
 
 def _derived_from(converted: Path) -> str | None:
     """The source git blob a converted checkpoint records (None if absent or unreadable)."""
-    from .io import read_checkpoint
     if not converted.is_file():
         return None
     try:
@@ -340,249 +341,3 @@ def weights_of(model_or_name: str | os.PathLike) -> tuple[str, str]:
     if not f.is_file():
         f = cache_dir() / w.file_name
     return str(f), (w.sha256 or (sha256_file(f) if f.is_file() else "unknown"))
-
-
-class PublishRefused(ZooError):
-    """``zoo publish`` found weights that must not become a zoo entry."""
-
-
-# A model whose seeded samples do not vary is dead: an untrained or few-step FSVAE never
-# fires in eval mode and gives one constant image (std 0.0 across samples). Trained
-# models measured here give 0.2 or more; the floor sits far below that and far above 0.
-MIN_SAMPLE_STD = 0.05
-
-
-def sample_spread(model, n: int = 64, seed: int = 0) -> float:
-    """Mean over pixels of the std across ``n`` seeded samples (0 for a constant generator)."""
-    with torch.no_grad():
-        x = model.sample(n, seed=seed)
-    return float(x.float().std(0).mean())
-
-
-def _checkpoint_of(src: Path) -> Path:
-    """The file ``publish`` takes from a run folder: the best evaluated weights if kept."""
-    if src.is_dir():
-        for name in ("best.safetensors", "model.safetensors"):
-            if (src / name).is_file():
-                return src / name
-        raise ZooError(f"{src} holds no best.safetensors nor model.safetensors")
-    if not src.is_file():
-        raise ZooError(f"no run folder or checkpoint at {src}")
-    return src
-
-
-def publish(src: Path, name: str, dataset: str | None = None, num_samples: int = 5000, seed: int = 0,
-            version: str | None = None, notes: str = "", force: bool = False) -> Weights:
-    """Maintainers: put trained weights into ``zoo/`` with a measured card.
-
-    ``src`` is a run folder (its ``best.safetensors``, else ``model.safetensors``) or a
-    checkpoint file. Refuses (:class:`PublishRefused`) non-finite weights, a generator
-    whose 64 seeded samples do not vary (mean per-pixel std < ``MIN_SAMPLE_STD``), and,
-    unless ``force``, an AE Frechet distance worse than the entry it would replace.
-    Measures recon MSE on the whole test set and AE Frechet on ``num_samples`` samples
-    (seed ``seed``) with :func:`fsvae_sj.evaluate.evaluate`, then copies the file and writes
-    ``zoo/<name>.json`` and ``zoo/<name>.md`` (the learning curve and budget come from the
-    checkpoint's metadata, written by ``fsvae_sj.train``).
-    """
-    import shutil
-
-    from .evaluate import PAPER_TABLE1, evaluate
-    from .io import read_checkpoint
-    run = Path(src) if Path(src).is_dir() else None
-    src = _checkpoint_of(Path(src))
-    cfg, state, extra = read_checkpoint(src)
-    # The learning curve and budget: the run's latest save knows more than its best one.
-    log = read_checkpoint(run / "model.safetensors")[2] if run and (run / "model.safetensors").is_file() else extra
-    bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        raise PublishRefused(f"{src} has non-finite weights ({', '.join(bad[:4])}); not published")
-    tcfg = extra.get("train_config", {})
-    dataset = dataset or tcfg.get("dataset")
-    if not dataset:
-        raise ZooError(f"{src} does not say its dataset; pass --dataset")
-    model = load_model(src)
-    spread = sample_spread(model)
-    if spread < MIN_SAMPLE_STD:
-        raise PublishRefused(f"{src}: its 64 seeded samples hardly vary (mean per-pixel std {spread:.4f} < "
-                             f"{MIN_SAMPLE_STD}): the generator is dead (untrained or too few steps); not published")
-    res = evaluate(model, dataset, ("recon", "afd"), num_samples=num_samples, seed=seed)
-    old_path = ZOO_DIR / f"{name}.json"
-    if old_path.is_file() and not force and res["afd"] is not None:
-        old = _current_afd(Weights.from_json(json.loads(old_path.read_text())), dataset, num_samples, seed,
-                           res["protocol"]["images"])
-        if old is not None and res["afd"] > old:
-            raise PublishRefused(f"{src}: AE Frechet {res['afd']:.3f} is worse than the current {name} entry's "
-                                 f"{old:.3f} ({res['protocol']['images']}); not published (--force to replace it "
-                                 f"anyway)")
-    dest = ZOO_DIR / f"{name}.safetensors"
-    ZOO_DIR.mkdir(exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
-    arch = cfg.get("arch", "fsvae")
-    history = log.get("history") or []
-    evals = log.get("evals") or []
-    epoch, step = int(extra.get("epoch", 0)), int(extra.get("step", 0))
-    cpu_h = round(float(extra.get("cpu_seconds", 0.0)) / 3600, 3)
-    paper = PAPER_TABLE1.get((dataset, arch))
-    per_epoch = [float(r["cpu_hours"]) - float(p["cpu_hours"]) for p, r in zip(history, history[1:])
-                 if r.get("cpu_hours") not in (None, "") and p.get("cpu_hours") not in (None, "")]
-    recipe = {
-        "by": "fsvae-sj (python -m fsvae_sj.train)", "train_config": tcfg,
-        "weights": extra.get("weights", "raw") + (" (exponential moving average)" if extra.get("weights") == "ema"
-                                                  else ""),
-        "epochs completed": epoch, "steps into the current epoch": step,
-        "cpu_hours": cpu_h,
-        "cpu_hours of the whole run so far": round(float(log.get("cpu_seconds", 0.0)) / 3600, 3),
-        "batch size": tcfg.get("batch_size"),
-        "cpu_hours (how)": "CPU time of the training process (all its threads); the warm-start folders' "
-                           "hours before per-process accounting are their wall time x 1 thread (an upper bound)",
-        "hardware": "2-core x86-64 CPU, one thread per run, two runs sharing the machine, no GPU",
-        "provenance": extra.get("provenance") or [],
-        "per-epoch log": history,
-        "evaluations": evals,
-    }
-    if per_epoch and paper:
-        recipe["projection: the paper's budget"] = (
-            f"150 epochs at the last measured {per_epoch[-1]:.2f} CPU-hours per epoch: about "
-            f"{150 * per_epoch[-1]:.0f} CPU-hours on this machine")
-    if paper:
-        recipe["projection: the paper's AE Frechet"] = afd_projection(evals, paper["autoencoder_frechet"])
-    metrics = {"recon_mse": round(res["recon_mse"], 5), "autoencoder_frechet": round(res["afd"], 3),
-               "inception_score": None, "fid": None, "sample_spread": round(spread, 4)}
-    w = Weights(
-        name=name, version=version or f"e{epoch}s{step}",
-        file_name=dest.name, sha256=sha256_file(dest), size=dest.stat().st_size,
-        arch_config=MappingProxyType(cfg), dataset=dataset, split="train (60,000 images)",
-        transforms="ToTensor, bilinear resize 28->32, 2x - 1 (range [-1, 1])",
-        license_weights="MIT (fsvae-sj)",
-        license_data={"mnist": "MNIST: CC BY-SA 3.0 (Y. LeCun, C. Cortes)",
-                      "fashion-mnist": "Fashion-MNIST: MIT (Zalando Research)"}.get(dataset, "see the dataset"),
-        num_params=sum(t.numel() for k, t in state.items() if not k.endswith(
-            ("running_mean", "running_var", "num_batches_tracked"))),
-        metrics=MappingProxyType(metrics),
-        eval_protocol=MappingProxyType({**res["protocol"], **{f"note {k}": v for k, v in res["notes"].items()},
-                                        "sample_spread": "mean per-pixel std across 64 samples, seed 0",
-                                        "inception_score/fid": "not measured: Inception weights cannot be "
-                                                               "downloaded on the training machine",
-                                        "paper (Table 1, the authors' numbers)": paper or "no row",
-                                        "library versions": res["versions"]}),
-        recipe=MappingProxyType(recipe),
-        notes=notes or _default_notes("FSVAE" if arch == "fsvae" else "ANN VAE", dataset, tcfg, epoch, step,
-                                      cpu_h, extra, paper, metrics))
-    atomic_write_json(ZOO_DIR / f"{name}.json", w.to_json())
-    atomic_write_text(ZOO_DIR / f"{name}.md", w.card())
-    return w
-
-
-def afd_projection(evals: list[dict], target: float) -> str:
-    """CPU-hours at which a power law fitted to the best AE Frechet distance so far (raw or EMA,
-    per evaluation) against CPU-hours reaches ``target``: an extrapolation, stated as one."""
-    import math
-    points, best = [], math.inf
-    for r in evals:
-        vals = [float(r[k]) for k in ("afd", "ema_afd") if r.get(k) not in (None, "")]
-        hours = float(r["cpu_hours"]) if r.get("cpu_hours") not in (None, "") else 0.0
-        if vals and hours > 0:   # a log-log fit: logged hours of 0 (rounded) carry no information
-            best = min(best, *vals)
-            if best > 0:
-                points.append((math.log(hours), math.log(best)))
-    if len(points) < 3:
-        return "not enough evaluations to fit"
-    n = len(points)
-    mx, my = sum(p[0] for p in points) / n, sum(p[1] for p in points) / n
-    sxx = sum((p[0] - mx) ** 2 for p in points)
-    slope = sum((p[0] - mx) * (p[1] - my) for p in points) / sxx if sxx else 0.0
-    hours = [math.exp(p[0]) for p in points]
-    span = f"{n} evaluations between {min(hours):.2f} and {max(hours):.2f} CPU-hours"
-    if slope >= 0:
-        return f"none: the best AE Frechet distance did not fall over the {span}"
-    at = math.exp(mx + (math.log(target) - my) / slope)
-    return (f"about {at:.0f} CPU-hours to reach {target} (best AE Frechet ~ CPU-hours^{slope:.2f}, fitted to "
-            f"the {span}; an extrapolation far beyond the data, not a promise)")
-
-
-def _current_afd(w: Weights, dataset: str, num_samples: int, seed: int, protocol: str) -> float | None:
-    """The AE Frechet distance of the entry being replaced, under the new measurement's protocol:
-    its card's number if measured the same way, else measured again (the distance is biased by
-    the sample count, so numbers of different protocols do not compare)."""
-    from .evaluate import afd_score, generate
-    if w.eval_protocol.get("images") == protocol:
-        return w.metrics.get("autoencoder_frechet")
-    path = ZOO_DIR / w.file_name
-    if not path.is_file():
-        return None
-    return afd_score(generate(load_model(path), num_samples, seed), dataset)
-
-
-def _default_notes(arch, dataset, tcfg, epoch, step, cpu_h, extra, paper, metrics) -> str:
-    warm = [p for p in extra.get("provenance") or [] if "warm" in p.get("event", "")]
-    lines = [f"{arch} trained by this project on {dataset}: {epoch} epochs and {step} steps of batch "
-             f"{tcfg.get('batch_size')} (the paper: 150 epochs of batch 250), {cpu_h} CPU-hours on a 2-core CPU. "
-             f"A SHORT budget: the metrics below are ours, measured with fsvae_sj.evaluate."]
-    if extra.get("weights") == "ema":
-        lines.append(f"The published weights are the exponential moving average (decay {tcfg.get('ema_decay')}) "
-                     f"of the training weights, chosen because its AE Frechet distance was lower.")
-    if warm:
-        lines.append("Training continued from earlier runs: " + "; ".join(
-            f"{p['from']} at epoch {p['epoch']} step {p['step']} (optimiser restarted)" for p in warm) + ".")
-    if paper:
-        lines.append(f"Paper (Table 1): recon MSE {paper['recon_mse']}, AE Frechet {paper['autoencoder_frechet']}; "
-                     f"here: recon MSE {metrics['recon_mse']}, AE Frechet {metrics['autoencoder_frechet']}.")
-    return "\n\n".join(lines)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fsvae_sj.zoo", description="The fsvae-sj model zoo.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="names, datasets and headline metrics")
-    i = sub.add_parser("info", help="the model card of NAME")
-    i.add_argument("name")
-    d = sub.add_parser("download", help="fetch and verify NAME into the cache")
-    d.add_argument("name")
-    sub.add_parser("verify", help="check every locally present zoo file against its hash")
-    pub = sub.add_parser("publish", help="(maintainers) evaluate a training run and put it into zoo/")
-    pub.add_argument("run", type=Path, help="a run folder (its best.safetensors, else model.safetensors) or a "
-                                            "checkpoint file")
-    pub.add_argument("--name", required=True)
-    pub.add_argument("--dataset", help="(default: the checkpoint's training dataset)")
-    pub.add_argument("--num-samples", type=int, default=5000, help="samples for the AE Frechet distance (seed 0)")
-    pub.add_argument("--force", action="store_true",
-                     help="replace the entry even if its AE Frechet distance is better than the new one's")
-    pub.add_argument("--notes-file", type=Path, help="markdown for the card's introduction (replaces the default)")
-    args = p.parse_args(argv)
-    try:
-        if args.cmd == "list":
-            for n in list_models():
-                w = get_weights(n)
-                print(f"{n:18s} {w.dataset:14s} {dict(w.metrics)}")
-        elif args.cmd == "info":
-            print(get_weights(args.name).card())
-        elif args.cmd == "publish":
-            notes = args.notes_file.read_text().strip() if args.notes_file else ""
-            w = publish(args.run, args.name, args.dataset, args.num_samples, notes=notes, force=args.force)
-            print(f"published {w.name}: {dict(w.metrics)}")
-        elif args.cmd == "download":
-            print(fetch(get_weights(args.name)))
-        else:
-            bad = 0
-            for n in list_models():
-                w = get_weights(n)
-                for f in (ZOO_DIR / w.file_name, cache_dir() / w.file_name):
-                    if f.is_file():
-                        problem = _verify(w, f)
-                        bad += problem is not None
-                        print(f"{n}: {f}: {'OK' if problem is None else 'BAD ' + problem}")
-                        break
-                else:
-                    print(f"{n}: not present locally")
-            return 1 if bad else 0
-    except ZooError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    from ._malloc import run_cli
-    run_cli(main)

@@ -1,0 +1,49 @@
+"""``python -m fsvae_sj.evaluate`` (``fsvae-evaluate``): the paper's Table 1 columns for a model.
+
+    python -m fsvae_sj.evaluate --model fashion-mnist --dataset fashion-mnist \
+        --metrics recon,afd -n 5000 --seed 0 -o out.json
+    python -m fsvae_sj.evaluate --dataset fashion-mnist --real --metrics afd -o out.json
+
+The metrics and their protocols are :mod:`fsvae_sj.metrics`.
+"""
+from __future__ import annotations
+
+from . import _cli
+from .metrics import METRICS, evaluate
+
+
+@_cli.command
+def main(argv=None) -> int:
+    p = _cli.parser("evaluate", "Report the paper's Table 1 columns for a model or for real test images.",
+                    _cli.model_flag(default=None), _cli.count_flag(5000, "generated samples", "--num-samples"),
+                    _cli.seed_flag(), _cli.output_flag("write the result here as JSON (atomically)", "--json"),
+                    _cli.device_flag())
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--metrics", default="recon,afd", help=f"comma-separated subset of {','.join(METRICS)}")
+    p.add_argument("--real", action="store_true", help="score the real test images instead of samples")
+    p.add_argument("--data-root", help="folder holding the dataset (torchvision layout)")
+    p.add_argument("--download", action="store_true", help="download the test set with torchvision if missing")
+    args = p.parse_args(argv)
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    model = None
+    if not args.real:
+        if not args.model:
+            raise _cli.UsageError("give --model NAME|PATH, or --real to score real test images")
+        model = _cli.load_model(args.model, _cli.resolve_device(args.device))
+    res = evaluate(model, args.dataset, metrics, args.num, args.seed, args.real, args.data_root,
+                   download=args.download)
+    res["model"] = args.model
+    for key in ("recon_mse", "afd", "inception_score", "fid"):
+        val = res[key]
+        shown = f"{val:.4f}" if isinstance(val, float) else "n/a"
+        print(f"{key:16s} {shown:>10s}  {res['protocol'].get(key) or res['notes'].get(key, 'not requested')}")
+    _cli.write_json(args.out, res)
+    return 0
+
+
+def cli() -> None:
+    _cli.run(main)
+
+
+if __name__ == "__main__":
+    cli()
