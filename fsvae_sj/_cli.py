@@ -53,11 +53,13 @@ def command(main):
     return wrapped
 
 
-def run(main) -> None:
-    """The entry point of ``python -m fsvae_sj.<tool>`` and of the console scripts: re-execute
-    under tcmalloc when present (``fsvae_sj._malloc``), then exit with ``main()``'s status."""
-    reexec_with_tcmalloc()
-    sys.exit(main())
+def entry_point(main):
+    """The ``cli()`` of ``python -m fsvae_sj.<tool>`` and of its console script: re-execute under
+    tcmalloc when present (``fsvae_sj._malloc``), then exit with ``main()``'s status."""
+    def cli() -> None:
+        reexec_with_tcmalloc()
+        sys.exit(main())
+    return cli
 
 
 # -- shared flags --------------------------------------------------------------------------------

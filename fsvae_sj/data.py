@@ -37,9 +37,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def cli() -> None:
-    _cli.run(main)
-
+cli = _cli.entry_point(main)
 
 if __name__ == "__main__":
     cli()

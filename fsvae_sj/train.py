@@ -97,9 +97,7 @@ def main(argv=None) -> int:
     return code
 
 
-def cli() -> None:
-    _cli.run(main)
-
+cli = _cli.entry_point(main)
 
 if __name__ == "__main__":
     cli()

@@ -60,9 +60,7 @@ def _verify_all() -> int:
     return 1 if bad else 0
 
 
-def cli() -> None:
-    _cli.run(main)
-
+cli = _cli.entry_point(main)
 
 if __name__ == "__main__":
     cli()
