@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import authors_code  # noqa: E402
 
-from fsvae_sj.convert import convert_state_dict, infer_config  # noqa: E402
+from fsvae_sj.authors import convert_state_dict, infer_config  # noqa: E402
 
 # Small enough to keep the fixture near 1 MB, large enough to show the float32 statistics
 # error of a channels-last batch_norm (it grows with the elements per channel: N * T * H * W).
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     torch.save(theirs.state_dict(), buf)
     config = infer_config(theirs.state_dict())
 
-    from fsvae_sj.data import batch_of, make_dataset
+    from fsvae_sj.datasets import batch_of, make_dataset
     n = SIZES["batch_size"]
     x = batch_of(make_dataset("fashion-mnist", "test"), torch.arange(n)).to(torch.float32)
     draws = [torch.randint(0, config.k, (n * config.latent_dim,), generator=gen) for _ in range(config.n_steps)]

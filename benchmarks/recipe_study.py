@@ -38,10 +38,11 @@ def main(argv=None) -> int:
                    help="measure branch folders that already exist instead of refusing them")
     args = p.parse_args(argv)
     from fsvae_sj import zoo
-    from fsvae_sj.data import make_dataset
-    from fsvae_sj.evaluate import afd_score, generate, recon_mse
-    from fsvae_sj.io import atomic_write_json, read_checkpoint
-    from fsvae_sj.train import EXIT_FINISHED, EXIT_STOPPED
+    from fsvae_sj.checkpoint import read_checkpoint
+    from fsvae_sj.datasets import make_dataset
+    from fsvae_sj.files import atomic_write_json
+    from fsvae_sj.metrics import afd_score, generate, recon_mse
+    from fsvae_sj.training import EXIT_FINISHED, EXIT_STOPPED
     from fsvae_sj.train import main as train
     path = args.init_from if Path(args.init_from).is_file() else zoo.fetch(zoo.get_weights(args.init_from))
     dataset = read_checkpoint(path)[2]["train_config"]["dataset"]

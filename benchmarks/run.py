@@ -95,7 +95,7 @@ def worker(row: str, batch: int, path: str, repeats: int, device: str = "cpu") -
     from fsvae_sj.layers import conv_memory_format
     from fsvae_sj.neurons import use_fused_kernels
     from fsvae_sj.losses import fsvae_loss
-    from fsvae_sj.evaluate import generate
+    from fsvae_sj.metrics import generate
 
     fast = path == "fast"
     torch.manual_seed(0)

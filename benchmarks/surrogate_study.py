@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fsvae_sj.io import atomic_write_json
+from fsvae_sj.files import atomic_write_json
 
 # (name, train flags). lr None = the recipe's rule 1e-3 * batch / 250.
 CONFIGS = [

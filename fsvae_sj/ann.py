@@ -6,6 +6,7 @@ from torch import nn
 
 from . import seeding
 from .config import ANNVAEConfig, check_image_batch, resolve
+from .losses import LossSettings, gaussian_vae_loss
 
 
 def _act(c: int) -> list[nn.Module]:
@@ -49,6 +50,13 @@ class ANNVAE(nn.Module):
         eps = seeding.randn(generator, tuple(shape), mu.device, mu.dtype)
         z = eps * torch.exp(0.5 * log_var) + mu
         return self.decode(z), mu, log_var
+
+    def loss(self, x: torch.Tensor, settings: LossSettings = LossSettings(),
+             generator: seeding.Generators = None) -> dict[str, torch.Tensor]:
+        """A training step's losses ``{"loss", "recon", "distance"}`` for images ``x [N, C, H, W]``:
+        MSE + ``settings.batch_fraction`` * KL(q || N(0, I))."""
+        recon, mu, log_var = self(x, generator)
+        return gaussian_vae_loss(x, recon, mu, log_var, kld_weight=settings.batch_fraction)
 
     def _check_eval(self, what: str) -> None:
         if self.training:

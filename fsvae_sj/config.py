@@ -8,10 +8,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .errors import FsvaeError
+from .files import atomic_write_text
 from .surrogate import PRESETS
 
 
-class ConfigError(ValueError):
+class ConfigError(FsvaeError, ValueError):
     """A configuration that cannot describe a model."""
 
 
@@ -44,7 +46,6 @@ class _Serialisable:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write JSON or YAML (by suffix), atomically."""
-        from .io import atomic_write_text
         path = Path(path)
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -113,6 +114,15 @@ class FSVAEConfig(_Serialisable):
         base = dict(in_channels=3, image_size=64, hidden_dims=(32, 64, 128, 256, 512))
         return cls(**{**base, **overrides})
 
+    @classmethod
+    def for_images(cls, in_channels: int, image_size: int, **neuron) -> "FSVAEConfig":
+        """The paper's model for images ``[in_channels, image_size, image_size]``: the authors'
+        five-stage ``FSVAELarge`` at 64x64, the four-stage FSVAE otherwise; ``neuron``: n_steps,
+        surrogate, surrogate_a (the training recipe's)."""
+        if image_size == 64:
+            return cls.large(in_channels=in_channels, **neuron)
+        return cls(in_channels=in_channels, image_size=image_size, **neuron)
+
 
 @dataclass(frozen=True)
 class ANNVAEConfig(_Serialisable):
@@ -132,8 +142,10 @@ class ANNVAEConfig(_Serialisable):
         if self.in_channels < 1 or self.latent_dim < 1:
             raise ConfigError("in_channels and latent_dim must be >= 1")
 
-
-CONFIG_CLASSES = {"fsvae": FSVAEConfig, "ann-vae": ANNVAEConfig}
+    @classmethod
+    def for_images(cls, in_channels: int, image_size: int) -> "ANNVAEConfig":
+        """The paper's baseline for images ``[in_channels, image_size, image_size]``."""
+        return cls(in_channels=in_channels, image_size=image_size)
 
 
 def resolve(cls, config, overrides: dict):
@@ -162,11 +174,3 @@ def check_image_batch(x, cfg, dtype=None) -> None:
         import warnings
         warnings.warn("no pixel is below 0: these look like [0, 1] images, but the model expects [-1, 1] "
                       "(x * 2 - 1)", stacklevel=3)
-
-
-def config_from_dict(data: dict[str, Any]):
-    """Rebuild whichever model config ``data`` describes (by its ``arch`` field)."""
-    arch = data.get("arch", "fsvae") if isinstance(data, dict) else None
-    if arch not in CONFIG_CLASSES:
-        raise ConfigError(f"unknown arch {arch!r}; expected one of {sorted(CONFIG_CLASSES)}")
-    return CONFIG_CLASSES[arch].from_dict(data)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 
 import torch
 from torch import nn
@@ -10,22 +11,23 @@ from .neurons import lif_from_config
 from .tdbn import TdBN
 
 
-_CONV_FORMAT = [torch.channels_last]
+# A context variable, not a module global: a block's choice stays in its own thread or task.
+_conv_format = contextvars.ContextVar("fsvae_sj_conv_format", default=torch.channels_last)
 
 
 @contextlib.contextmanager
 def conv_memory_format(fmt: torch.memory_format):
     """Run convolutions in ``fmt`` inside the block (benchmarks compare the two layouts)."""
-    old = _CONV_FORMAT[0]
-    _CONV_FORMAT[0] = fmt
+    token = _conv_format.set(fmt)
     try:
         yield
     finally:
-        _CONV_FORMAT[0] = old
+        _conv_format.reset(token)
 
 
 def conv_input(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=_CONV_FORMAT[0])
+    """``x`` in the memory format convolutions run in (channels-last unless a block says otherwise)."""
+    return x.contiguous(memory_format=_conv_format.get())
 
 
 def per_step(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -4,11 +4,28 @@ Tensors are time-first: ``q_out``/``p_out`` are ``[T, N, latent, k]`` spikes.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 DISTANCES = ("mmd", "kld")
 MMD_REDUCTIONS = ("mean", "sum")
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """What a training step's ``model.loss(x, settings, generator)`` needs besides the batch.
+
+    Each architecture reads its own fields: FSVAE ``scheduled_p`` (probability that the prior
+    is fed its own guess), ``distance`` and ``mmd_reduction``; the Gaussian ANN VAE
+    ``batch_fraction``, the weight of its KL term (the authors' M/N: 1 / batches per epoch).
+    """
+
+    scheduled_p: float = 0.0
+    distance: str = "mmd"
+    mmd_reduction: str = "mean"
+    batch_fraction: float = 1.0
 
 
 def psp(v: torch.Tensor, tau_syn: float = 2.0) -> torch.Tensor:

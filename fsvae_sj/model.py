@@ -1,6 +1,7 @@
 """FSVAE and FSVAELarge built from SpikingJelly LIF nodes, time-first ``[T, N, ...]``."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -9,10 +10,13 @@ from torch import nn
 
 from . import seeding
 from .backend import reset_net
-from .config import FSVAEConfig, check_image_batch, resolve
-from .layers import SpikingBlock, conv_block, conv_input, deconv_block, linear_block
+from .ann import ANNVAE
+from .bernoulli import LOOPS, BernoulliSampler
+from .config import ANNVAEConfig, ConfigError, FSVAEConfig, check_image_batch, resolve
+from .errors import CheckpointError
+from .layers import conv_block, conv_input, deconv_block, linear_block
+from .losses import LossSettings, fsvae_loss
 from .neurons import TimeMajor
-from .sampler import LOOPS, BernoulliSampler
 
 
 class FSVAEOutput(NamedTuple):
@@ -124,6 +128,18 @@ class FSVAE(nn.Module):
         L, k = self.config.latent_dim, self.config.k
         return FSVAEOutput(x_recon, q_out.view(*q_out.shape[:2], L, k), p_out.view(*p_out.shape[:2], L, k), z)
 
+    def loss(self, x: torch.Tensor, settings: LossSettings = LossSettings(),
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """A training step's losses for images ``x [N, C, H, W]``: ``{"loss", "recon", "distance",
+        "mean_q", "mean_p"}`` (scalars; ``loss`` is what to back-propagate), as the authors'
+        ``loss_function_mmd`` / ``_kld`` with the scheduled sampling of ``settings``."""
+        out = self(x, settings.scheduled_p, generator)
+        losses = fsvae_loss(x, out.x_recon, out.q_out, out.p_out, settings.distance,
+                            mmd_reduction=settings.mmd_reduction)
+        losses["mean_q"] = out.q_out.detach().mean()
+        losses["mean_p"] = out.p_out.detach().mean()
+        return losses
+
     @torch.no_grad()
     def sample(self, n: int, *, generator: seeding.Generators = None, seed: int | None = None,
                return_latents: bool = False):
@@ -162,10 +178,64 @@ class FSVAE(nn.Module):
         self.loop = loop
         return self
 
-    def spiking_blocks(self) -> list[tuple[str, SpikingBlock]]:
-        return [(n, m) for n, m in self.named_modules() if isinstance(m, SpikingBlock)]
-
 
 def FSVAELarge(config: FSVAEConfig | None = None, **overrides) -> FSVAE:
     """The authors' ``FSVAELarge``: 64x64 input, channels 32..512 (CelebA)."""
     return FSVAE(config if config is not None else FSVAEConfig.large(), **overrides)
+
+
+# -- the architecture registry ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Architecture:
+    """One architecture: its config class, its model class (whose ``loss(x, settings,
+    generator)`` a training step calls) and the training-recipe fields its config takes."""
+
+    name: str
+    config: type
+    model: type
+    recipe_fields: tuple[str, ...] = ()
+
+
+# Adding an architecture: its config (with ``arch`` and ``for_images``), its model (with
+# ``loss``, ``sample``, ``reconstruct``) and one line here.
+ARCHITECTURES = {a.name: a for a in (
+    Architecture("fsvae", FSVAEConfig, FSVAE, recipe_fields=("n_steps", "surrogate", "surrogate_a")),
+    Architecture("ann-vae", ANNVAEConfig, ANNVAE),
+)}
+
+
+def architecture(name: str) -> Architecture:
+    """The registry entry ``name``; raises :class:`~fsvae_sj.config.ConfigError` naming the valid ones."""
+    if name not in ARCHITECTURES:
+        raise ConfigError(f"unknown arch {name!r}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
+
+
+def config_from_dict(data: dict):
+    """Rebuild whichever model config ``data`` describes (by its ``arch`` field, default fsvae)."""
+    arch = data.get("arch", "fsvae") if isinstance(data, dict) else None
+    return architecture(arch).config.from_dict(data)
+
+
+def build_model(config) -> nn.Module:
+    """A freshly initialised model of ``config``'s architecture."""
+    return architecture(config.arch).model(config)
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state)`` after checking every key and shape; raises
+    :class:`~fsvae_sj.errors.CheckpointError` listing what does not fit (``source`` names the file)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or bad:
+        details = []
+        if missing:
+            details.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            details.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+        for k in bad[:8]:
+            details.append(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+        raise CheckpointError(f"{source} does not fit this architecture: " + "; ".join(details))
+    model.load_state_dict(state, strict=True)

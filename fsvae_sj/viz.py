@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .backend import sj_plot  # noqa: E402
-from .losses import psp  # noqa: E402
-from .neurons import LIF  # noqa: E402
+from .backend import sj_plot
+from .losses import psp
+from .neurons import LIF
 
 
 def _np(x) -> np.ndarray:

@@ -57,7 +57,7 @@ probabilities towards the posterior's (the MMD loss). Look for channels where pi
 pi_p hesitates: that is what the prior has not learnt yet. The read-out integrates the last layer with
 weights `0.8^(T-1-t)`, so **late** steps weigh more on the output membrane, while early steps set the
 decoder's state."""),
-        ("code", """from fsvae_sj.data import make_dataset
+        ("code", """from fsvae_sj.datasets import make_dataset
 x = make_dataset("fashion-mnist", "test", limit=n).images
 out = model(x, generator=torch.Generator().manual_seed(0))
 pi_q, pi_p = out.q_out.mean(-1), out.p_out.mean(-1)
@@ -92,7 +92,7 @@ Every entry carries its architecture, file hash, data, licence, the metrics we m
         ("code", """print(zoo.get_weights("fashion-mnist").card()[:1500])"""),
         ("md", """## Samples and reconstructions of every shipped model
 Models not present locally (the authors' CelebA weights need a download) are skipped."""),
-        ("code", """from fsvae_sj.data import make_dataset
+        ("code", """from fsvae_sj.datasets import make_dataset
 shipped = [n for n in zoo.list_models() if (zoo.ZOO_DIR / zoo.get_weights(n).file_name).is_file()]
 n = 6 if SMALL else 8
 for name in shipped:
@@ -131,11 +131,11 @@ viz.image_grid(model.decode(mix), nrow=mix.shape[1], title="first c channels fro
 The paper's claim: per image, FSVAE needs more **additions** but far fewer **multiplications** than an
 ANN VAE of the same shape (MNIST: 6.8x the additions, 1/13 of the multiplications). Additions on
 spikes are cheap accumulates (0.9 pJ in 45 nm CMOS) while multiply-accumulates cost 4.6 pJ.
-Counts follow the paper's rule (`fsvae_sj.ops`, transposed convolutions counted as the authors'
+Counts follow the paper's rule (`fsvae_sj.opcount`, transposed convolutions counted as the authors'
 code does) and, where SpikingJelly 2 is installed, its own SynOp/AC/MAC counters."""),
         ("code", SETUP),
-        ("code", """from fsvae_sj import ops
-from fsvae_sj.data import make_dataset
+        ("code", """from fsvae_sj import opcount as ops
+from fsvae_sj.datasets import make_dataset
 have = set(zoo.list_models())
 ds = "mnist" if {"mnist", "mnist-ann"} <= have else "fashion-mnist"
 fsvae, ann = zoo.load(ds), zoo.load(ds + "-ann")

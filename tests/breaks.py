@@ -13,25 +13,28 @@ B = sys.argv[1] if len(sys.argv) > 1 else "/tmp/brk"
 BREAKS = [
  ("1 sample CLI ignores --seed", "fsvae_sj/sample.py", "sample_generators(args.seed, n, start)", "sample_generators(0, n, start)", "tests/test_zoo_cli.py -k png_npy"),
  ("2 FSVAE.sample ignores seed/generator", "fsvae_sj/model.py", "g = seeding.resolve(seed, generator, int(n))", "g = seeding.resolve(None, None, int(n))", "tests/test_model.py -k seed_and_i"),
- ("3 training posterior picks the wrong spike", "fsvae_sj/sampler.py", "return self.pick(out, torch.stack(indices)), out", "return self.pick(out, (torch.stack(indices) + 1) % self.k), out", "tests/test_model.py -k chosen"),
- ("4 _stop_on_sigterm never stops", "fsvae_sj/train.py", "yield lambda: bool(flag)", "yield lambda: False", "tests/test_train.py -k sigterm_stops"),
- ("5 recon MSE divided by 3", "fsvae_sj/evaluate.py", "    return total / count\n", "    return total / count / 3\n", "tests/test_data_eval.py -k unavailable"),
- ("6 energy per MAC x10", "fsvae_sj/ops.py", "PJ_PER_AC, PJ_PER_MAC = 0.9, 4.6", "PJ_PER_AC, PJ_PER_MAC = 0.9, 46.0", "tests/test_ops.py"),
+ ("3 training posterior picks the wrong spike", "fsvae_sj/bernoulli.py", "return self.pick(out, torch.stack(indices)), out", "return self.pick(out, (torch.stack(indices) + 1) % self.k), out", "tests/test_model.py -k chosen"),
+ ("4 _stop_on_sigterm never stops", "fsvae_sj/training.py", "yield lambda: bool(flag)", "yield lambda: False", "tests/test_train.py -k sigterm_stops"),
+ ("5 recon MSE divided by 3", "fsvae_sj/metrics.py", "    return total / count\n", "    return total / count / 3\n", "tests/test_data_eval.py -k unavailable"),
+ ("6 energy per MAC x10", "fsvae_sj/opcount.py", "PJ_PER_AC, PJ_PER_MAC = 0.9, 4.6", "PJ_PER_AC, PJ_PER_MAC = 0.9, 46.0", "tests/test_ops.py"),
  ("7 flipped comparison in CuPy half2 backward", "fsvae_sj/surrogate.py", "__hlt2(", "__hgt2(", "tests/test_neurons.py -k cupy"),
  ("8 training CLI dies at start", "fsvae_sj/train.py", "def main(argv=None) -> int:\n    args = parse_args(argv)", "def main(argv=None) -> int:\n    raise SystemExit(1)\n    args = parse_args(argv)", "tests/test_train.py -k killed"),
- ("K1 weight round trip loses buffers", "fsvae_sj/io.py", "state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}", "state = {k: (v.detach().cpu().contiguous() * (0.5 if k.endswith('running_var') else 1)) for k, v in model.state_dict().items()}", "tests/test_model.py -k round_trip"),
+ ("K1 weight round trip loses buffers", "fsvae_sj/checkpoint.py", "state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}", "state = {k: (v.detach().cpu().contiguous() * (0.5 if k.endswith('running_var') else 1)) for k, v in model.state_dict().items()}", "tests/test_model.py -k round_trip"),
  ("K2 LIF charge rounding", "fsvae_sj/neurons.py", "            torch.mul(v, decay, out=h)\n", "            torch.sub(v, v / (1.0 / (1.0 - decay)), out=h)\n", "tests/test_neurons.py -k charge"),
- ("K3 resume restarts", "fsvae_sj/train.py", "    if (run / STATE).is_file():\n        rs = _load_state", "    if False:\n        rs = _load_state", "tests/test_train.py -k stop_anywhere"),
+ ("K3 resume restarts", "fsvae_sj/training.py", "    if (run / STATE).is_file():\n        rs = _load_state", "    if False:\n        rs = _load_state", "tests/test_train.py -k stop_anywhere"),
 ]
 env = dict(os.environ, PYTHONPATH=B, OMP_NUM_THREADS="1")
 for name, f, old, new, test in BREAKS:
-    p = os.path.join(B, f); s = open(p).read()
+    p = os.path.join(B, f)
+    s = open(p).read()
     if old not in s:
-        print(name, "PATTERN NOT FOUND"); continue
+        print(name, "PATTERN NOT FOUND")
+        continue
     open(p, "w").write(s.replace(old, new, 1))
     try:
-        r = subprocess.run(f"cd {B} && timeout 300 nice -n 5 python -m pytest -q -x -p no:cacheprovider {test}", shell=True, env=env, capture_output=True, text=True)
-        tail = [l for l in r.stdout.splitlines() if "passed" in l or "failed" in l]
+        r = subprocess.run(f"cd {B} && timeout 300 nice -n 5 python -m pytest -q -x -p no:cacheprovider {test}",
+                           shell=True, env=env, capture_output=True, text=True)
+        tail = [line for line in r.stdout.splitlines() if "passed" in line or "failed" in line]
         print(f"{name}: rc={r.returncode} {tail[-1] if tail else r.stdout[-300:]}", flush=True)
     finally:
         open(p, "w").write(s)

@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ def pytest_configure(config):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     # CI sets this: tests that need the offline datasets must run there, not skip quietly
     if os.environ.get("FSVAE_SJ_REQUIRE_DATA") == "1":
-        from fsvae_sj import data
+        from fsvae_sj import datasets as data
         if not data.DEBIAN_FASHION.is_dir():
             raise pytest.UsageError("FSVAE_SJ_REQUIRE_DATA=1 but Debian's FashionMNIST is missing "
                                     "(apt-get install dataset-fashion-mnist)")
@@ -52,3 +53,10 @@ def make_alive(model, x, seed: int = 0):
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     return model.eval()
+
+
+def assert_refused(status, capsys, match: str) -> None:
+    """A command refused its input in the one error style: exit status 2 and an ``error: ...``
+    line on stderr matching ``match`` (a regex)."""
+    err = capsys.readouterr().err
+    assert status == 2 and re.search(match, err) and err.startswith("error: "), (status, err)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from fsvae_sj import data
-from fsvae_sj.evaluate import evaluate, frechet_distance, gaussian_stats, inception_score, main
+from fsvae_sj import datasets as data
+from fsvae_sj.evaluate import main
+from fsvae_sj.metrics import evaluate, frechet_distance, gaussian_stats, inception_score
 
 needs_fashion = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),
                                    reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
@@ -99,7 +100,7 @@ def test_evaluate_model_marks_unavailable_metrics(tiny_cfg):
     assert res["recon_mse"] == pytest.approx(float(((m.reconstruct(x, seed=0) - x) ** 2).mean()), rel=1e-5)
     # afd: an untrained FSVAE never fires and gives one image; the Frechet distance of a point
     # mass at features f to N(mu, S) is |f - mu|^2 + tr(S), a closed form to check against
-    from fsvae_sj.evaluate import generate, load_afd
+    from fsvae_sj.metrics import generate, load_afd
     imgs = generate(m, 64, seed=0)
     assert bool((imgs == imgs[:1]).all())
     enc, mu, sigma = load_afd("fashion-mnist")

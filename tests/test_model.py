@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fsvae_sj import ANNVAE, ANNVAEConfig, ConfigError, FSVAE, FSVAEConfig, FSVAELarge, load_model, save_model
-from fsvae_sj.io import CheckpointError
+from fsvae_sj.checkpoint import CheckpointError
 from fsvae_sj.losses import fsvae_loss
 
 

@@ -5,7 +5,7 @@ from torch import nn
 
 from fsvae_sj import ANNVAE, ANNVAEConfig, FSVAE, FSVAEConfig, backend
 from fsvae_sj.layers import linear_block
-from fsvae_sj.ops import PaperCounter, compare, count_spikingjelly, energy_pj, fan_out
+from fsvae_sj.opcount import PaperCounter, compare, count_spikingjelly, energy_pj, fan_out
 
 
 def test_fan_out_rules():
@@ -81,7 +81,7 @@ def test_spikingjelly_counters_on_a_small_net():
 
 def test_authors_prefix_loop_counts_more_additions():
     torch.manual_seed(0)
-    from fsvae_sj.ops import count_fsvae
+    from fsvae_sj.opcount import count_fsvae
     f = FSVAE(FSVAEConfig(latent_dim=8, k=2, n_steps=3)).eval()
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     ours, authors = count_fsvae(f, x), count_fsvae(f, x, loop="prefix")

@@ -8,8 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fsvae_sj import data
-from fsvae_sj.train import EXIT_STOPPED, TrainConfig, build, epoch_order, main, run_training
+from fsvae_sj import datasets as data
+from fsvae_sj.train import main
+from fsvae_sj.training import EXIT_STOPPED, TrainConfig, build, epoch_order, run_training
+
+from conftest import assert_refused
 
 pytestmark = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),
                                 reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
@@ -88,14 +91,14 @@ def test_time_budget_stops_at_a_step_boundary(tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     assert main(["--out", str(tmp_path), "--max-steps", "2"] + TINY) == EXIT_STOPPED
     good = weights(tmp_path)
-    import fsvae_sj.train as tr
-    real = tr.train_step
+    from fsvae_sj import FSVAE
+    real = FSVAE.loss
 
     def poisoned(*a, **k):
         out = real(*a, **k)
         out["loss"] = out["loss"] * float("nan")
         return out
-    monkeypatch.setattr(tr, "train_step", poisoned)
+    monkeypatch.setattr(FSVAE, "loss", poisoned)
     assert main(["--out", str(tmp_path), "--no-progress"]) == 3
     assert "loss is nan" in capsys.readouterr().err
     after = weights(tmp_path)
@@ -132,7 +135,7 @@ def _torchrun(out, extra, expect=0):
     return r
 
 
-def test_two_gloo_processes_identical_weights_and_exact_resume(tmp_path):
+def test_two_gloo_processes_identical_weights_and_exact_resume(tmp_path, capsys):
     _torchrun(tmp_path / "a", [])
     rep = json.loads((tmp_path / "a" / "replicas.json").read_text())
     assert rep["world_size"] == 2 and len(set(rep["param_sha256"])) == 1
@@ -140,8 +143,8 @@ def test_two_gloo_processes_identical_weights_and_exact_resume(tmp_path):
     # stop both ranks after one step, resume: the same weights as the uninterrupted run
     _torchrun(tmp_path / "b", ["--max-steps", "1"], expect=EXIT_STOPPED)
     assert position(tmp_path / "b") == (0, 1)
-    with pytest.raises(SystemExit, match="written by 2 process"):   # one process cannot take over two
-        main(["--out", str(tmp_path / "b"), "--no-progress"])
+    # one process cannot take over two
+    assert_refused(main(["--out", str(tmp_path / "b"), "--no-progress"]), capsys, "written by 2 process")
     r = _torchrun(tmp_path / "b", [])
     assert "resuming" in r.stdout and position(tmp_path / "b") == (1, 0)
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
@@ -172,13 +175,14 @@ def test_sigterm_stops_cleanly_at_a_step_boundary(tmp_path):
 
 def test_publish_measures_the_run_and_writes_its_learning_curve(tmp_path, monkeypatch):
     from fsvae_sj import zoo
-    from fsvae_sj.evaluate import evaluate
+    from fsvae_sj.metrics import evaluate
     run = tmp_path / "run"
     # lr 0.01: 12 steps are enough for an ANN whose samples vary (the publish guard's floor)
     assert main(["--out", str(run), "--model", "ann-vae", "--lr", "0.01"] + TINY) == 0
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
     (tmp_path / "notes.md").write_text("Study table goes here.\n")
-    assert zoo.main(["publish", str(run), "--name", "t", "--dataset", "fashion-mnist", "--num-samples", "50",
+    from fsvae_sj.zoo.__main__ import main as zoo_main
+    assert zoo_main(["publish", str(run), "--name", "t", "--dataset", "fashion-mnist", "--num-samples", "50",
                      "--notes-file", str(tmp_path / "notes.md")]) == 0
     entry = json.loads((tmp_path / "zoo" / "t.json").read_text())
     assert entry["sha256"] == zoo.sha256_file(tmp_path / "zoo" / "t.safetensors")

@@ -12,8 +12,8 @@ import os
 import pytest
 import torch
 
-from fsvae_sj import sampler
-from fsvae_sj.convert import load_authors_checkpoint
+from fsvae_sj import bernoulli
+from fsvae_sj.authors import load_authors_checkpoint
 from fsvae_sj.losses import fsvae_loss
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "train_parity_fsvae.pt.gz")
@@ -40,7 +40,7 @@ def our_step(fixture, dtype, monkeypatch) -> dict:
         used.append(draws.pop(0))
         return used[-1].to(device)
 
-    monkeypatch.setattr(sampler, "draw_indices", scripted)
+    monkeypatch.setattr(bernoulli, "draw_indices", scripted)
     x = fixture["x"].to(dtype)
     out = model(x, scheduled_p=0.0)
     assert not draws, f"our posterior used {len(used)} of {len(used) + len(draws)} draws"

@@ -6,11 +6,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fsvae_sj import FSVAE, data, zoo
-from fsvae_sj.io import read_checkpoint, save_model
-from fsvae_sj.train import EXIT_STOPPED, main
+from fsvae_sj import FSVAE, zoo
+from fsvae_sj import datasets as data
+from fsvae_sj import publish
+from fsvae_sj.checkpoint import read_checkpoint, save_model
+from fsvae_sj.train import main
+from fsvae_sj.training import EXIT_STOPPED
 
-from conftest import make_alive
+from conftest import assert_refused, make_alive
 
 pytestmark = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),
                                 reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
@@ -63,7 +66,7 @@ def test_init_from_a_zoo_name(source, tmp_path, monkeypatch):
     _, _, extra = read_checkpoint(source / "model.safetensors")
     model = make_alive(zoo.load(source / "model.safetensors"), torch.rand(8, 1, 32, 32) * 2 - 1)
     save_model(model, tmp_path / "alive.safetensors", extra=extra)
-    zoo.publish(tmp_path / "alive.safetensors", "tiny", num_samples=40)
+    publish.publish(tmp_path / "alive.safetensors", "tiny", num_samples=40)
     run = tmp_path / "warm"
     assert main(["--out", str(run), "--init-from", "tiny", "--max-steps", "0", "--epochs", "3"]) == EXIT_STOPPED
     published = load_file(str(tmp_path / "zoo" / "tiny.safetensors"))
@@ -74,12 +77,11 @@ def test_init_from_a_zoo_name(source, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("flag,value,field", [("--lr", "0.1", "lr"), ("--batch-size", "4", "batch_size"),
                                               ("--surrogate", "paper", "surrogate")])
-def test_resume_refuses_a_changed_recipe_and_names_the_field(source, tmp_path, flag, value, field):
+def test_resume_refuses_a_changed_recipe_and_names_the_field(source, tmp_path, flag, value, field, capsys):
     import shutil
     run = tmp_path / "r"
     shutil.copytree(source, run)
-    with pytest.raises(SystemExit, match=rf"another training config: {field} \("):
-        main(["--out", str(run), flag, value])
+    assert_refused(main(["--out", str(run), flag, value]), capsys, rf"another training config: {field} \(")
 
 
 def test_resume_may_extend_epochs_and_ema_survives_a_stop_exactly(tmp_path):
@@ -99,7 +101,7 @@ def test_resume_may_extend_epochs_and_ema_survives_a_stop_exactly(tmp_path):
 
 def test_ema_is_the_exponential_average_of_the_weights(tmp_path, monkeypatch):
     """decay d: ema_0 = the initial weights, ema_n = d ema_(n-1) + (1 - d) w_n, buffers included."""
-    import fsvae_sj.train as tr
+    import fsvae_sj.training as tr
     seen = []
     real_save = tr._save_state
 
@@ -133,9 +135,9 @@ def test_publish_refuses_a_dead_generator(tmp_path, monkeypatch):
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
     torch.manual_seed(0)
     save_model(FSVAE().eval(), tmp_path / "fresh.safetensors", extra={"train_config": {"dataset": "fashion-mnist"}})
-    assert zoo.sample_spread(zoo.load(tmp_path / "fresh.safetensors")) < zoo.MIN_SAMPLE_STD
-    with pytest.raises(zoo.PublishRefused, match="hardly vary"):
-        zoo.publish(tmp_path / "fresh.safetensors", "dead", num_samples=40)
+    assert publish.sample_spread(zoo.load(tmp_path / "fresh.safetensors")) < publish.MIN_SAMPLE_STD
+    with pytest.raises(publish.PublishRefused, match="hardly vary"):
+        publish.publish(tmp_path / "fresh.safetensors", "dead", num_samples=40)
     assert not (tmp_path / "zoo" / "dead.safetensors").exists()
 
 
@@ -143,13 +145,14 @@ def test_publish_refuses_non_finite_weights(source, tmp_path, monkeypatch):
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
     _, _, extra = read_checkpoint(source / "model.safetensors")
     model = make_alive(zoo.load(source / "model.safetensors"), torch.rand(8, 1, 32, 32) * 2 - 1)
-    assert zoo.sample_spread(model) > zoo.MIN_SAMPLE_STD   # only the NaN can stop it
+    assert publish.sample_spread(model) > publish.MIN_SAMPLE_STD   # only the NaN can stop it
     with torch.no_grad():
         model.decoder_input.layer.weight[0, 0] = float("nan")
     save_model(model, tmp_path / "nan.safetensors", extra=extra)
-    with pytest.raises(zoo.PublishRefused, match="non-finite.*decoder_input.layer.weight"):
-        zoo.publish(tmp_path / "nan.safetensors", "nan", num_samples=40)
-    assert zoo.main(["publish", str(tmp_path / "nan.safetensors"), "--name", "nan"]) == 2
+    with pytest.raises(publish.PublishRefused, match="non-finite.*decoder_input.layer.weight"):
+        publish.publish(tmp_path / "nan.safetensors", "nan", num_samples=40)
+    from fsvae_sj.zoo.__main__ import main as zoo_main
+    assert zoo_main(["publish", str(tmp_path / "nan.safetensors"), "--name", "nan"]) == 2
 
 
 def test_publish_refuses_a_worse_afd_unless_forced(tmp_path, monkeypatch):
@@ -157,12 +160,12 @@ def test_publish_refuses_a_worse_afd_unless_forced(tmp_path, monkeypatch):
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
     weak = tmp_path / "weak"
     assert main(["--out", str(weak), "--model", "ann-vae", "--lr", "0.01", "--eval-samples", "0"] + TINY) == 0
-    assert zoo.sample_spread(zoo.load(weak / "model.safetensors")) > zoo.MIN_SAMPLE_STD   # alive, only worse
-    good = zoo.publish(SHIPPED / "fashion-mnist-ann.safetensors", "ann", dataset="fashion-mnist", num_samples=300)
-    with pytest.raises(zoo.PublishRefused, match="is worse than the current ann entry's"):
-        zoo.publish(weak, "ann", num_samples=300)
+    assert publish.sample_spread(zoo.load(weak / "model.safetensors")) > publish.MIN_SAMPLE_STD   # alive, only worse
+    good = publish.publish(SHIPPED / "fashion-mnist-ann.safetensors", "ann", dataset="fashion-mnist", num_samples=300)
+    with pytest.raises(publish.PublishRefused, match="is worse than the current ann entry's"):
+        publish.publish(weak, "ann", num_samples=300)
     assert zoo.get_weights("ann").sha256 == good.sha256
-    forced = zoo.publish(weak, "ann", num_samples=300, force=True)
+    forced = publish.publish(weak, "ann", num_samples=300, force=True)
     assert forced.metrics["autoencoder_frechet"] > good.metrics["autoencoder_frechet"]
     assert zoo.get_weights("ann").sha256 == forced.sha256 == zoo.sha256_file(tmp_path / "zoo" / "ann.safetensors")
 
@@ -177,29 +180,29 @@ def test_init_from_an_epoch_end_checkpoint_starts_the_next_epoch(source, tmp_pat
     assert (st["epoch"], st["step"]) == (extra["epoch"] + 1, 0)
 
 
-def test_a_config_file_sets_only_what_it_states(tmp_path):
-    from fsvae_sj.train import parse_args, resolve_config
+def test_a_config_file_sets_only_what_it_states(tmp_path, capsys):
+    from fsvae_sj.train import parse_args, requested
+    from fsvae_sj.training import resolve_config
     (tmp_path / "c.json").write_text('{"epochs": 3}')
-    cfg, _ = resolve_config(parse_args(["--out", str(tmp_path / "r"), "--recipe", "zoo-short",
-                                        "--config", str(tmp_path / "c.json"), "--dataset", "fashion"]))
+    args = parse_args(["--out", str(tmp_path / "r"), "--recipe", "zoo-short",
+                       "--config", str(tmp_path / "c.json"), "--dataset", "fashion"])
+    cfg, _ = resolve_config(tmp_path / "r", requested(args))
     assert (cfg.epochs, cfg.batch_size, cfg.ema_decay, cfg.lr) == (3, 64, 0.999, 1e-3)
     assert cfg.dataset == "fashion-mnist"   # aliases are stored by their canonical name
     (tmp_path / "bad.json").write_text('{"epochz": 3}')
-    with pytest.raises(SystemExit, match="unknown field"):
-        main(["--out", str(tmp_path / "r"), "--config", str(tmp_path / "bad.json")])
+    assert_refused(main(["--out", str(tmp_path / "r"), "--config", str(tmp_path / "bad.json")]), capsys, "unknown field")
     for flags, msg in [(["--ema-decay", "1"], "ema_decay must be in"), (["--eval-samples", "1"], "eval_samples"),
                        (["--lr-schedule", "linear"], "lr_schedule")]:
-        with pytest.raises(SystemExit, match=msg):
-            main(["--out", str(tmp_path / "r")] + TINY + flags)
+        assert_refused(main(["--out", str(tmp_path / "r")] + TINY + flags), capsys, msg)
     assert not (tmp_path / "r").exists()
 
 
 def test_afd_projection_recovers_a_power_law():
     rows = [{"cpu_hours": h, "afd": 100 * h ** -0.5, "ema_afd": ""} for h in (1, 2, 4, 8)]
-    text = zoo.afd_projection(rows, 10.0)
+    text = publish.afd_projection(rows, 10.0)
     assert text.startswith("about 100 CPU-hours") and "^-0.50" in text
     flat = [{"cpu_hours": h, "afd": 50.0} for h in (1, 2, 3)]
-    assert zoo.afd_projection(flat, 10.0).startswith("none")
-    assert zoo.afd_projection(rows[:2], 10.0) == "not enough evaluations to fit"
+    assert publish.afd_projection(flat, 10.0).startswith("none")
+    assert publish.afd_projection(rows[:2], 10.0) == "not enough evaluations to fit"
     # hours logged as 0 (rounded, a tiny run) are left out, not a math error
-    assert zoo.afd_projection([{"cpu_hours": 0.0, "afd": 9.0}] + rows, 10.0) == text
+    assert publish.afd_projection([{"cpu_hours": 0.0, "afd": 9.0}] + rows, 10.0) == text

@@ -12,6 +12,7 @@ import torch
 
 from fsvae_sj import FSVAE, FSVAEConfig, zoo
 from fsvae_sj.sample import main as sample_main
+from conftest import assert_refused
 
 TINY_LARGE = FSVAEConfig(in_channels=3, image_size=8, hidden_dims=(4, 8), latent_dim=6, k=3, n_steps=4)
 
@@ -167,12 +168,11 @@ def test_sample_cli_png_npy_latents_and_reproducibility(tmp_path, capsys):
     (["--out", "/nonexistent-dir/x.png"], "does not exist"),
     (["--model", "imagenet"], "unknown model 'imagenet'"),
 ])
-def test_sample_cli_bad_input(args, msg):
-    with pytest.raises(SystemExit, match=msg):
-        sample_main(args)
+def test_sample_cli_bad_input(args, msg, capsys):
+    assert_refused(sample_main(args), capsys, msg)
 
 
-@pytest.mark.skipif(not __import__("fsvae_sj.data").data.DEBIAN_FASHION.is_dir(), reason="needs dataset-fashion-mnist")
+@pytest.mark.skipif(not __import__("fsvae_sj.datasets").datasets.DEBIAN_FASHION.is_dir(), reason="needs dataset-fashion-mnist")
 def test_reconstruct_cli(tmp_path, capsys):
     from fsvae_sj.reconstruct import main
     assert main(["-n", "3", "--format", "npy", "--out", str(tmp_path / "r.npy")]) == 0

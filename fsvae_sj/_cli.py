@@ -1,0 +1,221 @@
+"""The command-line layer every tool stands on: shared flags, one error style, one runner.
+
+The tools are thin mains (``sample``, ``reconstruct``, ``evaluate``, ``train``, ``zoo``,
+``convert``, ``ops``, ``data``), each run as ``python -m fsvae_sj.<tool>`` or as the
+``fsvae-<tool>`` console script. No library module imports this one.
+
+Shared flags (parent parsers): ``--model NAME|PATH``, ``--device auto|cpu|cuda[:N]``
+(default ``auto``: CUDA when present), ``--seed S``, ``-n/--num N`` (the count; the older
+``--num-samples`` / ``--num-images`` spellings still work) and ``-o/--out FILE``.
+
+Error style: a refused input is one line ``error: ...`` on stderr and exit status 2
+(:data:`EXIT_USAGE`, as argparse's own usage errors); tools with statuses of their own
+(``train``: 75 stopped and resumable, 3 non-finite) say so in ``--help``.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import zoo
+from ._malloc import reexec_with_tcmalloc
+from .errors import FsvaeError
+from .files import atomic_write_bytes, atomic_write_json
+
+EXIT_USAGE = 2
+IMAGE_FORMATS = ("png", "npy")
+
+
+class UsageError(FsvaeError):
+    """A command line that cannot work (a bad count, an unwritable output, no CUDA device)."""
+
+
+# -- the one error style -----------------------------------------------------------------------
+def command(main):
+    """Wrap a tool's ``main(argv) -> int``: a refused input (:class:`~fsvae_sj.errors.FsvaeError`,
+    and the ValueError / OSError a library raises for bad arguments or unreadable files) becomes
+    ``error: <message>`` on stderr and :data:`EXIT_USAGE`; anything else is a bug and keeps its
+    traceback."""
+    @functools.wraps(main)
+    def wrapped(argv=None) -> int:
+        try:
+            return main(argv)
+        except (FsvaeError, ValueError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    return wrapped
+
+
+def entry_point(main):
+    """The ``cli()`` of ``python -m fsvae_sj.<tool>`` and of its console script: re-execute under
+    tcmalloc when present (``fsvae_sj._malloc``), then exit with ``main()``'s status."""
+    def cli() -> None:
+        reexec_with_tcmalloc()
+        sys.exit(main())
+    return cli
+
+
+# -- shared flags --------------------------------------------------------------------------------
+def parser(prog: str, description: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f"python -m fsvae_sj.{prog}", description=description,
+                                   parents=list(parents),
+                                   epilog="Errors: one line on stderr, exit status 2.")
+
+
+def _flags() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)
+
+
+def model_flag(default: str | None = zoo.DEFAULT) -> argparse.ArgumentParser:
+    p = _flags()
+    p.add_argument("--model", default=default, metavar="NAME|PATH",
+                   help="zoo name (python -m fsvae_sj.zoo list) or path to a .safetensors checkpoint"
+                        + (f" (default: {default}, shipped in zoo/)" if default else ""))
+    return p
+
+
+def device_flag() -> argparse.ArgumentParser:
+    p = _flags()
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                   help="where to run (default auto: CUDA when present, else the CPU)")
+    return p
+
+
+def fused_lif_flag(default: bool) -> argparse.ArgumentParser:
+    p = _flags()
+    p.add_argument("--fused-lif", type=_boolean, default=default, metavar="BOOL",
+                   help="run the LIF neurons on torch.compile'd kernels: the same spikes, gradients equal to "
+                        "rounding, faster over long work; compiles for seconds to a minute at start (kept in "
+                        "inductor's on-disk cache), needs a C++ compiler on the CPU, else warns and runs "
+                        f"eager (default {str(default).lower()})")
+    return p
+
+
+def _boolean(s: str) -> bool:
+    if s.lower() not in ("1", "true", "yes", "0", "false", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
+    return s.lower() in ("1", "true", "yes")
+
+
+def seed_flag(default: int | None = 0) -> argparse.ArgumentParser:
+    p = _flags()
+    p.add_argument("--seed", type=int, default=default,
+                   help=f"random seed: image i depends only on (seed, i), whatever the batch size or device "
+                        f"(default {default})")
+    return p
+
+
+def count_flag(default: int, what: str, *old_spellings: str) -> argparse.ArgumentParser:
+    p = _flags()
+    p.add_argument("-n", "--num", *old_spellings, dest="num", type=int, default=default,
+                   help=f"number of {what} (default {default})")
+    return p
+
+
+def output_flag(what: str, *old_spellings: str) -> argparse.ArgumentParser:
+    p = _flags()
+    p.add_argument("-o", "--out", *old_spellings, dest="out", metavar="FILE", help=what)
+    return p
+
+
+# -- what the flags mean -------------------------------------------------------------------------
+def positive(value: int, flag: str) -> int:
+    if value < 1:
+        raise UsageError(f"{flag} must be >= 1, got {value}")
+    return value
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when present, else ``cpu``; a CUDA device without CUDA is refused."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not (name == "cpu" or name == "cuda" or name.startswith("cuda:")):
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} but no CUDA device is available; use --device cpu")
+    return name
+
+
+def load_model(name: str, device: str):
+    """The model ``--model`` names, in eval mode on ``device``; prints where its weights came from."""
+    model = zoo.load(name, device=device)
+    path, digest = zoo.weights_of(name)
+    print(f"weights: {name} -> {path} (sha256 {digest})")
+    return model
+
+
+def output_format(out: str | None, fmt: str | None) -> str:
+    """--format, else the suffix of --out (.png / .npy), else png; a mismatch is refused."""
+    suffix = Path(out).suffix.lower().lstrip(".") if out else ""
+    if fmt is None:
+        return suffix if suffix in IMAGE_FORMATS else "png"
+    if fmt not in IMAGE_FORMATS:
+        raise UsageError(f"unknown --format {fmt!r}; expected one of {IMAGE_FORMATS}")
+    if suffix in IMAGE_FORMATS and suffix != fmt:
+        raise UsageError(f"--out {out} ends in .{suffix} but --format is {fmt}; make them agree")
+    return fmt
+
+
+def check_output(out: str | None, fmt: str, default_stem: str) -> Path:
+    """The output path, validated before any work: known format, writable folder, not a folder."""
+    if fmt not in IMAGE_FORMATS:
+        raise UsageError(f"unknown --format {fmt!r}; expected one of {IMAGE_FORMATS}")
+    path = Path(out) if out else Path(f"{default_stem}.{fmt}")
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a folder; give a file name, e.g. {path / (default_stem + '.' + fmt)}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"output folder {folder} does not exist; create it or choose another --out")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {path}; choose another --out")
+    return path
+
+
+def image_flags() -> argparse.ArgumentParser:
+    """The image tools' own flags (sample, reconstruct): grid width, format, batch size."""
+    p = _flags()
+    p.add_argument("--nrow", type=int, default=8, help="images per row of the PNG grid (default 8)")
+    p.add_argument("--format", default=None, help="png (a grid) or npy (array (n, C, H, W) in [-1, 1]); "
+                                                  "default: the suffix of --out, else png")
+    p.add_argument("--batch-size", type=int, default=500, help="images generated per forward pass (default 500)")
+    return p
+
+
+def check_image_args(args, default_stem: str) -> Path:
+    """Counts, seed and output of an image tool, checked before any work; returns the output path."""
+    positive(args.num, "-n")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    positive(args.batch_size, "--batch-size")
+    positive(args.nrow, "--nrow")
+    args.format = output_format(args.out, args.format)
+    return check_output(args.out, args.format, default_stem)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_images(images: torch.Tensor, path: Path, fmt: str, nrow: int) -> None:
+    """``images`` in [-1, 1] as a PNG grid or an ``(n, C, H, W)`` float32 .npy, atomically."""
+    if fmt == "npy":
+        save_npy(path, images.cpu().numpy().astype(np.float32))
+        return
+    from torchvision.utils import save_image
+    buf = io.BytesIO()
+    save_image((images.cpu() + 1) / 2, buf, format="png", nrow=nrow)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_json(path: str | None, obj) -> None:
+    if path:
+        atomic_write_json(path, obj)

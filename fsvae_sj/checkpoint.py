@@ -1,0 +1,66 @@
+"""Our checkpoint format: one safetensors file whose metadata holds the model config.
+
+Models are rebuilt from config + weights (through the architecture registry,
+:data:`fsvae_sj.model.ARCHITECTURES`), never unpickled. Writes are atomic.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+from .files import atomic_write_bytes, sha256_file
+from .model import build_model, config_from_dict, load_state_strict
+
+FORMAT = "fsvae-sj/1"
+
+
+def save_model(model: torch.nn.Module, path: str | os.PathLike, extra: dict | None = None) -> str:
+    """Save weights + config as safetensors; returns the file's SHA-256."""
+    from safetensors.torch import save
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": model.config.to_json()}
+    if extra:
+        meta["extra"] = json.dumps(extra, sort_keys=True)
+    atomic_write_bytes(path, save(state, metadata=meta))
+    return sha256_file(path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict]:
+    """``(config dict, state_dict, extra)`` of a checkpoint in our format; raises
+    :class:`CheckpointError` for anything else (naming the tool for the authors' .pth)."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    data = b""
+    try:
+        data = path.read_bytes()
+        state = load(data)
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        if path.suffix in (".pth", ".pt") or data[:2] in (b"PK", b"\x1f\x8b"):   # zip or gzip: torch.save
+            raise CheckpointError(f"{path} looks like a PyTorch .pth checkpoint, not one of ours: if it is the "
+                                  f"authors' FSVAE, convert it first: python -m fsvae_sj.convert {path} "
+                                  f"{path.with_suffix('.safetensors')}") from e
+        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from e
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{path} is safetensors but not an fsvae-sj checkpoint "
+                              f"(metadata format={meta.get('format')!r}, expected {FORMAT!r})")
+    return json.loads(meta["config"]), state, json.loads(meta.get("extra", "{}"))
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild a model from one of our checkpoints, in eval mode. Strict: every key must match."""
+    cfg_dict, state, _ = read_checkpoint(path)
+    model = build_model(config_from_dict(cfg_dict))
+    load_state_strict(model, state, source=str(path))
+    return model.to(device).eval()
+
+
+__all__ = ["CheckpointError", "FORMAT", "load_model", "read_checkpoint", "save_model"]

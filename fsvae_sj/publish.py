@@ -1,0 +1,205 @@
+"""Maintainers: put a training run into the zoo with a measured card (``python -m fsvae_sj.zoo publish``).
+
+A library module above the zoo and the metrics: it reads the run's checkpoint, refuses weights
+that must not become an entry, measures them with the cards' protocol and writes
+``zoo/<name>.safetensors``, ``.json`` and ``.md``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from types import MappingProxyType
+
+import torch
+
+from . import zoo
+from .checkpoint import load_model, read_checkpoint
+from .datasets import DATASETS, canonical
+from .files import atomic_write_json, atomic_write_text, sha256_file
+from .metrics import PAPER_TABLE1, afd_score, evaluate, generate
+
+
+class PublishRefused(zoo.ZooError):
+    """``zoo publish`` found weights that must not become a zoo entry."""
+
+
+# A model whose seeded samples do not vary is dead: an untrained or few-step FSVAE never
+# fires in eval mode and gives one constant image (std 0.0 across samples). Trained
+# models measured here give 0.2 or more; the floor sits far below that and far above 0.
+MIN_SAMPLE_STD = 0.05
+
+
+def sample_spread(model, n: int = 64, seed: int = 0) -> float:
+    """Mean over pixels of the std across ``n`` seeded samples (0 for a constant generator)."""
+    with torch.no_grad():
+        x = model.sample(n, seed=seed)
+    return float(x.float().std(0).mean())
+
+
+def _checkpoint_of(src: Path) -> Path:
+    """The file ``publish`` takes from a run folder: the best evaluated weights if kept."""
+    if src.is_dir():
+        for name in ("best.safetensors", "model.safetensors"):
+            if (src / name).is_file():
+                return src / name
+        raise zoo.ZooError(f"{src} holds no best.safetensors nor model.safetensors")
+    if not src.is_file():
+        raise zoo.ZooError(f"no run folder or checkpoint at {src}")
+    return src
+
+
+def publish(src: Path, name: str, dataset: str | None = None, num_samples: int = 5000, seed: int = 0,
+            version: str | None = None, notes: str = "", force: bool = False) -> zoo.Weights:
+    """Maintainers: put trained weights into ``zoo/`` with a measured card.
+
+    ``src`` is a run folder (its ``best.safetensors``, else ``model.safetensors``) or a
+    checkpoint file. Refuses (:class:`PublishRefused`) non-finite weights, a generator
+    whose 64 seeded samples do not vary (mean per-pixel std < ``MIN_SAMPLE_STD``), and,
+    unless ``force``, an AE Frechet distance worse than the entry it would replace.
+    Measures recon MSE on the whole test set and AE Frechet on ``num_samples`` samples
+    (seed ``seed``) with :func:`fsvae_sj.evaluate.evaluate`, then copies the file and writes
+    ``zoo/<name>.json`` and ``zoo/<name>.md`` (the learning curve and budget come from the
+    checkpoint's metadata, written by ``fsvae_sj.train``).
+    """
+    run = Path(src) if Path(src).is_dir() else None
+    src = _checkpoint_of(Path(src))
+    cfg, state, extra = read_checkpoint(src)
+    # The learning curve and budget: the run's latest save knows more than its best one.
+    log = read_checkpoint(run / "model.safetensors")[2] if run and (run / "model.safetensors").is_file() else extra
+    bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise PublishRefused(f"{src} has non-finite weights ({', '.join(bad[:4])}); not published")
+    tcfg = extra.get("train_config", {})
+    dataset = dataset or tcfg.get("dataset")
+    if not dataset:
+        raise zoo.ZooError(f"{src} does not say its dataset; pass --dataset")
+    model = load_model(src)
+    spread = sample_spread(model)
+    if spread < MIN_SAMPLE_STD:
+        raise PublishRefused(f"{src}: its 64 seeded samples hardly vary (mean per-pixel std {spread:.4f} < "
+                             f"{MIN_SAMPLE_STD}): the generator is dead (untrained or too few steps); not published")
+    res = evaluate(model, dataset, ("recon", "afd"), num_samples=num_samples, seed=seed)
+    old_path = zoo.ZOO_DIR / f"{name}.json"
+    if old_path.is_file() and not force and res["afd"] is not None:
+        old = _current_afd(zoo.Weights.from_json(json.loads(old_path.read_text())), dataset, num_samples, seed,
+                           res["protocol"]["images"])
+        if old is not None and res["afd"] > old:
+            raise PublishRefused(f"{src}: AE Frechet {res['afd']:.3f} is worse than the current {name} entry's "
+                                 f"{old:.3f} ({res['protocol']['images']}); not published (--force to replace it "
+                                 f"anyway)")
+    dest = zoo.ZOO_DIR / f"{name}.safetensors"
+    zoo.ZOO_DIR.mkdir(exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    arch = cfg.get("arch", "fsvae")
+    history = log.get("history") or []
+    evals = log.get("evals") or []
+    epoch, step = int(extra.get("epoch", 0)), int(extra.get("step", 0))
+    cpu_h = round(float(extra.get("cpu_seconds", 0.0)) / 3600, 3)
+    paper = PAPER_TABLE1.get((dataset, arch))
+    per_epoch = [float(r["cpu_hours"]) - float(p["cpu_hours"]) for p, r in zip(history, history[1:])
+                 if r.get("cpu_hours") not in (None, "") and p.get("cpu_hours") not in (None, "")]
+    recipe = {
+        "by": "fsvae-sj (python -m fsvae_sj.train)", "train_config": tcfg,
+        "weights": extra.get("weights", "raw") + (" (exponential moving average)" if extra.get("weights") == "ema"
+                                                  else ""),
+        "epochs completed": epoch, "steps into the current epoch": step,
+        "cpu_hours": cpu_h,
+        "cpu_hours of the whole run so far": round(float(log.get("cpu_seconds", 0.0)) / 3600, 3),
+        "batch size": tcfg.get("batch_size"),
+        "cpu_hours (how)": "CPU time of the training process (all its threads); the warm-start folders' "
+                           "hours before per-process accounting are their wall time x 1 thread (an upper bound)",
+        "hardware": "2-core x86-64 CPU, one thread per run, two runs sharing the machine, no GPU",
+        "provenance": extra.get("provenance") or [],
+        "per-epoch log": history,
+        "evaluations": evals,
+    }
+    if per_epoch and paper:
+        recipe["projection: the paper's budget"] = (
+            f"150 epochs at the last measured {per_epoch[-1]:.2f} CPU-hours per epoch: about "
+            f"{150 * per_epoch[-1]:.0f} CPU-hours on this machine")
+    if paper:
+        recipe["projection: the paper's AE Frechet"] = afd_projection(evals, paper["autoencoder_frechet"])
+    metrics = {"recon_mse": round(res["recon_mse"], 5), "autoencoder_frechet": round(res["afd"], 3),
+               "inception_score": None, "fid": None, "sample_spread": round(spread, 4)}
+    w = zoo.Weights(
+        name=name, version=version or f"e{epoch}s{step}",
+        file_name=dest.name, sha256=sha256_file(dest), size=dest.stat().st_size,
+        arch_config=MappingProxyType(cfg), dataset=dataset, split="train (60,000 images)",
+        transforms=DATASETS[canonical(dataset)].transforms,
+        license_weights="MIT (fsvae-sj)",
+        license_data=DATASETS[canonical(dataset)].license,
+        num_params=sum(t.numel() for k, t in state.items() if not k.endswith(
+            ("running_mean", "running_var", "num_batches_tracked"))),
+        metrics=MappingProxyType(metrics),
+        eval_protocol=MappingProxyType({**res["protocol"], **{f"note {k}": v for k, v in res["notes"].items()},
+                                        "sample_spread": "mean per-pixel std across 64 samples, seed 0",
+                                        "inception_score/fid": "not measured: Inception weights cannot be "
+                                                               "downloaded on the training machine",
+                                        "paper (Table 1, the authors' numbers)": paper or "no row",
+                                        "library versions": res["versions"]}),
+        recipe=MappingProxyType(recipe),
+        notes=notes or _default_notes("FSVAE" if arch == "fsvae" else "ANN VAE", dataset, tcfg, epoch, step,
+                                      cpu_h, extra, paper, metrics))
+    atomic_write_json(zoo.ZOO_DIR / f"{name}.json", w.to_json())
+    atomic_write_text(zoo.ZOO_DIR / f"{name}.md", w.card())
+    return w
+
+
+def afd_projection(evals: list[dict], target: float) -> str:
+    """CPU-hours at which a power law fitted to the best AE Frechet distance so far (raw or EMA,
+    per evaluation) against CPU-hours reaches ``target``: an extrapolation, stated as one."""
+    points, best = [], math.inf
+    for r in evals:
+        vals = [float(r[k]) for k in ("afd", "ema_afd") if r.get(k) not in (None, "")]
+        hours = float(r["cpu_hours"]) if r.get("cpu_hours") not in (None, "") else 0.0
+        if vals and hours > 0:   # a log-log fit: logged hours of 0 (rounded) carry no information
+            best = min(best, *vals)
+            if best > 0:
+                points.append((math.log(hours), math.log(best)))
+    if len(points) < 3:
+        return "not enough evaluations to fit"
+    n = len(points)
+    mx, my = sum(p[0] for p in points) / n, sum(p[1] for p in points) / n
+    sxx = sum((p[0] - mx) ** 2 for p in points)
+    slope = sum((p[0] - mx) * (p[1] - my) for p in points) / sxx if sxx else 0.0
+    hours = [math.exp(p[0]) for p in points]
+    span = f"{n} evaluations between {min(hours):.2f} and {max(hours):.2f} CPU-hours"
+    if slope >= 0:
+        return f"none: the best AE Frechet distance did not fall over the {span}"
+    at = math.exp(mx + (math.log(target) - my) / slope)
+    return (f"about {at:.0f} CPU-hours to reach {target} (best AE Frechet ~ CPU-hours^{slope:.2f}, fitted to "
+            f"the {span}; an extrapolation far beyond the data, not a promise)")
+
+
+def _current_afd(w: zoo.Weights, dataset: str, num_samples: int, seed: int, protocol: str) -> float | None:
+    """The AE Frechet distance of the entry being replaced, under the new measurement's protocol:
+    its card's number if measured the same way, else measured again (the distance is biased by
+    the sample count, so numbers of different protocols do not compare)."""
+    if w.eval_protocol.get("images") == protocol:
+        return w.metrics.get("autoencoder_frechet")
+    path = zoo.ZOO_DIR / w.file_name
+    if not path.is_file():
+        return None
+    return afd_score(generate(load_model(path), num_samples, seed), dataset)
+
+
+def _default_notes(arch, dataset, tcfg, epoch, step, cpu_h, extra, paper, metrics) -> str:
+    warm = [p for p in extra.get("provenance") or [] if "warm" in p.get("event", "")]
+    lines = [f"{arch} trained by this project on {dataset}: {epoch} epochs and {step} steps of batch "
+             f"{tcfg.get('batch_size')} (the paper: 150 epochs of batch 250), {cpu_h} CPU-hours on a 2-core CPU. "
+             f"A SHORT budget: the metrics below are ours, measured with fsvae_sj.evaluate."]
+    if extra.get("weights") == "ema":
+        lines.append(f"The published weights are the exponential moving average (decay {tcfg.get('ema_decay')}) "
+                     f"of the training weights, chosen because its AE Frechet distance was lower.")
+    if warm:
+        lines.append("Training continued from earlier runs: " + "; ".join(
+            f"{p['from']} at epoch {p['epoch']} step {p['step']} (optimiser restarted)" for p in warm) + ".")
+    if paper:
+        lines.append(f"Paper (Table 1): recon MSE {paper['recon_mse']}, AE Frechet {paper['autoencoder_frechet']}; "
+                     f"here: recon MSE {metrics['recon_mse']}, AE Frechet {metrics['autoencoder_frechet']}.")
+    return "\n\n".join(lines)

@@ -1,0 +1,343 @@
+"""Pretrained models: ``zoo.load("fashion-mnist")``, ``zoo.list_models()``, model cards.
+
+Entries are immutable :class:`Weights` records (torchvision-style) read from the
+JSON files in the repository's ``zoo/`` folder, plus the authors' CelebA model.
+Files are found, in order, in ``zoo/`` beside the package (a clone), in the
+cache (argument > ``$FSVAE_SJ_HOME`` > ``$TORCH_HOME/fsvae_sj`` >
+``~/.cache/torch/fsvae_sj``), or downloaded from the entry's URLs into the cache
+(temporary file, size + hash check, atomic rename, under a file lock).
+``FSVAE_SJ_OFFLINE=1`` (read at call time) never touches the network.
+Command line: ``python -m fsvae_sj.zoo list | info NAME | download NAME | verify | publish``
+(``zoo/__main__.py``); putting a training run into the zoo is :mod:`fsvae_sj.publish`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import torch
+
+from ..authors import load_authors_checkpoint
+from ..checkpoint import CheckpointError, load_model, read_checkpoint, save_model
+from ..config import FSVAEConfig
+from ..errors import FsvaeError
+from ..files import sha256_file
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def _zoo_dir() -> Path:
+    """The copy a wheel installs in the package, else ``zoo/`` of a clone (editable install).
+    (Never a ``zoo`` folder that merely sits beside an installed package.)"""
+    installed = _PACKAGE / "zoo_files"
+    return installed if installed.is_dir() else _PACKAGE.parent / "zoo"
+
+
+ZOO_DIR = _zoo_dir()
+DEFAULT = "fashion-mnist"
+
+FSVAE_CITATION = ("Kamata, Mukuta, Harada. Fully Spiking Variational Autoencoder. AAAI 2022. arXiv:2110.00375")
+SJ_CITATION = ("Fang et al. SpikingJelly: An open-source machine learning infrastructure platform for "
+               "spike-based intelligence. Science Advances 9(40), 2023")
+
+
+class ZooError(FsvaeError, RuntimeError):
+    """An unknown name, a file that is missing, corrupt or cannot be fetched."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One zoo entry. ``source_format`` is ``"fsvae-sj"`` (our safetensors) or
+    ``"authors"`` (their .pth, verified by ``git_blob`` and converted on load)."""
+
+    name: str
+    version: str
+    file_name: str
+    sha256: str | None
+    size: int | None
+    arch_config: MappingProxyType
+    dataset: str
+    split: str
+    transforms: str
+    license_weights: str
+    license_data: str
+    aliases: tuple[str, ...] = ()
+    urls: tuple[str, ...] = ()
+    source_format: str = "fsvae-sj"
+    git_blob: str | None = None
+    num_params: int | None = None
+    metrics: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    eval_protocol: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    recipe: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    notes: str = ""
+    citation: tuple[str, ...] = (FSVAE_CITATION, SJ_CITATION)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Weights":
+        d = dict(data)
+        for k in ("arch_config", "metrics", "eval_protocol", "recipe"):
+            d[k] = MappingProxyType(dict(d.get(k, {})))
+        for k in ("aliases", "urls", "citation"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def to_json(self) -> dict:
+        out = {}
+        for k in self.__dataclass_fields__:
+            v = getattr(self, k)
+            out[k] = dict(v) if isinstance(v, MappingProxyType) else list(v) if isinstance(v, tuple) else v
+        return out
+
+    def card(self) -> str:
+        """A markdown model card generated from the entry."""
+        m = "\n".join(f"| {k} | {v} |" for k, v in self.metrics.items()) or "| (none measured) | |"
+        proto = "\n".join(f"- {k}: {v}" for k, v in self.eval_protocol.items())
+        tables = {"per-epoch log": "Learning curve (per epoch)",
+                  "evaluations": "Evaluations during training (AE Frechet of the run's eval_samples samples, seed 0)"}
+        recipe = "\n".join(f"- {k}: {v}" for k, v in self.recipe.items() if k not in tables)
+        for key, title in tables.items():
+            if key in self.recipe or key == "per-epoch log":
+                recipe += "\n\n" + _markdown_table(self.recipe.get(key) or [], title)
+        return f"""# {self.name} (v{self.version})
+
+{self.notes}
+
+- Architecture: `{dict(self.arch_config)}`
+- Parameters: {self.num_params if self.num_params is not None else 'see arch'}
+- File: `{self.file_name}`, {self.size if self.size else 'size unknown'} bytes, SHA-256 `{self.sha256 or 'computed on first download'}`
+{f'- Upstream git blob: `{self.git_blob}`' if self.git_blob else ''}
+- Sources: {', '.join(self.urls) if self.urls else "shipped in this repository's zoo/"}
+- Data: {self.dataset}, {self.split} split; transforms: {self.transforms}
+- Licence of the weights: {self.license_weights}; of the data: {self.license_data}
+
+## Metrics
+
+| metric | value |
+| --- | --- |
+{m}
+
+Protocol:
+{proto}
+
+## Training recipe and budget
+{recipe}
+
+## Citation
+{chr(10).join('- ' + c for c in self.citation)}
+"""
+
+
+def _markdown_table(rows: list[dict], title: str) -> str:
+    if not rows:
+        return f"{title}: no epoch completed yet."
+    first = ("epoch", "step", "global_step", "scheduled_p", "cpu_hours")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    keys = [k for k in first if k in keys] + [k for k in keys if k not in first]
+    lines = [f"{title}:", "", "| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _builtin_entries() -> list[Weights]:
+    celeba = Weights(
+        name="celeba", version="authors-ffadb3d", file_name="fsvae_celeba_demo.pth", sha256=None, size=None,
+        arch_config=MappingProxyType({"arch": "fsvae", "in_channels": 3, "image_size": 64,
+                                      "hidden_dims": [32, 64, 128, 256, 512], "latent_dim": 128, "k": 20,
+                                      "n_steps": 16}),
+        dataset="CelebA", split="train (authors)", transforms="RandomHorizontalFlip, CenterCrop(148), Resize(64), [-1, 1]",
+        license_weights="MIT (c) 2021 Hiromichi Kamata (upstream repository)",
+        license_data="CelebA: non-commercial research purposes only",
+        urls=("https://github.com/kamata1729/FullySpikingVAE/raw/ffadb3d4bf4fe02927acb241ac11e6ad693c22dc/"
+              "demo_checkpoint/fsvae_celeba_demo.pth",),
+        source_format="authors", git_blob="a9455f1d8e3a5fe6fccccb3596f980f5bf6099c8", num_params=6_681_571,
+        metrics=MappingProxyType({"recon_mse": 0.051, "inception_score": 3.697, "fid": 101.6,
+                                  "autoencoder_frechet": 112.9}),
+        eval_protocol=MappingProxyType({"source": "the AUTHORS' numbers (paper Table 1), not measured by us",
+                                        "fid": "clean-fid, 5,000 samples", "is": "10 batches of 256 samples"}),
+        recipe=MappingProxyType({"by": "the authors", "epochs": 150, "batch": 250, "T": 16}),
+        notes="The authors' own CelebA weights (FSVAELarge), converted on load to fsvae-sj's time-first model.")
+    return [celeba]
+
+
+def _registry() -> dict[str, Weights]:
+    entries = _builtin_entries()
+    if ZOO_DIR.is_dir():
+        for p in sorted(ZOO_DIR.glob("*.json")):
+            entries.append(Weights.from_json(json.loads(p.read_text())))
+    reg = {}
+    for e in entries:
+        for key in (e.name, *e.aliases):
+            reg[key] = e
+    return reg
+
+
+def list_models() -> list[str]:
+    return sorted({w.name for w in _registry().values()})
+
+
+def get_weights(name: str) -> Weights:
+    reg = _registry()
+    if name == "DEFAULT":
+        name = DEFAULT
+    if name not in reg:
+        raise ZooError(f"unknown model {name!r}; valid names: {', '.join(list_models())} (or a path to a .safetensors file)")
+    return reg[name]
+
+
+def cache_dir(cache: str | os.PathLike | None = None) -> Path:
+    if cache is not None:
+        return Path(cache)
+    if os.environ.get("FSVAE_SJ_HOME"):
+        return Path(os.environ["FSVAE_SJ_HOME"])
+    torch_home = os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")
+    return Path(torch_home) / "fsvae_sj"
+
+
+def is_offline(offline: bool | None) -> bool:
+    return offline if offline is not None else os.environ.get("FSVAE_SJ_OFFLINE", "") not in ("", "0")
+
+
+def git_blob_id(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def verify(w: Weights, path: Path) -> str | None:
+    """None if ``path`` is the entry's file, else what is wrong."""
+    size = path.stat().st_size
+    if w.size is not None and size != w.size:
+        return f"size {size} bytes, expected {w.size}"
+    if w.git_blob is not None:
+        got = git_blob_id(path)
+        if got != w.git_blob:
+            return f"git blob {got}, expected {w.git_blob}"
+    if w.sha256 is not None:
+        got = sha256_file(path)
+        if got != w.sha256:
+            return f"SHA-256 {got}, expected {w.sha256}"
+    return None
+
+
+def _placement_help(w: Weights, target: Path) -> str:
+    url = w.urls[0] if w.urls else "(no download address: it ships in the repository's zoo/)"
+    return (f"Download {url} by hand and place it at {target} (it is checked against "
+            f"{'git blob ' + w.git_blob if w.git_blob else 'SHA-256 ' + str(w.sha256)} before use).")
+
+
+def fetch(w: Weights, cache: str | os.PathLike | None = None, offline: bool | None = None) -> Path:
+    """A verified local copy of the entry's file."""
+    local = ZOO_DIR / w.file_name
+    if local.is_file():
+        problem = verify(w, local)
+        if problem:
+            raise ZooError(f"{local} is corrupt ({problem}); restore it with `git checkout -- zoo/{w.file_name}`")
+        return local
+    target = cache_dir(cache) / w.file_name
+    if target.is_file():
+        problem = verify(w, target)
+        if problem is None:
+            return target
+        again = "Delete it to download again. " if w.urls else ""
+        raise ZooError(f"cached file {target} is corrupt or truncated ({problem}); it was not loaded. "
+                       + again + _placement_help(w, target))
+    if not w.urls:
+        raise ZooError(f"{w.name}: not in the zoo folder {ZOO_DIR} nor in the cache {target}, and it has no "
+                       f"download address. " + _placement_help(w, target))
+    if is_offline(offline):
+        raise ZooError(f"{w.name}: not in the repository's zoo/ nor in the cache {target}, and offline mode is on "
+                       f"(FSVAE_SJ_OFFLINE=1 or offline=True). " + _placement_help(w, target))
+    return _download(w, target)
+
+
+def _download(w: Weights, target: Path) -> Path:
+    from filelock import FileLock
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = Path(str(target) + ".lock")
+    try:
+        with FileLock(str(lock)):
+            return _download_locked(w, target)
+    finally:
+        lock.unlink(missing_ok=True)   # nothing left behind in the cache
+
+
+def _download_locked(w: Weights, target: Path) -> Path:
+    from tqdm import tqdm
+    if target.is_file() and verify(w, target) is None:  # another process finished it
+        return target
+    errors = []
+    for url in w.urls:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+                total = int(r.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=w.file_name) as bar:
+                    for block in iter(lambda: r.read(1 << 20), b""):
+                        f.write(block)
+                        bar.update(len(block))
+            problem = verify(w, tmp)
+            if problem:
+                errors.append(f"{url}: {problem}")
+                continue
+            os.replace(tmp, target)
+            return target
+        except OSError as e:
+            errors.append(f"{url}: {e}")
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise ZooError(f"could not fetch {w.name}: " + "; ".join(errors) + ". " + _placement_help(w, target))
+
+
+def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.device | None = None,
+         cache_dir: str | os.PathLike | None = None, offline: bool | None = None) -> torch.nn.Module:
+    """A ready model in eval mode, by zoo name or from a local checkpoint path."""
+    device = device or "cpu"
+    p = Path(name_or_path)
+    if p.suffix in (".safetensors", ".pth", ".pt") or p.is_file():
+        if not p.is_file():
+            raise ZooError(f"no file at {p}")
+        return load_model(p, device)
+    w = get_weights(str(name_or_path))
+    path = fetch(w, cache_dir, offline)
+    if w.source_format == "authors":
+        # The converted file is derived from the verified source: it is used only while it
+        # records that source's identity, else it is rebuilt.
+        converted = path.with_name(path.stem + ".fsvae-sj.safetensors")
+        if _derived_from(converted) != w.git_blob:
+            model = load_authors_checkpoint(path, FSVAEConfig.from_dict(dict(w.arch_config)))
+            save_model(model, converted, extra={"source": w.urls[0] if w.urls else w.file_name,
+                                                "git_blob": w.git_blob})
+            return model.to(device).eval()
+        path = converted
+    try:
+        model = load_model(path, device)
+    except CheckpointError as e:
+        raise ZooError(f"{w.name}: {e}") from e
+    return model
+
+
+def _derived_from(converted: Path) -> str | None:
+    """The source git blob a converted checkpoint records (None if absent or unreadable)."""
+    if not converted.is_file():
+        return None
+    try:
+        return read_checkpoint(converted)[2].get("git_blob")
+    except CheckpointError:
+        return None
+
+
+def weights_of(model_or_name: str | os.PathLike) -> tuple[str, str]:
+    """(path, SHA-256) of the file a name or path resolves to, for provenance lines."""
+    p = Path(model_or_name)
+    if p.is_file():
+        return str(p), sha256_file(p)
+    w = get_weights(str(model_or_name))
+    f = ZOO_DIR / w.file_name
+    if not f.is_file():
+        f = cache_dir() / w.file_name
+    return str(f), (w.sha256 or (sha256_file(f) if f.is_file() else "unknown"))

@@ -1,0 +1,89 @@
+"""The import graph of the package: no loops, at most 10 floors, no library module imports a
+command-line module. Imports inside functions count (a lazy import is still a dependency).
+
+    python tests/test_structure.py      # prints the floors, lowest first
+"""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "fsvae_sj"
+# The command-line layer and the thin mains on it; everything else is library.
+CLI = {"fsvae_sj._cli", "fsvae_sj.sample", "fsvae_sj.reconstruct", "fsvae_sj.evaluate", "fsvae_sj.train",
+       "fsvae_sj.convert", "fsvae_sj.ops", "fsvae_sj.data", "fsvae_sj.zoo.__main__"}
+MAX_FLOORS = 10
+
+
+def module_name(path: Path) -> str:
+    parts = ["fsvae_sj", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([node.module] if node.module else []))
+                subs = {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in files}
+                deps |= subs if len(subs) == len(node.names) else subs | {base}   # names from base itself
+        graph[name] = {d for d in deps if d in files and d != name}
+    return graph
+
+
+def floors(graph: dict[str, set[str]]) -> dict[str, int]:
+    """Floor 0: imports nothing of ours; else one above the highest module it imports. Raises
+    ValueError naming a loop."""
+    floor, visiting = {}, []
+
+    def visit(m):
+        if m in floor:
+            return floor[m]
+        if m in visiting:
+            raise ValueError("import loop: " + " -> ".join(visiting[visiting.index(m):] + [m]))
+        visiting.append(m)
+        floor[m] = 1 + max((visit(d) for d in graph[m]), default=-1)
+        visiting.pop()
+        return floor[m]
+    for m in sorted(graph):
+        visit(m)
+    return floor
+
+
+def test_no_import_loops_and_at_most_ten_floors():
+    f = floors(import_graph())
+    assert max(f.values()) + 1 <= MAX_FLOORS, drawing(f)
+
+
+def test_no_library_module_imports_a_command_line_module():
+    graph = import_graph()
+    assert CLI <= set(graph), sorted(CLI - set(graph))   # the list above names real modules
+    wrong = {m: sorted(graph[m] & CLI) for m in graph if m not in CLI and graph[m] & CLI}
+    assert not wrong, wrong
+
+
+def test_nothing_imports_the_package_facade():
+    """``fsvae_sj/__init__.py`` re-exports; a module importing it would sit above everything."""
+    assert not [m for m, deps in import_graph().items() if "fsvae_sj" in deps]
+
+
+def drawing(f: dict[str, int]) -> str:
+    graph = import_graph()
+    lines = []
+    for level in range(max(f.values()) + 1):
+        mods = sorted(m for m in f if f[m] == level)
+        lines.append(f"floor {level}: " + ", ".join(
+            m.removeprefix("fsvae_sj.") + (" [cli]" if m in CLI else "") for m in mods))
+    lines.append(f"{len(graph)} modules, {sum(map(len, graph.values()))} imports, no loop")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(drawing(floors(import_graph())))
