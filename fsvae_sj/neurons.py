@@ -23,6 +23,7 @@ Two implementations of the same node, chosen by ``impl``:
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import warnings
@@ -95,6 +96,15 @@ def _fused_backward(h_seq, grad_spikes, grad_v, decay: float, v_th: float, a: fl
 
 @functools.cache
 def _compiled(fn):
+    # Inductor imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" at
+    # import on every CPU-only machine: a line on stderr that says nothing about our work.
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension  # noqa: F401
+    finally:
+        log.setLevel(level)
     # dynamic=True: one kernel for every layer width M; each sequence length T compiles once
     # (the loop over T is unrolled). Inductor keeps compiled kernels in its on-disk cache,
     # so later processes load them in seconds.
