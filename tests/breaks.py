@@ -21,6 +21,8 @@ BREAKS = [
  ("8 training CLI dies at start", "fsvae_sj/train.py", "def main(argv=None) -> int:\n    args = parse_args(argv)", "def main(argv=None) -> int:\n    raise SystemExit(1)\n    args = parse_args(argv)", "tests/test_train.py -k killed"),
  ("K1 weight round trip loses buffers", "fsvae_sj/checkpoint.py", "state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}", "state = {k: (v.detach().cpu().contiguous() * (0.5 if k.endswith('running_var') else 1)) for k, v in model.state_dict().items()}", "tests/test_model.py -k round_trip"),
  ("K2 LIF charge rounding", "fsvae_sj/neurons.py", "            torch.mul(v, decay, out=h)\n", "            torch.sub(v, v / (1.0 / (1.0 - decay)), out=h)\n", "tests/test_neurons.py -k charge"),
+ ("P1 tdBN training statistics on channels-last input", "fsvae_sj/tdbn.py", "flat = x.flatten(0, 1).contiguous()", "flat = x.flatten(0, 1)", "tests/test_train_parity.py"),
+ ("P2 training step drops the MMD's PSP", "fsvae_sj/losses.py", "d = (psp(q_bar, tau_syn) - psp(p_bar, tau_syn)) ** 2", "d = (q_bar - p_bar) ** 2", "tests/test_train_parity.py -k float64"),
  ("K3 resume restarts", "fsvae_sj/training.py", "    if (run / STATE).is_file():\n        rs = _load_state", "    if False:\n        rs = _load_state", "tests/test_train.py -k stop_anywhere"),
 ]
 env = dict(os.environ, PYTHONPATH=B, OMP_NUM_THREADS="1")
