@@ -30,7 +30,7 @@ import warnings
 import torch
 
 from . import backend
-from .surrogate import Rect, RectSpike, rect_grad
+from .surrogate import Rect, RectSpike, RectSpikeT, rect_grad
 
 IMPLS = ("exact", "spikingjelly")
 
@@ -171,24 +171,10 @@ class _ExactLIF(torch.autograd.Function):
         return (tm.back(grad_x), tm.back_step(grad_v), *none)
 
 
-class _RectSpikeT(torch.autograd.Function):
-    """RectSpike with tensor parameters, as FlexSN passes its static inputs."""
-
-    @staticmethod
-    def forward(ctx, x, a, offset):
-        ctx.save_for_backward(x, a, offset)
-        return (x > 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        x, a, offset = ctx.saved_tensors
-        return grad_output * rect_grad(x, a, offset), None, None
-
-
 def _flexsn_step(x, v, decay, v_th, a, offset):
     """FlexSN's single-step core: a module-level function that captures nothing."""
     h = decay * v + x
-    spike = _RectSpikeT.apply(h - v_th, a, offset)
+    spike = RectSpikeT.apply(h - v_th, a, offset)
     return spike, h * (1.0 - spike)
 
 
@@ -231,9 +217,8 @@ class LIF(backend.LIFNode):
                              f"spikingjelly's functional.reset_net(model) (or .reset()) between sequences")
         if self.impl == "spikingjelly":
             return self._spikingjelly_forward(x_seq)
-        sg = self.surrogate_function
         spikes, v = _ExactLIF.apply(x_seq, self._initial_v(x_seq), self.decay,
-                                    self.v_threshold, sg.alpha, sg.offset, self.fused)
+                                    self.v_threshold, *self.surrogate_function.params(), self.fused)
         self.v = v
         return spikes
 
@@ -248,8 +233,7 @@ class LIF(backend.LIFNode):
     def _flexsn_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         where = (x_seq.device, x_seq.dtype)
         if self._flexsn is None or self._flexsn[1] != where:
-            sg = self.surrogate_function
-            consts = (self.decay, self.v_threshold, sg.alpha, sg.offset)
+            consts = (self.decay, self.v_threshold, *self.surrogate_function.params())
             static = tuple(torch.tensor(c, dtype=x_seq.dtype, device=x_seq.device) for c in consts)
             # a tuple, so that the helper is not registered as a submodule (no state_dict keys)
             self._flexsn = (backend.make_flexsn(_flexsn_step, static), where)

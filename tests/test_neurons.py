@@ -197,6 +197,23 @@ def test_rect_spike_is_heaviside():
     assert RectSpike.apply(x, 1.0, 0.0).tolist() == [0.0, 0.0, 1.0, 1.0]
 
 
+@pytest.mark.parametrize("preset,a", [("code", None), ("paper", 0.5)])
+def test_surrogate_hooks_primitive_is_the_spiking_backward(preset, a):
+    """SpikingJelly's hooks: ``forward`` is ``spiking_function`` (or ``primitive_function`` when
+    not spiking) with the surrogate's parameters, and the primitive's derivative is the rectangle
+    (SpikingJelly's ``check_manual_grad`` idea)."""
+    sg = Rect.preset(preset, 0.2, a)
+    x = torch.linspace(-1.5, 1.5, 3001).requires_grad_()
+    (g_spike,) = torch.autograd.grad(Rect.spiking_function(x, *sg.params()).sum(), x)
+    (g_prim,) = torch.autograd.grad(Rect.primitive_function(x, *sg.params()).sum(), x)
+    alpha, offset = sg.params()
+    edge = (((x.detach() - offset).abs() - alpha / 2).abs() < 1e-5)
+    assert torch.equal(g_spike[~edge], g_prim[~edge]) and g_spike.sum() > 0
+    assert torch.equal(sg(x), Rect.spiking_function(x, *sg.params()))
+    sg.set_spiking_mode(False)
+    assert torch.equal(sg(x), Rect.primitive_function(x, *sg.params()))
+
+
 @pytest.mark.parametrize("layout", ["flat", "channels_last"])
 def test_fused_kernels_equal_the_eager_ones(layout):
     """torch.compile'd LIF: spikes, membrane state and carried state bit for bit; gradients to rounding."""
