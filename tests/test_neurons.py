@@ -51,14 +51,23 @@ def test_spikes_and_gradients_match_authors_equations(impl):
     torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-5)
 
 
-def authors_membrane(x):
-    """The authors' membrane after the last step, u = 0.25 * u * (1 - o) + x, in float32."""
+def authors_charges(x):
+    """The authors' membrane u_t = 0.25 * u_{t-1} * (1 - o_{t-1}) + x_t of every step, before
+    the reset (``[T, ...]``), in float32."""
     u = torch.zeros_like(x[0])
     o = torch.zeros_like(x[0])
+    us = []
     for x_t in x:
         u = 0.25 * u * (1 - o) + x_t
         o = (u > 0.2).float()
-    return u * (1 - o)
+        us.append(u)
+    return torch.stack(us)
+
+
+def authors_membrane(x):
+    """The authors' membrane after the last step (reset applied), in float32."""
+    u = authors_charges(x)[-1]
+    return u * (1 - (u > 0.2).float())
 
 
 def test_exact_charge_is_bitwise_the_authors():
@@ -77,6 +86,30 @@ def test_exact_charge_is_bitwise_the_authors():
         other = u
     differs = float((other != authors_membrane(x)).float().mean())
     assert differs > 0.05, differs   # the input exercises the rounding difference
+
+
+def test_store_v_seq_keeps_the_authors_charged_membrane():
+    x = torch.randn(16, 8, 96, generator=torch.Generator().manual_seed(5)) * 0.15 + 0.08
+    lif = LIF(store_v_seq=True)
+    spikes = lif(x)
+    assert 0.05 < float(spikes.mean()) < 0.5
+    assert lif.v_seq.shape == x.shape and torch.equal(lif.v_seq, authors_charges(x))
+    assert torch.equal(lif.v, authors_membrane(x))
+    lif.reset()
+    assert lif.v_seq is None
+    off = LIF()
+    off(x)
+    assert getattr(off, "v_seq", None) is None  # off by default: nothing kept
+
+
+def test_store_v_seq_on_spikingjelly_route_is_its_own():
+    """SpikingJelly's store_v_seq on its route: the membrane after the reset (its convention)."""
+    x = inputs().detach()
+    lif = LIF(impl="spikingjelly", store_v_seq=True)
+    spikes = lif(x)
+    h = authors_charges(x)
+    assert lif.v_seq.shape == x.shape
+    torch.testing.assert_close(lif.v_seq, h * (1 - spikes), rtol=0, atol=1e-6)
 
 
 def test_fires_strictly_above_threshold():
@@ -226,7 +259,7 @@ def test_fused_kernels_equal_the_eager_ones(layout):
         x = x.view(16, 3, 4, 5, 6)
     runs = []
     for fused in (False, True):
-        lif = use_fused_kernels(LIF(surrogate=Rect.preset("paper", 0.2, 0.5)), fused)
+        lif = use_fused_kernels(LIF(surrogate=Rect.preset("paper", 0.2, 0.5), store_v_seq=True), fused)
         assert lif.fused is fused
         xi = x.clone().requires_grad_(True)
         first = lif(xi[:10])
@@ -234,8 +267,9 @@ def test_fused_kernels_equal_the_eager_ones(layout):
         spikes = torch.cat([first, second])
         w = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(4))
         ((spikes * w).sum() + lif.v.square().sum()).backward()
-        runs.append((spikes.detach(), lif.v.detach(), xi.grad))
-    (s0, v0, g0), (s1, v1, g1) = runs
+        runs.append((spikes.detach(), lif.v.detach(), xi.grad, lif.v_seq))
+    (s0, v0, g0, h0), (s1, v1, g1, h1) = runs
     assert 0.05 < float(s0.mean()) < 0.5  # the inputs make neurons fire and stay silent
     assert torch.equal(s0, s1) and torch.equal(v0, v1) and s1.shape == x.shape
+    assert torch.equal(h0, h1) and h1.shape == x[10:].shape  # store_v_seq: the last call's membranes
     assert g0.abs().sum() > 0 and torch.allclose(g0, g1, rtol=1e-6, atol=1e-7)
