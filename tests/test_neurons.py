@@ -186,6 +186,15 @@ def test_flexsn_core_matches_exact_path():
     torch.testing.assert_close(g1, g2, rtol=0, atol=1e-5)
 
 
+@pytest.mark.skipif(backend.LEGACY, reason="FlexSN exists only in SpikingJelly 2")
+def test_flexsn_route_stores_v_seq():
+    x = inputs().detach()
+    flex = LIF(impl="spikingjelly", store_v_seq=True)
+    spikes = flex._flexsn_forward(x)
+    assert flex.v_seq.shape == x.shape and torch.equal(flex.v_seq[-1], flex.v)
+    torch.testing.assert_close(flex.v_seq, authors_charges(x) * (1 - spikes), rtol=0, atol=1e-6)
+
+
 def _run_cuda_code(code: str, over_th: torch.Tensor) -> torch.Tensor:
     """Evaluate one line of the CuPy kernel's surrogate code with Python stand-ins for its
     operators (float: fabsf and the ternary; half2: the __h*2 intrinsics), elementwise."""
