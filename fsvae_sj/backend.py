@@ -34,12 +34,15 @@ LEGACY = not hasattr(neuron, "FlexSN")
 GENERATION = "0.0.0.0.14" if LEGACY else "2"
 
 LIFNode = neuron.LIFNode
+# Whether the neurons keep a multi-step call's membrane sequence as ``v_seq`` (both
+# generations do; a generation without the property cannot).
+STORE_V_SEQ = isinstance(getattr(LIFNode, "store_v_seq", None), property)
 SurrogateFunctionBase = surrogate.SurrogateFunctionBase
 MemoryModule = base.MemoryModule
 reset_net = functional.reset_net
 
 __all__ = [
-    "GENERATION", "LEGACY", "SJ_VERSION", "LIFNode", "SurrogateFunctionBase",
+    "GENERATION", "LEGACY", "SJ_VERSION", "STORE_V_SEQ", "LIFNode", "SurrogateFunctionBase",
     "MemoryModule", "reset_net", "lif_node_kwargs", "fused_route", "make_flexsn", "sj_plot",
 ]
 

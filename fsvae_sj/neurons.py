@@ -19,6 +19,12 @@ Two implementations of the same node, chosen by ``impl``:
 * ``"spikingjelly"``: SpikingJelly's own multi-step path with the same
   surrogate: its fused kernels on CUDA (legacy CuPy in training mode, FlexSN
   in SpikingJelly 2), its torch loop elsewhere.
+
+``store_v_seq=True`` (SpikingJelly's option) keeps the membrane sequence of the
+last call as ``v_seq [T, ...]``: on the exact route the charged membrane before
+the reset, ``h_t = decay * v_{t-1} + x_t`` (what the authors call u_t; detached);
+on the ``"spikingjelly"`` route whatever the installed SpikingJelly stores (the
+membrane after the reset).
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ import warnings
 import torch
 
 from . import backend
-from .surrogate import Rect, RectSpike, rect_grad
+from .surrogate import Rect, RectSpike, RectSpikeT, rect_grad
 
 IMPLS = ("exact", "spikingjelly")
 
@@ -150,6 +156,8 @@ class _ExactLIF(torch.autograd.Function):
     Only the charged membrane ``h`` is kept for backward; spikes and surrogate
     masks are recomputed from it, which keeps memory traffic low (no per-step
     autograd graph). ``fused``: run the ``torch.compile`` kernels instead of eager.
+    Returns ``(spikes, v_last, h_seq)``; ``h_seq`` (the charged membranes, already
+    kept for backward) carries no gradient.
     """
 
     @staticmethod
@@ -159,15 +167,18 @@ class _ExactLIF(torch.autograd.Function):
         if not fused:
             spikes, h_seq, v = _eager_forward(x_seq, v0, decay, v_th)
             ctx.save_for_backward(h_seq)
-            return spikes, v
+            ctx.mark_non_differentiable(h_seq)
+            return spikes, v, h_seq
         tm = TimeMajor(x_seq)
         spikes, h_seq, v = _run_fused(_fused_forward, tm.flat(x_seq), tm.flat_step(v0), decay, v_th)
         ctx.save_for_backward(h_seq)
         ctx.layout = tm
-        return tm.back(spikes), tm.back_step(v)
+        h_out = tm.back(h_seq)
+        ctx.mark_non_differentiable(h_out)
+        return tm.back(spikes), tm.back_step(v), h_out
 
     @staticmethod
-    def backward(ctx, grad_spikes, grad_v_last):
+    def backward(ctx, grad_spikes, grad_v_last, _grad_h_seq):
         (h_seq,) = ctx.saved_tensors
         none = (None,) * 5
         if not ctx.fused:
@@ -181,24 +192,10 @@ class _ExactLIF(torch.autograd.Function):
         return (tm.back(grad_x), tm.back_step(grad_v), *none)
 
 
-class _RectSpikeT(torch.autograd.Function):
-    """RectSpike with tensor parameters, as FlexSN passes its static inputs."""
-
-    @staticmethod
-    def forward(ctx, x, a, offset):
-        ctx.save_for_backward(x, a, offset)
-        return (x > 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        x, a, offset = ctx.saved_tensors
-        return grad_output * rect_grad(x, a, offset), None, None
-
-
 def _flexsn_step(x, v, decay, v_th, a, offset):
     """FlexSN's single-step core: a module-level function that captures nothing."""
     h = decay * v + x
-    spike = _RectSpikeT.apply(h - v_th, a, offset)
+    spike = RectSpikeT.apply(h - v_th, a, offset)
     return spike, h * (1.0 - spike)
 
 
@@ -206,11 +203,12 @@ class LIF(backend.LIFNode):
     """Multi-step FSVAE LIF node (``[T, N, ...]`` in, spikes out).
 
     ``surrogate`` is a :class:`~fsvae_sj.surrogate.Rect`; its default is the
-    authors' code preset.
+    authors' code preset. ``store_v_seq``: keep the last call's membrane sequence
+    as ``self.v_seq`` (see the module's docstring); off by default, free when off.
     """
 
     def __init__(self, v_threshold: float = 0.2, decay: float = 0.25,
-                 surrogate: Rect | None = None, impl: str = "exact"):
+                 surrogate: Rect | None = None, impl: str = "exact", store_v_seq: bool = False):
         if impl not in IMPLS:
             raise ValueError(f"unknown LIF impl {impl!r}; expected one of {IMPLS}")
         if not 0.0 < decay < 1.0:
@@ -219,6 +217,7 @@ class LIF(backend.LIFNode):
         super().__init__(tau=1.0 / (1.0 - decay), decay_input=False, v_threshold=v_threshold,
                          v_reset=0.0, surrogate_function=surrogate, detach_reset=False,
                          step_mode="m", **backend.lif_node_kwargs(fused=impl == "spikingjelly"))
+        self.store_v_seq = store_v_seq  # SpikingJelly's property (a reset clears v_seq)
         self.decay = decay
         self.impl = impl
         self.fused = False  # exact impl: torch.compile'd kernels (see use_fused_kernels)
@@ -241,13 +240,17 @@ class LIF(backend.LIFNode):
                              f"spikingjelly's functional.reset_net(model) (or .reset()) between sequences")
         if self.impl == "spikingjelly":
             return self._spikingjelly_forward(x_seq)
-        sg = self.surrogate_function
-        spikes, v = _ExactLIF.apply(x_seq, self._initial_v(x_seq), self.decay,
-                                    self.v_threshold, sg.alpha, sg.offset, self.fused)
+        spikes, v, h_seq = _ExactLIF.apply(x_seq, self._initial_v(x_seq), self.decay,
+                                           self.v_threshold, *self.surrogate_function.params(), self.fused)
         self.v = v
+        if self.store_v_seq:
+            self.v_seq = h_seq
         return spikes
 
     def _spikingjelly_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if self.store_v_seq and not backend.STORE_V_SEQ:
+            raise RuntimeError(f"store_v_seq on lif_impl='spikingjelly' needs a SpikingJelly whose neurons "
+                               f"store v_seq; the installed {backend.SJ_VERSION} does not (use impl='exact')")
         if backend.fused_route(x_seq, self.training) == "flexsn-triton":
             return self._flexsn_forward(x_seq)
         if backend.LEGACY:
@@ -258,16 +261,18 @@ class LIF(backend.LIFNode):
     def _flexsn_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         where = (x_seq.device, x_seq.dtype)
         if self._flexsn is None or self._flexsn[1] != where:
-            sg = self.surrogate_function
-            consts = (self.decay, self.v_threshold, sg.alpha, sg.offset)
+            consts = (self.decay, self.v_threshold, *self.surrogate_function.params())
             static = tuple(torch.tensor(c, dtype=x_seq.dtype, device=x_seq.device) for c in consts)
             # a tuple, so that the helper is not registered as a submodule (no state_dict keys)
             self._flexsn = (backend.make_flexsn(_flexsn_step, static), where)
         flex = self._flexsn[0]
         flex.reset()
+        flex.store_state_seqs = self.store_v_seq
         flex._state_0 = self._initial_v(x_seq)
         spikes = flex(x_seq)
         self.v = flex._state_0
+        if self.store_v_seq:
+            self.v_seq = flex.state_seqs[0]
         return spikes
 
 

@@ -2,7 +2,13 @@
 
 Forward is the Heaviside step ``x > 0`` (strictly greater, as the authors' code);
 backward is ``(1/a) * 1[|x - offset| < a/2]`` where SpikingJelly passes
-``x = u - V_th``. Two presets:
+``x = u - V_th``. :class:`Rect` plugs into SpikingJelly through its surrogate
+base's hooks (``spiking_function``, ``primitive_function``, ``cuda_codes``);
+:func:`rect_grad` is the one place the gradient formula is written, which every
+LIF route calls (the exact autograd function, its compiled kernels, FlexSN's
+core through :class:`RectSpikeT`, SpikingJelly's loop through :class:`RectSpike`;
+the legacy CuPy kernel gets it as CUDA code from ``cuda_codes``).
+Two presets:
 
 * ``"code"``: what the authors' code trains with: width 1, height 1, centred at
   membrane ``u = 0`` (so ``offset = -V_th``).
@@ -39,13 +45,31 @@ class RectSpike(torch.autograd.Function):
         return grad_output * rect_grad(x, ctx.a, ctx.offset), None, None
 
 
+class RectSpikeT(torch.autograd.Function):
+    """:class:`RectSpike` with tensor parameters, as FlexSN passes its static inputs."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, a: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, a, offset)
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        x, a, offset = ctx.saved_tensors
+        return grad_output * rect_grad(x, a, offset), None, None
+
+
 def _float_literal(v: float) -> str:
     return f"{float(v)!r}f"
 
 
 class Rect(SurrogateFunctionBase):
     """Rectangle surrogate with width ``a`` (height ``1/a``) centred at ``offset``
-    in SpikingJelly's ``x = u - V_th`` coordinates."""
+    in SpikingJelly's ``x = u - V_th`` coordinates.
+
+    SpikingJelly's surrogate base assumes one parameter (``alpha``, here the width
+    ``a``); the second, ``offset``, is passed to the hooks beside it, by
+    :meth:`params` (the LIF routes read both through it)."""
 
     def __init__(self, a: float = 1.0, offset: float = 0.0, spiking: bool = True):
         if not a > 0:
@@ -65,14 +89,27 @@ class Rect(SurrogateFunctionBase):
     def a(self) -> float:
         return self.alpha
 
+    def params(self) -> tuple[float, float]:
+        """``(alpha, offset)``: the arguments of the hooks and of :func:`rect_grad` after ``x``."""
+        return self.alpha, self.offset
+
     def extra_repr(self) -> str:
         return f"a={self.alpha}, offset={self.offset}, spiking={self.spiking}"
 
+    @staticmethod
+    def spiking_function(x: torch.Tensor, alpha: float, offset: float) -> torch.Tensor:
+        """Heaviside ``x > 0`` forward, :func:`rect_grad` backward."""
+        return RectSpike.apply(x, alpha, offset)
+
+    @staticmethod
+    def primitive_function(x: torch.Tensor, alpha: float, offset: float) -> torch.Tensor:
+        """The clipped ramp whose derivative is the rectangle."""
+        return ((x - offset) / alpha + 0.5).clamp(0.0, 1.0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spiking:
-            return RectSpike.apply(x, self.alpha, self.offset)
-        # The primitive whose derivative is the rectangle: a clipped ramp.
-        return ((x - self.offset) / self.alpha + 0.5).clamp(0.0, 1.0)
+        # Both generations' base forward pass ``alpha`` alone; ours passes both parameters.
+        fn = self.spiking_function if self.spiking else self.primitive_function
+        return fn(x, *self.params())
 
     def cuda_codes(self, y: str, x: str, dtype: str) -> str:
         """Backward code for the legacy CuPy LIF kernel (``x`` is ``h - v_th``)."""

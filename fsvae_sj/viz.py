@@ -7,6 +7,7 @@ Everything works headless (Agg); :func:`save` writes PNG or SVG.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -136,17 +137,19 @@ def layer_activity(records: dict[str, torch.Tensor], dpi=100):
 
 def membrane_trace(inputs, lif: LIF, neuron: int = 0, title: str | None = None, dpi=100):
     """Membrane potential u_t (before reset) and spikes of one neuron of ``lif`` fed
-    ``inputs [T, ...]`` (e.g. captured with a forward hook), threshold marked (SpikingJelly)."""
-    x = _np(inputs).reshape(len(inputs), -1)[:, neuron]
-    u, v, spikes = [], 0.0, []
-    for x_t in x:
-        h = np.float32(lif.decay) * np.float32(v) + x_t
-        s = float(h > np.float32(lif.v_threshold))
-        u.append(h)
-        spikes.append(s)
-        v = 0.0 if s else h
-    return sj_plot("plot_one_neuron_v_s", np.array(u), np.array(spikes), v_threshold=lif.v_threshold, v_reset=0.0,
-                   title=title or f"neuron {neuron}: membrane u[t] and spikes", figsize=(8, 4), dpi=dpi)
+    ``inputs [T, ...]`` (e.g. captured with a forward hook), threshold marked (SpikingJelly).
+
+    The trace is the neuron's own: a reset copy of ``lif`` runs the inputs on its exact
+    (eager) route with ``store_v_seq`` and the plot shows its ``v_seq``; ``lif`` is untouched."""
+    x = torch.as_tensor(_np(inputs)).reshape(len(inputs), -1)[:, neuron:neuron + 1]
+    probe = copy.deepcopy(lif)
+    probe.reset()
+    # the exact route keeps the membrane before the reset (SpikingJelly's route keeps it after)
+    probe.impl, probe.fused, probe.store_v_seq = "exact", False, True
+    with torch.no_grad():
+        spikes = probe(x)
+    return sj_plot("plot_one_neuron_v_s", _np(probe.v_seq[:, 0]), _np(spikes[:, 0]), v_threshold=lif.v_threshold,
+                   v_reset=0.0, title=title or f"neuron {neuron}: membrane u[t] and spikes", figsize=(8, 4), dpi=dpi)
 
 
 def psp_and_mmd(q_bar, p_bar, channels=(0, 1, 2), tau_syn: float = 2.0, dpi=100):

@@ -51,14 +51,23 @@ def test_spikes_and_gradients_match_authors_equations(impl):
     torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-5)
 
 
-def authors_membrane(x):
-    """The authors' membrane after the last step, u = 0.25 * u * (1 - o) + x, in float32."""
+def authors_charges(x):
+    """The authors' membrane u_t = 0.25 * u_{t-1} * (1 - o_{t-1}) + x_t of every step, before
+    the reset (``[T, ...]``), in float32."""
     u = torch.zeros_like(x[0])
     o = torch.zeros_like(x[0])
+    us = []
     for x_t in x:
         u = 0.25 * u * (1 - o) + x_t
         o = (u > 0.2).float()
-    return u * (1 - o)
+        us.append(u)
+    return torch.stack(us)
+
+
+def authors_membrane(x):
+    """The authors' membrane after the last step (reset applied), in float32."""
+    u = authors_charges(x)[-1]
+    return u * (1 - (u > 0.2).float())
 
 
 def test_exact_charge_is_bitwise_the_authors():
@@ -77,6 +86,30 @@ def test_exact_charge_is_bitwise_the_authors():
         other = u
     differs = float((other != authors_membrane(x)).float().mean())
     assert differs > 0.05, differs   # the input exercises the rounding difference
+
+
+def test_store_v_seq_keeps_the_authors_charged_membrane():
+    x = torch.randn(16, 8, 96, generator=torch.Generator().manual_seed(5)) * 0.15 + 0.08
+    lif = LIF(store_v_seq=True)
+    spikes = lif(x)
+    assert 0.05 < float(spikes.mean()) < 0.5
+    assert lif.v_seq.shape == x.shape and torch.equal(lif.v_seq, authors_charges(x))
+    assert torch.equal(lif.v, authors_membrane(x))
+    lif.reset()
+    assert lif.v_seq is None
+    off = LIF()
+    off(x)
+    assert getattr(off, "v_seq", None) is None  # off by default: nothing kept
+
+
+def test_store_v_seq_on_spikingjelly_route_is_its_own():
+    """SpikingJelly's store_v_seq on its route: the membrane after the reset (its convention)."""
+    x = inputs().detach()
+    lif = LIF(impl="spikingjelly", store_v_seq=True)
+    spikes = lif(x)
+    h = authors_charges(x)
+    assert lif.v_seq.shape == x.shape
+    torch.testing.assert_close(lif.v_seq, h * (1 - spikes), rtol=0, atol=1e-6)
 
 
 def test_fires_strictly_above_threshold():
@@ -153,6 +186,15 @@ def test_flexsn_core_matches_exact_path():
     torch.testing.assert_close(g1, g2, rtol=0, atol=1e-5)
 
 
+@pytest.mark.skipif(backend.LEGACY, reason="FlexSN exists only in SpikingJelly 2")
+def test_flexsn_route_stores_v_seq():
+    x = inputs().detach()
+    flex = LIF(impl="spikingjelly", store_v_seq=True)
+    spikes = flex._flexsn_forward(x)
+    assert flex.v_seq.shape == x.shape and torch.equal(flex.v_seq[-1], flex.v)
+    torch.testing.assert_close(flex.v_seq, authors_charges(x) * (1 - spikes), rtol=0, atol=1e-6)
+
+
 def _run_cuda_code(code: str, over_th: torch.Tensor) -> torch.Tensor:
     """Evaluate one line of the CuPy kernel's surrogate code with Python stand-ins for its
     operators (float: fabsf and the ternary; half2: the __h*2 intrinsics), elementwise."""
@@ -197,6 +239,23 @@ def test_rect_spike_is_heaviside():
     assert RectSpike.apply(x, 1.0, 0.0).tolist() == [0.0, 0.0, 1.0, 1.0]
 
 
+@pytest.mark.parametrize("preset,a", [("code", None), ("paper", 0.5)])
+def test_surrogate_hooks_primitive_is_the_spiking_backward(preset, a):
+    """SpikingJelly's hooks: ``forward`` is ``spiking_function`` (or ``primitive_function`` when
+    not spiking) with the surrogate's parameters, and the primitive's derivative is the rectangle
+    (SpikingJelly's ``check_manual_grad`` idea)."""
+    sg = Rect.preset(preset, 0.2, a)
+    x = torch.linspace(-1.5, 1.5, 3001).requires_grad_()
+    (g_spike,) = torch.autograd.grad(Rect.spiking_function(x, *sg.params()).sum(), x)
+    (g_prim,) = torch.autograd.grad(Rect.primitive_function(x, *sg.params()).sum(), x)
+    alpha, offset = sg.params()
+    edge = (((x.detach() - offset).abs() - alpha / 2).abs() < 1e-5)
+    assert torch.equal(g_spike[~edge], g_prim[~edge]) and g_spike.sum() > 0
+    assert torch.equal(sg(x), Rect.spiking_function(x, *sg.params()))
+    sg.set_spiking_mode(False)
+    assert torch.equal(sg(x), Rect.primitive_function(x, *sg.params()))
+
+
 @pytest.mark.parametrize("layout", ["flat", "channels_last"])
 def test_fused_kernels_equal_the_eager_ones(layout):
     """torch.compile'd LIF: spikes, membrane state and carried state bit for bit; gradients to rounding."""
@@ -209,7 +268,7 @@ def test_fused_kernels_equal_the_eager_ones(layout):
         x = x.view(16, 3, 4, 5, 6)
     runs = []
     for fused in (False, True):
-        lif = use_fused_kernels(LIF(surrogate=Rect.preset("paper", 0.2, 0.5)), fused)
+        lif = use_fused_kernels(LIF(surrogate=Rect.preset("paper", 0.2, 0.5), store_v_seq=True), fused)
         assert lif.fused is fused
         xi = x.clone().requires_grad_(True)
         first = lif(xi[:10])
@@ -217,8 +276,9 @@ def test_fused_kernels_equal_the_eager_ones(layout):
         spikes = torch.cat([first, second])
         w = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(4))
         ((spikes * w).sum() + lif.v.square().sum()).backward()
-        runs.append((spikes.detach(), lif.v.detach(), xi.grad))
-    (s0, v0, g0), (s1, v1, g1) = runs
+        runs.append((spikes.detach(), lif.v.detach(), xi.grad, lif.v_seq))
+    (s0, v0, g0, h0), (s1, v1, g1, h1) = runs
     assert 0.05 < float(s0.mean()) < 0.5  # the inputs make neurons fire and stay silent
     assert torch.equal(s0, s1) and torch.equal(v0, v1) and s1.shape == x.shape
+    assert torch.equal(h0, h1) and h1.shape == x[10:].shape  # store_v_seq: the last call's membranes
     assert g0.abs().sum() > 0 and torch.allclose(g0, g1, rtol=1e-6, atol=1e-7)

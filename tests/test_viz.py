@@ -68,6 +68,24 @@ def test_layer_activity_and_membrane_trace(tiny_model, tiny_cfg):
     assert np.allclose(v_line, [0.1, 0.225, 0.3, 0.0], atol=1e-6)
 
 
+def test_membrane_trace_comes_from_the_neuron(monkeypatch):
+    """The plotted u[t] is the neuron's stored membrane (store_v_seq), so the neuron's own
+    parameters shape it, and the LIF handed in keeps its state."""
+    from fsvae_sj import neurons
+    calls = []
+    eager = neurons._eager_forward
+    monkeypatch.setattr(neurons, "_eager_forward", lambda *a: calls.append(a) or eager(*a))
+    inputs = torch.tensor([[0.1, 0.2, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0]]).T  # [T=4, 2 neurons]
+    lif = neurons.LIF(v_threshold=0.3, decay=0.5)
+    lif(torch.full((2, 2), 0.05))
+    state = lif.v.clone()
+    fig = viz.membrane_trace(inputs, lif, neuron=0)
+    assert len(calls) == 2  # one call of the real neuron for the trace
+    # decay 0.5, threshold 0.3: 0.1, 0.05 + 0.2, 0.125 + 0.3 (fires), reset then 0.0
+    assert np.allclose(fig.axes[0].lines[0].get_ydata(), [0.1, 0.25, 0.425, 0.0], atol=1e-6)
+    assert torch.equal(lif.v, state) and not lif.store_v_seq
+
+
 def test_psp_and_mmd_per_step_bars():
     q = torch.ones(4, 2, 3)
     p = torch.zeros(4, 2, 3)
