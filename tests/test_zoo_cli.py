@@ -163,6 +163,21 @@ def test_zoo_info_prints_the_architecture_from_the_header(capsys):
     assert arch == [f"- Architecture: `{zoo.read_config(zoo.ZOO_DIR / 'mnist.safetensors')}`"]
 
 
+def test_loading_by_name_hashes_the_file_once(monkeypatch, capsys, tmp_path):
+    """The CLI's provenance line uses the digest load() verified: no second lookup or hash."""
+    from fsvae_sj import _cli
+    calls = []
+    real = zoo.sha256_file
+    monkeypatch.setattr(zoo, "sha256_file", lambda p: calls.append(p) or real(p))
+    _cli.load_model("mnist", "cpu")
+    w = zoo.get_weights("mnist")
+    assert calls == [zoo.ZOO_DIR / w.file_name]
+    assert capsys.readouterr().out == f"weights: mnist -> {zoo.ZOO_DIR / w.file_name} (sha256 {w.sha256})\n"
+    calls.clear()
+    _cli.load_model(str(zoo.ZOO_DIR / "mnist.safetensors"), "cpu")   # a path: hashed once, for the line
+    assert calls == [zoo.ZOO_DIR / "mnist.safetensors"]
+
+
 def test_sample_cli_png_npy_latents_and_reproducibility(tmp_path, capsys):
     assert sample_main(["-n", "5", "--out", str(tmp_path / "a.npy"), "--format", "npy", "--seed", "3",
                         "--save-latents", str(tmp_path / "z.npy"), "--batch-size", "2"]) == 0

@@ -15,6 +15,7 @@ Command line: ``python -m fsvae_sj.zoo list | info NAME | download NAME | verify
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -317,17 +318,36 @@ def _download_locked(w: Weights, target: Path) -> Path:
     raise ZooError(f"could not fetch {w.name}: " + "; ".join(errors) + ". " + _placement_help(w, target))
 
 
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a loaded model's weights came from, for provenance lines: the name or path asked
+    for and the verified file read (``model.weights_source`` after :func:`load`)."""
+
+    name: str
+    path: Path
+    recorded_sha256: str | None = None   # the entry's, already checked by fetch()
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The file's SHA-256: the entry's verified one, else hashed once, when first asked."""
+        return self.recorded_sha256 or sha256_file(self.path)
+
+
 def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.device | None = None,
          cache_dir: str | os.PathLike | None = None, offline: bool | None = None) -> torch.nn.Module:
-    """A ready model in eval mode, by zoo name or from a local checkpoint path."""
+    """A ready model in eval mode, by zoo name or from a local checkpoint path.
+
+    One way down: resolve the entry, fetch and verify its file, read, build, return. The model's
+    ``weights_source`` (:class:`WeightsSource`) says which file it came from and its SHA-256."""
     device = device or "cpu"
     p = Path(name_or_path)
     if p.suffix in (".safetensors", ".pth", ".pt") or p.is_file():
         if not p.is_file():
             raise ZooError(f"no file at {p}")
-        return load_model(p, device)
+        return _with_source(load_model(p, device), WeightsSource(str(name_or_path), p))
     w = get_weights(str(name_or_path))
     path = fetch(w, cache_dir, offline)
+    source = WeightsSource(str(name_or_path), path, w.sha256)
     if w.source_format == "authors":
         # The converted file is derived from the verified source: it is used only while it
         # records that source's identity, else it is rebuilt.
@@ -336,12 +356,17 @@ def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.devic
             model = load_authors_checkpoint(path, w.config)
             save_model(model, converted, extra={"source": w.urls[0] if w.urls else w.file_name,
                                                 "git_blob": w.git_blob})
-            return model.to(device).eval()
+            return _with_source(model.to(device).eval(), source)
         path = converted
     try:
         model = load_model(path, device)
     except CheckpointError as e:
         raise ZooError(f"{w.name}: {e}") from e
+    return _with_source(model, source)
+
+
+def _with_source(model: torch.nn.Module, source: WeightsSource) -> torch.nn.Module:
+    model.weights_source = source
     return model
 
 
@@ -353,15 +378,3 @@ def _derived_from(converted: Path) -> str | None:
         return read_checkpoint(converted)[2].get("git_blob")
     except CheckpointError:
         return None
-
-
-def weights_of(model_or_name: str | os.PathLike) -> tuple[str, str]:
-    """(path, SHA-256) of the file a name or path resolves to, for provenance lines."""
-    p = Path(model_or_name)
-    if p.is_file():
-        return str(p), sha256_file(p)
-    w = get_weights(str(model_or_name))
-    f = ZOO_DIR / w.file_name
-    if not f.is_file():
-        f = cache_dir() / w.file_name
-    return str(f), (w.sha256 or (sha256_file(f) if f.is_file() else "unknown"))
