@@ -163,6 +163,20 @@ def test_zoo_info_prints_the_architecture_from_the_header(capsys):
     assert arch == [f"- Architecture: `{zoo.read_config(zoo.ZOO_DIR / 'mnist.safetensors')}`"]
 
 
+def test_from_pretrained_is_the_zoo_model_in_eval_mode(tmp_path):
+    model = FSVAE.from_pretrained("fashion-mnist")
+    ref = zoo.load("fashion-mnist")
+    assert isinstance(model, FSVAE) and not model.training
+    assert model.state_dict().keys() == ref.state_dict().keys()
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in model.state_dict().items())
+    double = FSVAE.from_pretrained(zoo.ZOO_DIR / "fashion-mnist.safetensors", dtype=torch.float64, device="cpu")
+    assert next(double.parameters()).dtype == torch.float64 and not double.training
+    with pytest.raises(zoo.ZooError, match="valid names: .*fashion-mnist.*mnist"):
+        FSVAE.from_pretrained("imagenet")
+    with pytest.raises(zoo.CheckpointError, match="ANNVAE.*zoo.load"):
+        FSVAE.from_pretrained("mnist-ann")
+
+
 def test_loading_by_name_hashes_the_file_once(monkeypatch, capsys, tmp_path):
     """The CLI's provenance line uses the digest load() verified: no second lookup or hash."""
     from fsvae_sj import _cli

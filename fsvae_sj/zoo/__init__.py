@@ -31,6 +31,7 @@ from ..checkpoint import CheckpointError, load_model, read_checkpoint, read_conf
 from ..config import FSVAEConfig
 from ..errors import FsvaeError
 from ..files import sha256_file
+from ..model import register_weights_loader
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -378,3 +379,7 @@ def _derived_from(converted: Path) -> str | None:
         return read_checkpoint(converted)[2].get("git_blob")
     except CheckpointError:
         return None
+
+
+# FSVAE.from_pretrained (in the model module, below the zoo) loads through this.
+register_weights_loader(load)
