@@ -4,9 +4,9 @@ Where things live (the README's table has them all): ``neurons`` (the LIF), ``su
 (rectangle surrogate), ``tdbn``, ``layers``, ``bernoulli`` (autoregressive Bernoulli
 posterior/prior), ``model`` (FSVAE and the architecture registry), ``ann`` (ANN VAE baseline),
 ``losses``, ``checkpoint`` (our safetensors format), ``authors`` (the authors' checkpoints),
-``zoo`` (pretrained models: ``fsvae_sj.zoo.load``), ``datasets``, ``metrics``, ``training``;
-the command-line tools are ``sample``, ``reconstruct``, ``evaluate``, ``train``, ``zoo``,
-``convert``, ``ops`` and ``data`` on ``_cli``.
+``zoo`` (pretrained models: ``fsvae_sj.zoo.load``, ``FSVAE.from_pretrained``), ``datasets``,
+``metrics``, ``training``; the command-line tools are ``sample``, ``reconstruct``, ``evaluate``,
+``train``, ``zoo``, ``convert``, ``ops`` and ``data`` on ``_cli``.
 """
 from ._version import __version__
 from .ann import ANNVAE

@@ -146,8 +146,8 @@ def resolve_device(name: str) -> str:
 def load_model(name: str, device: str):
     """The model ``--model`` names, in eval mode on ``device``; prints where its weights came from."""
     model = zoo.load(name, device=device)
-    path, digest = zoo.weights_of(name)
-    print(f"weights: {name} -> {path} (sha256 {digest})")
+    src = model.weights_source   # the file load() resolved and verified: not looked up again
+    print(f"weights: {name} -> {src.path} (sha256 {src.sha256})")
     return model
 
 

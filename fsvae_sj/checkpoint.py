@@ -49,10 +49,26 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
                                   f"authors' FSVAE, convert it first: python -m fsvae_sj.convert {path} "
                                   f"{path.with_suffix('.safetensors')}") from e
         raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from e
+    return _config_of(meta, path), state, json.loads(meta.get("extra", "{}"))
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The model config a checkpoint of ours carries, read from the safetensors header alone
+    (the weights are not read): the architecture of a file without loading it."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from e
+    return _config_of(meta, Path(path))
+
+
+def _config_of(meta: dict, path: Path) -> dict:
     if meta.get("format") != FORMAT or "config" not in meta:
         raise CheckpointError(f"{path} is safetensors but not an fsvae-sj checkpoint "
                               f"(metadata format={meta.get('format')!r}, expected {FORMAT!r})")
-    return json.loads(meta["config"]), state, json.loads(meta.get("extra", "{}"))
+    return json.loads(meta["config"])
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -63,4 +79,4 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return model.to(device).eval()
 
 
-__all__ = ["CheckpointError", "FORMAT", "load_model", "read_checkpoint", "save_model"]
+__all__ = ["CheckpointError", "FORMAT", "load_model", "read_checkpoint", "read_config", "save_model"]

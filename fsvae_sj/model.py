@@ -1,6 +1,7 @@
 """FSVAE and FSVAELarge built from SpikingJelly LIF nodes, time-first ``[T, N, ...]``."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -172,6 +173,30 @@ class FSVAE(nn.Module):
         g = seeding.resolve(seed, generator, x.shape[0])
         return self(x, generator=g).x_recon
 
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None, cache_dir: str | os.PathLike | None = None,
+                        offline: bool | None = None) -> "FSVAE":
+        """A pretrained FSVAE in eval mode: a zoo name (``"fashion-mnist"``, ``"celeba"``, ...)
+        or a path to a ``.safetensors`` of ours (a training run's file loads alone: it carries its
+        config). ``device``/``dtype`` as in ``nn.Module.to``; ``cache_dir``/``offline`` as in
+        :func:`fsvae_sj.zoo.load`, which does the work (fetch, verify, build) and raises
+        :class:`~fsvae_sj.zoo.ZooError` listing the valid names for an unknown one.
+
+        Why here and not a builder with ``weights=`` beside the zoo: users find loading on the
+        class, as in diffusers. The zoo sits above this module (it builds models through the
+        registry below), so this module cannot import it, even lazily, without an import loop:
+        the zoo registers its loader with :func:`register_weights_loader` when it is imported,
+        which ``import fsvae_sj`` always does. (Attaching the method from the zoo instead would
+        hide it from a reader of this class.) Other architectures: :func:`fsvae_sj.zoo.load`."""
+        if _weights_loader is None:
+            raise RuntimeError("no weights loader registered; import fsvae_sj (it registers the zoo's)")
+        model = _weights_loader(name_or_path, device=device, cache_dir=cache_dir, offline=offline)
+        if not isinstance(model, cls):
+            raise CheckpointError(f"{name_or_path} holds a model of class {type(model).__name__}, not {cls.__name__}; "
+                                  f"load it with fsvae_sj.zoo.load({str(name_or_path)!r})")
+        return model.to(dtype=dtype) if dtype is not None else model
+
     def set_loop(self, loop: str) -> "FSVAE":
         if loop not in LOOPS:
             raise ValueError(f"unknown loop {loop!r}; expected one of {LOOPS}")
@@ -182,6 +207,19 @@ class FSVAE(nn.Module):
 def FSVAELarge(config: FSVAEConfig | None = None, **overrides) -> FSVAE:
     """The authors' ``FSVAELarge``: 64x64 input, channels 32..512 (CelebA)."""
     return FSVAE(config if config is not None else FSVAEConfig.large(), **overrides)
+
+
+# -- pretrained weights -----------------------------------------------------------------------
+# Set once by the zoo when it is imported (see FSVAE.from_pretrained): the hook lets the class
+# load by name without this module importing the zoo above it.
+_weights_loader = None
+
+
+def register_weights_loader(loader) -> None:
+    """Make ``loader(name_or_path, *, device, cache_dir, offline) -> eval-mode model`` the one
+    :meth:`FSVAE.from_pretrained` calls (:func:`fsvae_sj.zoo.load`)."""
+    global _weights_loader
+    _weights_loader = loader
 
 
 # -- the architecture registry ---------------------------------------------------------------

@@ -129,7 +129,7 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     w = zoo.Weights(
         name=name, version=version or f"e{epoch}s{step}",
         file_name=dest.name, sha256=sha256_file(dest), size=dest.stat().st_size,
-        arch_config=MappingProxyType(cfg), dataset=dataset, split="train (60,000 images)",
+        dataset=dataset, split="train (60,000 images)",
         transforms=DATASETS[canonical(dataset)].transforms,
         license_weights="MIT (fsvae-sj)",
         license_data=DATASETS[canonical(dataset)].license,

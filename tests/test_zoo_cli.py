@@ -3,8 +3,8 @@ import dataclasses
 import functools
 import http.server
 import io
+import json
 import threading
-from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -49,12 +49,7 @@ CELEBA = zoo._builtin_entries()[0]
 
 
 def stand_in_entries(url, blob, name="celeba"):
-    base = CELEBA
-    arch = {"arch": "fsvae", **{k: getattr(TINY_LARGE, k) for k in
-                                ("in_channels", "image_size", "hidden_dims", "latent_dim", "k", "n_steps")}}
-    arch["hidden_dims"] = list(arch["hidden_dims"])
-    return [dataclasses.replace(base, name=name, urls=(url,), git_blob=blob, arch_config=MappingProxyType(arch),
-                                num_params=None)]
+    return [dataclasses.replace(CELEBA, name=name, urls=(url,), git_blob=blob, config=TINY_LARGE, num_params=None)]
 
 
 def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, monkeypatch):
@@ -132,10 +127,69 @@ def test_shipped_entries_match_their_files():
         model = zoo.load(n)
         trainable = sum(p.numel() for p in model.parameters())
         assert trainable == w.num_params
-        assert dict(model.config.to_dict()) == dict(w.arch_config)
+        assert w.architecture() == model.config.to_dict()   # from the file's header
         assert w.metrics["recon_mse"] is not None and w.metrics["autoencoder_frechet"] is not None
         assert w.card().startswith(f"# {n} ")
     assert zoo.get_weights("celeba").num_params == sum(p.numel() for p in FSVAE(FSVAEConfig.large()).parameters())
+
+
+def test_the_config_is_stored_once():
+    """A shipped entry's architecture lives in its safetensors header only (the JSON describes
+    the entry); the authors' entry, whose .pth carries none, holds the converter's FSVAELarge."""
+    for p in sorted(zoo.ZOO_DIR.glob("*.json")):
+        data = json.loads(p.read_text())
+        assert "arch_config" not in data and "config" not in data, p
+        w = zoo.get_weights(data["name"])
+        assert w.config is None and w.architecture() == zoo.read_config(zoo.ZOO_DIR / w.file_name)
+    celeba = zoo.get_weights("celeba")
+    assert celeba.config == FSVAEConfig.large() and "config" not in celeba.to_json()
+
+
+def test_an_old_entry_with_the_duplicate_config_still_loads(tmp_path, monkeypatch):
+    old = json.loads((zoo.ZOO_DIR / "mnist-ann.json").read_text())
+    old["arch_config"] = {"arch": "ann-vae", "in_channels": 7}   # the old copy; the file wins
+    (tmp_path / "mnist-ann.json").write_text(json.dumps(old))
+    (tmp_path / "mnist-ann.safetensors").symlink_to(zoo.ZOO_DIR / "mnist-ann.safetensors")
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path)
+    w = zoo.get_weights("mnist-ann")
+    assert w.config is None and w.architecture()["in_channels"] == 1
+    assert zoo.load("mnist-ann").config.in_channels == 1
+
+
+def test_zoo_info_prints_the_architecture_from_the_header(capsys):
+    from fsvae_sj.zoo.__main__ import main as zoo_main
+    assert zoo_main(["info", "mnist"]) == 0
+    arch = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- Architecture:")]
+    assert arch == [f"- Architecture: `{zoo.read_config(zoo.ZOO_DIR / 'mnist.safetensors')}`"]
+
+
+def test_from_pretrained_is_the_zoo_model_in_eval_mode(tmp_path):
+    model = FSVAE.from_pretrained("fashion-mnist")
+    ref = zoo.load("fashion-mnist")
+    assert isinstance(model, FSVAE) and not model.training
+    assert model.state_dict().keys() == ref.state_dict().keys()
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in model.state_dict().items())
+    double = FSVAE.from_pretrained(zoo.ZOO_DIR / "fashion-mnist.safetensors", dtype=torch.float64, device="cpu")
+    assert next(double.parameters()).dtype == torch.float64 and not double.training
+    with pytest.raises(zoo.ZooError, match="valid names: .*fashion-mnist.*mnist"):
+        FSVAE.from_pretrained("imagenet")
+    with pytest.raises(zoo.CheckpointError, match="ANNVAE.*zoo.load"):
+        FSVAE.from_pretrained("mnist-ann")
+
+
+def test_loading_by_name_hashes_the_file_once(monkeypatch, capsys, tmp_path):
+    """The CLI's provenance line uses the digest load() verified: no second lookup or hash."""
+    from fsvae_sj import _cli
+    calls = []
+    real = zoo.sha256_file
+    monkeypatch.setattr(zoo, "sha256_file", lambda p: calls.append(p) or real(p))
+    _cli.load_model("mnist", "cpu")
+    w = zoo.get_weights("mnist")
+    assert calls == [zoo.ZOO_DIR / w.file_name]
+    assert capsys.readouterr().out == f"weights: mnist -> {zoo.ZOO_DIR / w.file_name} (sha256 {w.sha256})\n"
+    calls.clear()
+    _cli.load_model(str(zoo.ZOO_DIR / "mnist.safetensors"), "cpu")   # a path: hashed once, for the line
+    assert calls == [zoo.ZOO_DIR / "mnist.safetensors"]
 
 
 def test_sample_cli_png_npy_latents_and_reproducibility(tmp_path, capsys):

@@ -2,6 +2,9 @@
 
 Entries are immutable :class:`Weights` records (torchvision-style) read from the
 JSON files in the repository's ``zoo/`` folder, plus the authors' CelebA model.
+A model's architecture is stored once: in its safetensors file's metadata (the JSON
+describes the entry, not the model), or, for the authors' .pth, as the config the
+converter builds (:meth:`FSVAEConfig.large`).
 Files are found, in order, in ``zoo/`` beside the package (a clone), in the
 cache (argument > ``$FSVAE_SJ_HOME`` > ``$TORCH_HOME/fsvae_sj`` >
 ``~/.cache/torch/fsvae_sj``), or downloaded from the entry's URLs into the cache
@@ -12,6 +15,7 @@ Command line: ``python -m fsvae_sj.zoo list | info NAME | download NAME | verify
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,10 +27,11 @@ from types import MappingProxyType
 import torch
 
 from ..authors import load_authors_checkpoint
-from ..checkpoint import CheckpointError, load_model, read_checkpoint, save_model
+from ..checkpoint import CheckpointError, load_model, read_checkpoint, read_config, save_model
 from ..config import FSVAEConfig
 from ..errors import FsvaeError
 from ..files import sha256_file
+from ..model import register_weights_loader
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -53,14 +58,16 @@ class ZooError(FsvaeError, RuntimeError):
 @dataclass(frozen=True)
 class Weights:
     """One zoo entry. ``source_format`` is ``"fsvae-sj"`` (our safetensors) or
-    ``"authors"`` (their .pth, verified by ``git_blob`` and converted on load)."""
+    ``"authors"`` (their .pth, verified by ``git_blob`` and converted on load).
+
+    ``config``: the architecture of a file that does not carry one (the authors' .pth); None
+    for our safetensors, whose header holds it (:meth:`architecture` reads it)."""
 
     name: str
     version: str
     file_name: str
     sha256: str | None
     size: int | None
-    arch_config: MappingProxyType
     dataset: str
     split: str
     transforms: str
@@ -70,6 +77,7 @@ class Weights:
     urls: tuple[str, ...] = ()
     source_format: str = "fsvae-sj"
     git_blob: str | None = None
+    config: FSVAEConfig | None = None
     num_params: int | None = None
     metrics: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     eval_protocol: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
@@ -80,7 +88,10 @@ class Weights:
     @classmethod
     def from_json(cls, data: dict) -> "Weights":
         d = dict(data)
-        for k in ("arch_config", "metrics", "eval_protocol", "recipe"):
+        # Entries written before the config was stored once repeat the weights file's config
+        # here; the file is the source of truth, so the copy is ignored.
+        d.pop("arch_config", None)
+        for k in ("metrics", "eval_protocol", "recipe"):
             d[k] = MappingProxyType(dict(d.get(k, {})))
         for k in ("aliases", "urls", "citation"):
             if k in d:
@@ -90,12 +101,28 @@ class Weights:
     def to_json(self) -> dict:
         out = {}
         for k in self.__dataclass_fields__:
+            if k == "config":   # never written to JSON: it lives in the weights file or in code
+                continue
             v = getattr(self, k)
             out[k] = dict(v) if isinstance(v, MappingProxyType) else list(v) if isinstance(v, tuple) else v
         return out
 
+    def architecture(self, cache: str | os.PathLike | None = None) -> dict | None:
+        """The model config as a dict: the entry's own ``config``, else the one in the header of
+        its local weights file (metadata only, no weights read); None before it is downloaded."""
+        if self.config is not None:
+            return self.config.to_dict()
+        for f in (ZOO_DIR / self.file_name, cache_dir(cache) / self.file_name):
+            if f.is_file():
+                try:
+                    return read_config(f)
+                except CheckpointError:
+                    return None
+        return None
+
     def card(self) -> str:
         """A markdown model card generated from the entry."""
+        arch = self.architecture()
         m = "\n".join(f"| {k} | {v} |" for k, v in self.metrics.items()) or "| (none measured) | |"
         proto = "\n".join(f"- {k}: {v}" for k, v in self.eval_protocol.items())
         tables = {"per-epoch log": "Learning curve (per epoch)",
@@ -108,7 +135,7 @@ class Weights:
 
 {self.notes}
 
-- Architecture: `{dict(self.arch_config)}`
+- Architecture: `{arch if arch is not None else 'recorded in the weights file (not present locally)'}`
 - Parameters: {self.num_params if self.num_params is not None else 'see arch'}
 - File: `{self.file_name}`, {self.size if self.size else 'size unknown'} bytes, SHA-256 `{self.sha256 or 'computed on first download'}`
 {f'- Upstream git blob: `{self.git_blob}`' if self.git_blob else ''}
@@ -147,15 +174,14 @@ def _markdown_table(rows: list[dict], title: str) -> str:
 def _builtin_entries() -> list[Weights]:
     celeba = Weights(
         name="celeba", version="authors-ffadb3d", file_name="fsvae_celeba_demo.pth", sha256=None, size=None,
-        arch_config=MappingProxyType({"arch": "fsvae", "in_channels": 3, "image_size": 64,
-                                      "hidden_dims": [32, 64, 128, 256, 512], "latent_dim": 128, "k": 20,
-                                      "n_steps": 16}),
         dataset="CelebA", split="train (authors)", transforms="RandomHorizontalFlip, CenterCrop(148), Resize(64), [-1, 1]",
         license_weights="MIT (c) 2021 Hiromichi Kamata (upstream repository)",
         license_data="CelebA: non-commercial research purposes only",
         urls=("https://github.com/kamata1729/FullySpikingVAE/raw/ffadb3d4bf4fe02927acb241ac11e6ad693c22dc/"
               "demo_checkpoint/fsvae_celeba_demo.pth",),
-        source_format="authors", git_blob="a9455f1d8e3a5fe6fccccb3596f980f5bf6099c8", num_params=6_681_571,
+        source_format="authors", git_blob="a9455f1d8e3a5fe6fccccb3596f980f5bf6099c8",
+        config=FSVAEConfig.large(),   # the authors' FSVAELarge, as the converter builds it
+        num_params=6_681_571,
         metrics=MappingProxyType({"recon_mse": 0.051, "inception_score": 3.697, "fid": 101.6,
                                   "autoencoder_frechet": 112.9}),
         eval_protocol=MappingProxyType({"source": "the AUTHORS' numbers (paper Table 1), not measured by us",
@@ -293,31 +319,55 @@ def _download_locked(w: Weights, target: Path) -> Path:
     raise ZooError(f"could not fetch {w.name}: " + "; ".join(errors) + ". " + _placement_help(w, target))
 
 
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a loaded model's weights came from, for provenance lines: the name or path asked
+    for and the verified file read (``model.weights_source`` after :func:`load`)."""
+
+    name: str
+    path: Path
+    recorded_sha256: str | None = None   # the entry's, already checked by fetch()
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The file's SHA-256: the entry's verified one, else hashed once, when first asked."""
+        return self.recorded_sha256 or sha256_file(self.path)
+
+
 def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.device | None = None,
          cache_dir: str | os.PathLike | None = None, offline: bool | None = None) -> torch.nn.Module:
-    """A ready model in eval mode, by zoo name or from a local checkpoint path."""
+    """A ready model in eval mode, by zoo name or from a local checkpoint path.
+
+    One way down: resolve the entry, fetch and verify its file, read, build, return. The model's
+    ``weights_source`` (:class:`WeightsSource`) says which file it came from and its SHA-256."""
     device = device or "cpu"
     p = Path(name_or_path)
     if p.suffix in (".safetensors", ".pth", ".pt") or p.is_file():
         if not p.is_file():
             raise ZooError(f"no file at {p}")
-        return load_model(p, device)
+        return _with_source(load_model(p, device), WeightsSource(str(name_or_path), p))
     w = get_weights(str(name_or_path))
     path = fetch(w, cache_dir, offline)
+    source = WeightsSource(str(name_or_path), path, w.sha256)
     if w.source_format == "authors":
         # The converted file is derived from the verified source: it is used only while it
         # records that source's identity, else it is rebuilt.
         converted = path.with_name(path.stem + ".fsvae-sj.safetensors")
         if _derived_from(converted) != w.git_blob:
-            model = load_authors_checkpoint(path, FSVAEConfig.from_dict(dict(w.arch_config)))
+            model = load_authors_checkpoint(path, w.config)
             save_model(model, converted, extra={"source": w.urls[0] if w.urls else w.file_name,
                                                 "git_blob": w.git_blob})
-            return model.to(device).eval()
+            return _with_source(model.to(device).eval(), source)
         path = converted
     try:
         model = load_model(path, device)
     except CheckpointError as e:
         raise ZooError(f"{w.name}: {e}") from e
+    return _with_source(model, source)
+
+
+def _with_source(model: torch.nn.Module, source: WeightsSource) -> torch.nn.Module:
+    model.weights_source = source
     return model
 
 
@@ -331,13 +381,5 @@ def _derived_from(converted: Path) -> str | None:
         return None
 
 
-def weights_of(model_or_name: str | os.PathLike) -> tuple[str, str]:
-    """(path, SHA-256) of the file a name or path resolves to, for provenance lines."""
-    p = Path(model_or_name)
-    if p.is_file():
-        return str(p), sha256_file(p)
-    w = get_weights(str(model_or_name))
-    f = ZOO_DIR / w.file_name
-    if not f.is_file():
-        f = cache_dir() / w.file_name
-    return str(f), (w.sha256 or (sha256_file(f) if f.is_file() else "unknown"))
+# FSVAE.from_pretrained (in the model module, below the zoo) loads through this.
+register_weights_loader(load)
