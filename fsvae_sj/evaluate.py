@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import _cli
 from .metrics import METRICS, evaluate
+from .neurons import use_fused_kernels
 
 
 @_cli.command
@@ -17,7 +18,7 @@ def main(argv=None) -> int:
     p = _cli.parser("evaluate", "Report the paper's Table 1 columns for a model or for real test images.",
                     _cli.model_flag(default=None), _cli.count_flag(5000, "generated samples", "--num-samples"),
                     _cli.seed_flag(), _cli.output_flag("write the result here as JSON (atomically)", "--json"),
-                    _cli.device_flag())
+                    _cli.device_flag(), _cli.fused_lif_flag(default=True))
     p.add_argument("--dataset", required=True)
     p.add_argument("--metrics", default="recon,afd", help=f"comma-separated subset of {','.join(METRICS)}")
     p.add_argument("--real", action="store_true", help="score the real test images instead of samples")
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     if not args.real:
         if not args.model:
             raise _cli.UsageError("give --model NAME|PATH, or --real to score real test images")
-        model = _cli.load_model(args.model, _cli.resolve_device(args.device))
+        model = use_fused_kernels(_cli.load_model(args.model, _cli.resolve_device(args.device)), args.fused_lif)
     res = evaluate(model, args.dataset, metrics, args.num, args.seed, args.real, args.data_root,
                    download=args.download)
     res["model"] = args.model
