@@ -126,7 +126,7 @@ def _run_fused(fn, *args):
         return _compiled(fn)(*args)
 
 
-class TimeMajor:
+class _TimeMajor:
     """A dense ``[T, ...]`` tensor as a ``[T, M]`` view in memory order (channels-last
     included; a copy only if the steps are not dense), and the way back: elementwise
     kernels over time then see two dimensions only."""
@@ -169,7 +169,7 @@ class _ExactLIF(torch.autograd.Function):
             ctx.save_for_backward(h_seq)
             ctx.mark_non_differentiable(h_seq)
             return spikes, v, h_seq
-        tm = TimeMajor(x_seq)
+        tm = _TimeMajor(x_seq)
         spikes, h_seq, v = _run_fused(_fused_forward, tm.flat(x_seq), tm.flat_step(v0), decay, v_th)
         ctx.save_for_backward(h_seq)
         ctx.layout = tm
