@@ -5,6 +5,7 @@ import contextlib
 import contextvars
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .neurons import lif_from_config
@@ -44,6 +45,45 @@ def per_step(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y.view(x.shape[0], x.shape[1], *y.shape[1:])
 
 
+class _ConvTranspose2dFn(torch.autograd.Function):
+    """``F.conv_transpose2d`` with the bias gradient taken as ``grad.sum((0, 2, 3))``.
+
+    On the CPU, ``convolution_backward`` of a channels-last transposed convolution spends
+    most of its time on the bias gradient (torch 2.14: 0.17 s of 0.20 s for FSVAE's last
+    decoder layer at batch 64, where the same sum takes 5 ms). Forward and the input and
+    weight gradients are the library's own kernels."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, conv):
+        stride, padding, dilation, _, output_padding, groups = conv
+        ctx.save_for_backward(x, weight)
+        ctx.conv = conv
+        return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, *ctx.conv, [need[0], need[1], False])
+        grad_b = grad.sum((0, 2, 3)) if need[2] else None
+        return grad_x, grad_w, grad_b, None
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` (same parameters, same outputs) whose backward takes the bias
+    gradient as a plain sum (see :class:`_ConvTranspose2dFn`): on the CPU, the backward of
+    FSVAE's four decoder layers at batch 64 takes ~0.15 s less."""
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        if output_size is not None or self.padding_mode != "zeros" or x.dim() != 4:
+            return super().forward(x, output_size)
+        conv = (list(self.stride), list(self.padding), list(self.dilation), True,
+                list(self.output_padding), self.groups)
+        return _ConvTranspose2dFn.apply(x, self.weight, self.bias, conv)
+
+
 class SpikingBlock(nn.Module):
     """``layer -> tdBN(alpha) -> LIF`` on a time-first sequence."""
 
@@ -62,7 +102,7 @@ def conv_block(c_in: int, c_out: int, cfg) -> SpikingBlock:
 
 
 def deconv_block(c_in: int, c_out: int, cfg) -> SpikingBlock:
-    return SpikingBlock(nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1), c_out, cfg)
+    return SpikingBlock(ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1), c_out, cfg)
 
 
 def linear_block(f_in: int, f_out: int, cfg, alpha: float = 1.0) -> SpikingBlock:

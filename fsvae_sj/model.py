@@ -26,6 +26,36 @@ class FSVAEOutput(NamedTuple):
     z: torch.Tensor         # [T, N, latent] sampled latent spike train
 
 
+class _TimeWeightedSum(torch.autograd.Function):
+    """``sum_t coef[t] * spikes[t]`` of ``spikes [T, N, ...]``, accumulated step by step in place
+    into an NCHW buffer; backward writes ``coef[t] * grad`` once into a gradient laid out in
+    memory like ``spikes``. Left to autograd, the in-place sum's backward zero-fills a whole
+    ``[T, N, ...]`` gradient per step and adds them up: in a batch-64 training step 17 fills and
+    15 additions of the step's largest tensor, ~130 ms, against ~22 ms for the one write.
+    Keeps no tensor but ``coef`` for backward."""
+
+    @staticmethod
+    def forward(ctx, spikes, coef):
+        ctx.save_for_backward(coef)
+        # memory order of spikes' dims, outermost first: the gradient gets the same layout,
+        # so the LIF's backward reads it without a copy
+        ctx.order = sorted(range(spikes.dim()), key=lambda d: -spikes.stride(d))
+        ctx.shape = spikes.shape
+        weighted = (spikes[0] * coef[0]).contiguous()
+        for t in range(1, spikes.shape[0]):
+            weighted.add_(spikes[t], alpha=float(coef[t]))
+        return weighted
+
+    @staticmethod
+    def backward(ctx, grad):
+        (coef,) = ctx.saved_tensors
+        order = ctx.order
+        dense = grad.new_empty([ctx.shape[d] for d in order])
+        grad_spikes = dense.permute([order.index(d) for d in range(len(order))])
+        torch.mul(grad.unsqueeze(0), coef.view(-1, *(1,) * grad.dim()), out=grad_spikes)
+        return grad_spikes, None
+
+
 class FSVAE(nn.Module):
     """Fully Spiking VAE (Kamata et al., AAAI 2022).
 
@@ -113,9 +143,7 @@ class FSVAE(nn.Module):
         # multiply and a sum over t on the CPU, and every image's sum in the same order whatever
         # the batch (a [T] x [T, M] matrix product is as fast but rounds by batch size). NCHW,
         # as the sum gave: the read-out convolution then rounds alike for every batch size.
-        weighted = (spikes[0] * coef[0]).contiguous()
-        for t in range(1, spikes.shape[0]):
-            weighted.add_(spikes[t], alpha=float(coef[t]))
+        weighted = _TimeWeightedSum.apply(spikes, coef)
         out = F.conv_transpose2d(conv_input(weighted), conv.weight, None, conv.stride, conv.padding,
                                  conv.output_padding, conv.groups, conv.dilation)
         return out + conv.bias.view(1, -1, 1, 1) * coef.sum()

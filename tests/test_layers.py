@@ -1,0 +1,66 @@
+"""Layers with hand-written backward passes: the same numbers as autograd's, faster."""
+import pytest
+import torch
+from torch import nn
+
+from fsvae_sj import FSVAE
+from fsvae_sj.layers import ConvTranspose2d
+
+
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format], ids=["channels_last", "nchw"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_conv_transpose_equals_torch_and_its_bias_gradient_is_at_least_as_accurate(fmt, dtype):
+    torch.manual_seed(0)
+    ref = nn.ConvTranspose2d(16, 8, 3, stride=2, padding=1, output_padding=1).to(dtype)
+    ours = ConvTranspose2d(16, 8, 3, stride=2, padding=1, output_padding=1).to(dtype)
+    ours.load_state_dict(ref.state_dict())
+    x = (torch.rand(256, 16, 8, 8) > 0.7).to(dtype).contiguous(memory_format=fmt)
+    x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ref, y_ours = ref(x_ref), ours(x_ours)
+    grad = torch.randn(y_ref.shape, dtype=dtype).contiguous(memory_format=fmt) * 100
+    y_ref.backward(grad)
+    y_ours.backward(grad)
+    assert torch.equal(y_ours, y_ref) and y_ours.stride() == y_ref.stride()
+    assert torch.equal(x_ours.grad, x_ref.grad)
+    assert torch.equal(ours.weight.grad, ref.weight.grad)
+    exact = grad.double().sum((0, 2, 3))
+    err_ours = (ours.bias.grad.double() - exact).abs().max()
+    err_ref = (ref.bias.grad.double() - exact).abs().max()
+    assert err_ours <= err_ref
+    if dtype == torch.float64:
+        torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-13, atol=1e-9)
+
+
+def test_conv_transpose_without_bias_and_with_frozen_input():
+    torch.manual_seed(0)
+    ref = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, bias=False)
+    ours = ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, bias=False)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 4, 5, 5)
+    ref(x).square().sum().backward()
+    ours(x).square().sum().backward()
+    assert torch.equal(ours.weight.grad, ref.weight.grad)
+
+
+def test_readout_gradient_is_each_steps_weight_times_the_image_gradient(tiny_cfg):
+    model = FSVAE(tiny_cfg)
+    T, c = tiny_cfg.n_steps, tiny_cfg.hidden_dims[0]
+    size = tiny_cfg.image_size
+    # spikes in the layout the LIF hands over (channels-last steps)
+    spikes = (torch.rand(T, 5, size, size, c) > 0.5).float().permute(0, 1, 4, 2, 3).requires_grad_()
+    out = model.readout(spikes)
+    weights = torch.randn(out.shape)
+    (out * weights).sum().backward()
+    # the same read-out written with autograd's own broadcast product and sum over time
+    coef = model.readout_coefficients(T)
+    ref_spikes = spikes.detach().clone().requires_grad_()
+    weighted = (coef.view(-1, 1, 1, 1, 1) * ref_spikes).sum(0)
+    conv = model.final_layer[1]
+    torch.nn.functional.conv_transpose2d(weighted, conv.weight, conv.bias * coef.sum(), conv.stride,
+                                         conv.padding, conv.output_padding).mul(weights).sum().backward()
+    torch.testing.assert_close(spikes.grad, ref_spikes.grad, rtol=1e-6, atol=1e-7)
+    assert spikes.grad.stride() == spikes.stride()
+    # step t's gradient is coef[t] times one image-shaped gradient, for every t
+    base = spikes.grad[-1]
+    for t in range(T):
+        assert torch.equal(spikes.grad[t], base * coef[t])
