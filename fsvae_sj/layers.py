@@ -31,6 +31,13 @@ def conv_input(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=_conv_format.get())
 
 
+def empty_for_conv(shape, like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised ``like``-typed tensor of ``shape`` in the memory format convolutions run in,
+    with the format's own strides (a size-1 batch keeps them too: converting a computed tensor
+    may leave ambiguous strides, and oneDNN then picks another algorithm, which rounds differently)."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_conv_format.get())
+
+
 def per_step(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Apply a stateless layer to every step of ``[T, N, ...]`` by folding T into the batch.
 
