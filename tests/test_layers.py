@@ -64,3 +64,26 @@ def test_readout_gradient_is_each_steps_weight_times_the_image_gradient(tiny_cfg
     base = spikes.grad[-1]
     for t in range(T):
         assert torch.equal(spikes.grad[t], base * coef[t])
+
+
+def test_spike_inputs_are_kept_as_bool_and_give_the_same_gradients():
+    from fsvae_sj.layers import _SavedAsBool, per_step
+
+    torch.manual_seed(0)
+    x = (torch.rand(4, 3, 8, 6, 6) > 0.6).float()
+    flat = x.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+    hooks = _SavedAsBool(flat)
+    dtype, packed = hooks.pack(flat)
+    assert packed.dtype == torch.bool and dtype == torch.float32
+    back = hooks.unpack((dtype, packed))
+    assert torch.equal(back, flat) and back.stride() == flat.stride()
+    weight = torch.randn(5, 8, 3, 3)
+    assert hooks.pack(weight)[1] is weight  # anything else is kept as it is
+    conv = nn.Conv2d(8, 5, 3, padding=1)
+    grads = []
+    for spikes in (False, True):
+        conv.zero_grad()
+        xi = x.clone().requires_grad_()
+        per_step(conv, xi, spikes=spikes).square().sum().backward()
+        grads.append((xi.grad, conv.weight.grad.clone()))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
