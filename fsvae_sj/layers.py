@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import tdbn_lif
 from .neurons import lif_from_config
 from .tdbn import TdBN
 
@@ -130,7 +131,15 @@ class SpikingBlock(nn.Module):
         self.lif = lif_from_config(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lif(self.bn(per_step(self.layer, x, spikes=True)))
+        return self.fire(per_step(self.layer, x, spikes=True))
+
+    def fire(self, y: torch.Tensor) -> torch.Tensor:
+        """tdBN then LIF on the weighted input ``y [T, N, C, ...]``: spikes of the same shape
+        (one compiled pass for convolution blocks on the LIF's fused kernels, see
+        :mod:`fsvae_sj.tdbn_lif`)."""
+        if tdbn_lif.applies(self.bn, self.lif, y):
+            return tdbn_lif.tdbn_lif(self.bn, self.lif, y)
+        return self.lif(self.bn(y))
 
 
 def conv_block(c_in: int, c_out: int, cfg) -> SpikingBlock:

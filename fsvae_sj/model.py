@@ -114,8 +114,10 @@ class FSVAE(nn.Module):
         T = self.config.n_steps
         first, rest = self.encoder[0], self.encoder[1:]
         # Direct encoding feeds the same image at every step: convolve it once.
-        cur = first.layer(conv_input(x))
-        cur = first.lif(first.bn(cur.unsqueeze(0).expand(T, *cur.shape)))
+        # conv_input twice: with one input channel the layout of the convolution's output is
+        # oneDNN's choice (NCHW here); the blocks' fused kernels want the convolutions' format.
+        cur = conv_input(first.layer(conv_input(x)))
+        cur = first.fire(cur.unsqueeze(0).expand(T, *cur.shape))
         cur = rest(cur)
         return self.before_latent_layer(cur.flatten(2))
 

@@ -28,15 +28,12 @@ membrane after the reset).
 """
 from __future__ import annotations
 
-import functools
-import logging
-import os
-import shutil
 import warnings
 
 import torch
 
 from . import backend
+from .compiled import can_compile, run_compiled
 from .surrogate import Rect, RectSpike, RectSpikeT, rect_grad
 
 IMPLS = ("exact", "spikingjelly")
@@ -100,32 +97,6 @@ def _fused_backward(h_seq, grad_spikes, grad_v, decay: float, v_th: float, a: fl
     return torch.stack(gs[::-1]), grad_v
 
 
-@functools.cache
-def _compiled(fn):
-    # Inductor imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" at
-    # import on every CPU-only machine: a line on stderr that says nothing about our work.
-    log = logging.getLogger("torch.utils.cpp_extension")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        import torch.utils.cpp_extension  # noqa: F401
-    finally:
-        log.setLevel(level)
-    # dynamic=True: one kernel for every layer width M; each sequence length T compiles once
-    # (the loop over T is unrolled). Inductor keeps compiled kernels in its on-disk cache,
-    # so later processes load them in seconds.
-    return torch.compile(fn, dynamic=True)
-
-
-def _run_fused(fn, *args):
-    # A training step meets every length T = 1..n_steps (the posterior's prefix runs), more
-    # than dynamo's default of 8 compiled versions per function; past the limit it would
-    # silently run eager.
-    limit = max(torch._dynamo.config.recompile_limit, 64)
-    with torch._dynamo.config.patch(recompile_limit=limit):
-        return _compiled(fn)(*args)
-
-
 class _TimeMajor:
     """A dense ``[T, ...]`` tensor as a ``[T, M]`` view in memory order (channels-last
     included; a copy only if the steps are not dense), and the way back: elementwise
@@ -170,7 +141,7 @@ class _ExactLIF(torch.autograd.Function):
             ctx.mark_non_differentiable(h_seq)
             return spikes, v, h_seq
         tm = _TimeMajor(x_seq)
-        spikes, h_seq, v = _run_fused(_fused_forward, tm.flat(x_seq), tm.flat_step(v0), decay, v_th)
+        spikes, h_seq, v = run_compiled(_fused_forward, tm.flat(x_seq), tm.flat_step(v0), decay, v_th)
         ctx.save_for_backward(h_seq)
         ctx.layout = tm
         h_out = tm.back(h_seq)
@@ -188,7 +159,7 @@ class _ExactLIF(torch.autograd.Function):
         tm = ctx.layout
         gs = tm.flat(grad_spikes) if grad_spikes is not None else torch.zeros_like(h_seq)
         gv = tm.flat_step(grad_v_last) if grad_v_last is not None else torch.zeros_like(h_seq[0])
-        grad_x, grad_v = _run_fused(_fused_backward, h_seq, gs, gv, *ctx.consts)
+        grad_x, grad_v = run_compiled(_fused_backward, h_seq, gs, gv, *ctx.consts)
         return (tm.back(grad_x), tm.back_step(grad_v), *none)
 
 
@@ -285,7 +256,7 @@ def use_fused_kernels(module: torch.nn.Module, enabled: bool = True) -> torch.nn
     on-disk cache makes later processes quick), so it pays for long runs (training,
     evaluation), not for a quick sample. Needs a C++ compiler on the CPU (Triton on CUDA).
     Returns ``module``."""
-    if enabled and not _can_compile(next(module.parameters(), torch.empty(0)).device):
+    if enabled and not can_compile(next(module.parameters(), torch.empty(0)).device):
         warnings.warn("no C++ compiler found (torch.compile needs one on the CPU): the LIF neurons stay "
                       "on the eager kernels", RuntimeWarning, stacklevel=2)
         enabled = False
@@ -293,12 +264,6 @@ def use_fused_kernels(module: torch.nn.Module, enabled: bool = True) -> torch.nn
         if isinstance(m, LIF):
             m.fused = bool(enabled)
     return module
-
-
-def _can_compile(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return True  # Triton ships with CUDA builds of torch
-    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++", "c++"))
 
 
 def lif_from_config(cfg) -> LIF:

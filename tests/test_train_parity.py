@@ -12,9 +12,15 @@ import os
 import pytest
 import torch
 
-from fsvae_sj import bernoulli
+from fsvae_sj import bernoulli, tdbn_lif
 from fsvae_sj.authors import load_authors_checkpoint
 from fsvae_sj.losses import fsvae_loss
+from fsvae_sj.neurons import use_fused_kernels
+
+# "eager": the modules one by one; "fused": the compiled kernels training runs on
+# (compiled LIF, tdBN + LIF in one pass for the convolution blocks).
+PATHS = pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+fused_block = tdbn_lif.tdbn_lif
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "train_parity_fsvae.pt.gz")
 
@@ -29,9 +35,9 @@ def projection_vector(n: int) -> torch.Tensor:
     return torch.cos(torch.arange(n, dtype=torch.float64) * 0.7548776662466927)
 
 
-def our_step(fixture, dtype, monkeypatch) -> dict:
+def our_step(fixture, dtype, monkeypatch, fused: bool = False) -> dict:
     """Our training forward and backward on the fixture's batch, with its posterior choices."""
-    model = load_authors_checkpoint(fixture["checkpoint_bytes"]).to(dtype).train()
+    model = use_fused_kernels(load_authors_checkpoint(fixture["checkpoint_bytes"]).to(dtype).train(), fused)
     draws = list(fixture["draws"].long())
     used = []
 
@@ -41,8 +47,13 @@ def our_step(fixture, dtype, monkeypatch) -> dict:
         return used[-1].to(device)
 
     monkeypatch.setattr(bernoulli, "draw_indices", scripted)
+    blocks = []
+    monkeypatch.setattr(tdbn_lif, "tdbn_lif", lambda bn, lif, x: blocks.append(bn) or fused_block(bn, lif, x))
     x = fixture["x"].to(dtype)
     out = model(x, scheduled_p=0.0)
+    # the fused path must have run every convolution block (encoder, decoder, final layer)
+    n_conv = 2 * len(model.config.hidden_dims)
+    assert len(blocks) == (n_conv if fused else 0), len(blocks)
     assert not draws, f"our posterior used {len(used)} of {len(used) + len(draws)} draws"
     losses = fsvae_loss(x, out.x_recon, out.q_out, out.p_out, "mmd")
     losses["loss"].backward()
@@ -57,9 +68,10 @@ def relative_errors(stats: dict, reference: dict) -> dict:
             for n in reference if not n.endswith("num_batches_tracked")}
 
 
-def test_float64_step_equals_the_authors(fixture, monkeypatch):
+@PATHS
+def test_float64_step_equals_the_authors(fixture, monkeypatch, fused):
     ref = fixture["float64"]
-    ours = our_step(fixture, torch.float64, monkeypatch)
+    ours = our_step(fixture, torch.float64, monkeypatch, fused)
     out, losses = ours["out"], ours["losses"]
     assert torch.equal(out.z.bool(), ref["z"])
     assert torch.equal(out.q_out.bool(), ref["q"])
@@ -90,10 +102,11 @@ def test_float64_step_equals_the_authors(fixture, monkeypatch):
     assert max(errors.values()) < 1e-12, max(errors.items(), key=lambda kv: kv[1])
 
 
-def test_float32_step_at_least_as_accurate_as_the_authors(fixture, monkeypatch):
+@PATHS
+def test_float32_step_at_least_as_accurate_as_the_authors(fixture, monkeypatch, fused):
     """Against the float64 step: running statistics and spikes no worse than their float32 step."""
     exact = fixture["float64"]
-    ours = our_step(fixture, torch.float32, monkeypatch)
+    ours = our_step(fixture, torch.float32, monkeypatch, fused)
     theirs_err = max(relative_errors(fixture["float32"]["running"], exact["running"]).values())
     ours_err = max(relative_errors(ours["running"], exact["running"]).items(), key=lambda kv: kv[1])
     assert ours_err[1] <= max(2 * theirs_err, 1e-6), (ours_err, theirs_err)

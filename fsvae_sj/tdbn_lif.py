@@ -1,0 +1,164 @@
+"""tdBN and the LIF neuron of a convolutional block in one compiled pass (the CPU's fast path).
+
+A spiking convolution block computes ``LIF(tdBN(conv(s)))`` over ``[T, N, C, H, W]``.
+Run as two modules, tdBN reads and writes the block's largest tensor (forward, backward,
+and, for accurate statistics on the CPU, a contiguous copy) and the LIF reads it again
+and keeps its own copy of the membranes for backward. Here both run in
+``torch.compile``'d kernels over the channels-last memory seen as ``[T, R, C]``
+(``R = N * H * W``):
+
+* training forward: the batch statistics (accumulated in float64: at least as accurate as
+  ``batch_norm``'s NCHW kernel, the reference the parity test holds us to), then the
+  normalisation and all T steps of the LIF in one pass; keeps only the block's input
+  ``x`` (and per-channel vectors) for backward;
+* training backward: normalisation and membranes recomputed from ``x``, BPTT through the
+  LIF (reset not detached, rectangle surrogate), then tdBN's backward with float64 sums;
+* eval: the authors' normalisation, operation for operation (the same roundings as
+  :class:`~fsvae_sj.tdbn.TdBN`'s eval branch: spikes bit-identical), then the LIF.
+
+Numbers: the same dynamics as :mod:`fsvae_sj.tdbn` and :mod:`fsvae_sj.neurons` (tests check
+eval spikes bit for bit, training against both modules and the authors' parity fixture).
+The membrane starts at rest (a fresh state, as every FSVAE block call does);
+:func:`applies` says when a block can take this path.
+"""
+from __future__ import annotations
+
+import torch
+
+from torch import nn
+
+from .compiled import run_compiled
+from .surrogate import rect_grad
+from .tdbn import TdBN
+
+
+def applies(bn: TdBN, lif: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``lif(bn(x))`` (``lif`` a :class:`~fsvae_sj.neurons.LIF`) can run here: the LIF on its compiled kernels (exact impl, no
+    ``v_seq`` kept) at rest, and ``x [T, N, C, H, W]`` channels-last at every step (steps
+    dense or all the same tensor: the encoder's first block repeats one image over T)."""
+    return (lif.fused and lif.impl == "exact" and not lif.store_v_seq
+            and not isinstance(lif.v, torch.Tensor) and x.dim() == 5 and x.shape[0] > 0
+            and x[0].is_contiguous(memory_format=torch.channels_last)
+            and x.stride(0) in (0, x[0].numel())
+            and (bn.training or not torch.is_grad_enabled()))
+
+
+def _as_trc(x: torch.Tensor) -> torch.Tensor:
+    """``[T, N, C, H, W]`` channels-last as its memory, ``[T, R, C]`` (a view)."""
+    T, N, C, H, W = x.shape
+    return x.as_strided((T, N * H * W, C), (x.stride(0), C, 1))
+
+
+def _from_trc(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    T, N, C, H, W = like.shape
+    return y.view(T, N, H, W, C).permute(0, 1, 4, 2, 3)
+
+
+def _lif_steps(y_of, T: int, decay: float, v_th: float, dtype):
+    """The LIF over steps ``y_of(t)`` from rest: (spikes list, membranes h list, v_last)."""
+    v, spikes, charges = None, [], []
+    for t in range(T):
+        # from rest the first charge is y itself (0 * decay + y rounds to y)
+        h = y_of(t) if v is None else v * decay + y_of(t)
+        s = h > v_th
+        spikes.append(s.to(dtype))
+        charges.append(h)
+        v = torch.where(s, 0.0, h)
+    return spikes, charges, v
+
+
+def _train_forward(x, weight, bias, eps: float, decay: float, v_th: float):
+    """``x [T, R, C]``; ``weight`` is tdBN's gamma times alpha * V_th. Returns
+    (spikes [T, R, C], v_last [R, C], mean [C] float64, biased var [C] float64)."""
+    var, mean = torch.var_mean(x.to(torch.float64), dim=(0, 1), correction=0)
+    scale = (torch.rsqrt(var + eps) * weight).to(x.dtype)
+    m = mean.to(x.dtype)
+    spikes, _, v = _lif_steps(lambda t: (x[t] - m) * scale + bias, x.shape[0], decay, v_th, x.dtype)
+    return torch.stack(spikes), v, mean, var
+
+
+def _lif_backward(x, weight, bias, mean, var, grad_spikes, grad_v, eps: float, decay: float,
+                  v_th: float, a: float, offset: float):
+    """d loss / d y of :func:`_train_forward`'s LIF (membranes recomputed from ``x``): ``[T, R, C]``."""
+    scale = (torch.rsqrt(var + eps) * weight).to(x.dtype)
+    m = mean.to(x.dtype)
+    _, charges, _ = _lif_steps(lambda t: (x[t] - m) * scale + bias, x.shape[0], decay, v_th, x.dtype)
+    grads = []
+    for t in range(x.shape[0] - 1, -1, -1):
+        h = charges[t]
+        # v_t = h_t (1 - s_t): dL/dh_t = s'(h_t) (dL/ds_t - h_t dL/dv_t) + (1 - s_t) dL/dv_t
+        g = (grad_spikes[t] - h * grad_v) * rect_grad(h - v_th, a, offset) + torch.where(h > v_th, 0.0, grad_v)
+        grads.append(g)
+        grad_v = g * decay
+    return torch.stack(grads[::-1])
+
+
+def _tdbn_backward(x, weight, mean, var, grad_y, eps: float):
+    """tdBN's training backward (sums in float64): d loss / d (x, weight, bias)."""
+    f64 = torch.float64
+    invstd = torch.rsqrt(var + eps)
+    xhat = (x.to(f64) - mean) * invstd
+    gy = grad_y.to(f64)
+    n = x.shape[0] * x.shape[1]
+    sum_gy = gy.sum(dim=(0, 1))
+    sum_gy_xhat = (gy * xhat).sum(dim=(0, 1))
+    grad_x = (gy - sum_gy / n - xhat * (sum_gy_xhat / n)) * (invstd * weight)
+    return grad_x.to(x.dtype), sum_gy_xhat.to(weight.dtype), sum_gy.to(weight.dtype)
+
+
+def _eval_forward(x, running_mean, std, weight, bias, scale: float, decay: float, v_th: float):
+    """tdBN's eval branch in the authors' operation order, then the LIF: (spikes, v_last).
+    ``std`` = ``sqrt(running_var + eps)``, computed outside as the eager branch does (inside,
+    the float ``eps`` is added in float64, which rounds differently)."""
+    def y_of(t):
+        return ((x[t] - running_mean) * scale / std) * weight + bias
+
+    spikes, _, v = _lif_steps(y_of, x.shape[0], decay, v_th, x.dtype)
+    return torch.stack(spikes), v
+
+
+class _TrainTdBNLIF(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, decay, v_th, a, offset):
+        spikes, v, mean, var = run_compiled(_train_forward, x, weight, bias, eps, decay, v_th)
+        ctx.save_for_backward(x, weight, bias, mean, var)
+        ctx.consts = (eps, decay, v_th, a, offset)
+        ctx.mark_non_differentiable(mean, var)
+        return spikes, v, mean, var
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_spikes, grad_v, _grad_mean, _grad_var):
+        x, weight, bias, mean, var = ctx.saved_tensors
+        if grad_spikes is None:
+            grad_spikes = torch.zeros_like(x)
+        if grad_v is None:
+            grad_v = torch.zeros_like(x[0])
+        eps = ctx.consts[0]
+        grad_y = run_compiled(_lif_backward, x, weight, bias, mean, var, grad_spikes, grad_v, *ctx.consts)
+        grads = run_compiled(_tdbn_backward, x, weight, mean, var, grad_y, eps)
+        return (*grads, None, None, None, None, None)
+
+
+def tdbn_lif(bn: TdBN, lif: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``lif(bn(x))`` for ``x [T, N, C, H, W]`` where :func:`applies`: spikes ``[T, N, C, H, W]``
+    (channels-last steps). Updates tdBN's running statistics in training mode (momentum,
+    unbiased variance: as ``batch_norm``) and leaves ``lif.v`` at the last step's membrane."""
+    decay, v_th = lif.decay, lif.v_threshold
+    xs = _as_trc(x)
+    if bn.training:
+        a, offset = lif.surrogate_function.params()
+        weight = bn.weight * (bn.alpha * bn.v_threshold)
+        spikes, v, mean, var = _TrainTdBNLIF.apply(xs, weight, bn.bias, bn.eps, decay, v_th, a, offset)
+        with torch.no_grad():
+            n = xs.shape[0] * xs.shape[1]
+            mom = bn.momentum
+            bn.num_batches_tracked.add_(1)
+            bn.running_mean.copy_(mom * mean + (1 - mom) * bn.running_mean.double())
+            bn.running_var.copy_(mom * var * (n / max(n - 1, 1)) + (1 - mom) * bn.running_var.double())
+    else:
+        std = torch.sqrt(bn.running_var + bn.eps)
+        spikes, v = run_compiled(_eval_forward, xs, bn.running_mean, std, bn.weight, bn.bias,
+                                 bn.alpha * bn.v_threshold, decay, v_th)
+    lif.v = v.view(x.shape[1], x.shape[3], x.shape[4], x.shape[2]).permute(0, 3, 1, 2)
+    return _from_trc(spikes, x)
