@@ -12,7 +12,8 @@ and keeps its own copy of the membranes for backward. Here both run in
   normalisation and all T steps of the LIF in one pass; keeps only the block's input
   ``x`` (and per-channel vectors) for backward;
 * training backward: normalisation and membranes recomputed from ``x``, BPTT through the
-  LIF (reset not detached, rectangle surrogate), then tdBN's backward with float64 sums;
+  LIF (reset not detached, rectangle surrogate), then tdBN's backward with float64 sums,
+  written over the LIF's gradient buffer;
 * eval: the authors' normalisation, operation for operation (the same roundings as
   :class:`~fsvae_sj.tdbn.TdBN`'s eval branch: spikes bit-identical), then the LIF.
 
@@ -93,8 +94,9 @@ def _lif_backward(x, weight, bias, mean, var, grad_spikes, grad_v, eps: float, d
     return torch.stack(grads[::-1])
 
 
-def _tdbn_backward(x, weight, mean, var, grad_y, eps: float):
-    """tdBN's training backward (sums in float64): d loss / d (x, weight, bias)."""
+def _tdbn_backward_(x, weight, mean, var, grad_y, eps: float):
+    """tdBN's training backward (sums in float64): d loss / d x written over ``grad_y``
+    (one full-size tensor less at the peak of a step); returns d loss / d (weight, bias)."""
     f64 = torch.float64
     invstd = torch.rsqrt(var + eps)
     xhat = (x.to(f64) - mean) * invstd
@@ -102,8 +104,8 @@ def _tdbn_backward(x, weight, mean, var, grad_y, eps: float):
     n = x.shape[0] * x.shape[1]
     sum_gy = gy.sum(dim=(0, 1))
     sum_gy_xhat = (gy * xhat).sum(dim=(0, 1))
-    grad_x = (gy - sum_gy / n - xhat * (sum_gy_xhat / n)) * (invstd * weight)
-    return grad_x.to(x.dtype), sum_gy_xhat.to(weight.dtype), sum_gy.to(weight.dtype)
+    grad_y.copy_((gy - sum_gy / n - xhat * (sum_gy_xhat / n)) * (invstd * weight))
+    return sum_gy_xhat.to(weight.dtype), sum_gy.to(weight.dtype)
 
 
 def _eval_forward(x, running_mean, std, weight, bias, scale: float, decay: float, v_th: float):
@@ -135,9 +137,9 @@ class _TrainTdBNLIF(torch.autograd.Function):
         if grad_v is None:
             grad_v = torch.zeros_like(x[0])
         eps = ctx.consts[0]
-        grad_y = run_compiled(_lif_backward, x, weight, bias, mean, var, grad_spikes, grad_v, *ctx.consts)
-        grads = run_compiled(_tdbn_backward, x, weight, mean, var, grad_y, eps)
-        return (*grads, None, None, None, None, None)
+        grad = run_compiled(_lif_backward, x, weight, bias, mean, var, grad_spikes, grad_v, *ctx.consts)
+        grad_weight, grad_bias = run_compiled(_tdbn_backward_, x, weight, mean, var, grad, eps)
+        return grad, grad_weight, grad_bias, None, None, None, None, None
 
 
 def tdbn_lif(bn: TdBN, lif: nn.Module, x: torch.Tensor) -> torch.Tensor:
