@@ -5,8 +5,9 @@
 
 Reference path: SpikingJelly's own multi-step LIF loop (``lif_impl="spikingjelly"``),
 the authors' O(T^2) prefix loop for eval-mode sampling, NCHW convolutions.
-Fast path: the exact whole-sequence LIF (on torch.compile'd kernels for training
-and the 5,000-sample rows, as the tools run it), the O(T) incremental loop, channels-last
+Fast path: the exact whole-sequence LIF (on torch.compile'd kernels, with tdBN and LIF of
+each convolution block in one pass, for training and the 5,000-sample rows, as the tools
+run it; ``ROW+fused`` rows for any row), the O(T) incremental loop, channels-last
 convolutions, and tcmalloc as the allocator when installed (the CLIs use it the same
 way; the "fast s (glibc)" column is the fast path under the default allocator). Every measurement runs in a fresh process (so peak memory is that
 row's own), with one warm-up call and the median of several repeats. The
@@ -38,6 +39,7 @@ def authors_worker(row: str, batch: int, checkout: str, repeats: int, device: st
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import authors_code
 
+    row = row.partition("+")[0]  # their code has one path
     fsvae, _ = authors_code.load(checkout, batch_size=batch)
     torch.manual_seed(0)
     model = fsvae.FSVAE().to(device)
@@ -98,12 +100,14 @@ def worker(row: str, batch: int, path: str, repeats: int, device: str = "cpu") -
     from fsvae_sj.metrics import generate
 
     fast = path == "fast"
+    row, _, variant = row.partition("+")
     torch.manual_seed(0)
     model = FSVAE(FSVAEConfig(lif_impl="exact" if fast else "spikingjelly")).to(device)
     model.set_loop("incremental" if fast else "prefix")
-    # As the tools run: training and the 5,000-sample evaluation on the compiled LIF kernels
-    # (their compile time is paid in the warm-up call), a quick sample on the eager ones.
-    use_fused_kernels(model, fast and (row == "train_step" or batch >= 1000))
+    # As the tools run: training and the 5,000-sample evaluation on the compiled kernels
+    # (their compile time is paid in the warm-up call), a quick sample on the eager ones;
+    # "ROW+fused" puts any row on the compiled kernels (a library user's use_fused_kernels).
+    use_fused_kernels(model, fast and (row == "train_step" or batch >= 1000 or variant == "fused"))
     x = (torch.rand(batch, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     fmt = torch.channels_last if fast else torch.contiguous_format
@@ -148,7 +152,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--json", help="write the numbers keyed by row")
     p.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: RSS on CPU, allocator peak on CUDA)")
-    p.add_argument("--rows", help="comma-separated ROW@BATCH to run instead of the preset table")
+    p.add_argument("--rows", help="comma-separated ROW@BATCH to run instead of the preset table; ROW is "
+                                  "generate, reconstruct or train_step, and ROW+fused runs our fast path on "
+                                  "the compiled kernels (as after use_fused_kernels)")
     p.add_argument("--authors", metavar="PATH",
                    help="a checkout of kamata1729/FullySpikingVAE: adds their code's column (their code "
                         "never enters this repository; without it the column is skipped)")

@@ -34,10 +34,13 @@ from .tdbn import TdBN
 
 
 def applies(bn: TdBN, lif: nn.Module, x: torch.Tensor) -> bool:
-    """Whether ``lif(bn(x))`` (``lif`` a :class:`~fsvae_sj.neurons.LIF`) can run here: the LIF on its compiled kernels (exact impl, no
-    ``v_seq`` kept) at rest, and ``x [T, N, C, H, W]`` channels-last at every step (steps
-    dense or all the same tensor: the encoder's first block repeats one image over T)."""
-    return (lif.fused and lif.impl == "exact" and not lif.store_v_seq
+    """Whether ``lif(bn(x))`` (``lif`` a :class:`~fsvae_sj.neurons.LIF`) can run here: the LIF
+    on its compiled kernels (exact impl, no ``v_seq`` kept) at rest, neither module observed by
+    forward hooks (spike counters and rasters see the modules run), and ``x [T, N, C, H, W]``
+    channels-last at every step (steps dense or all the same tensor: the encoder's first block
+    repeats one image over T)."""
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (bn, lif))
+    return (lif.fused and lif.impl == "exact" and not lif.store_v_seq and not hooked
             and not isinstance(lif.v, torch.Tensor) and x.dim() == 5 and x.shape[0] > 0
             and x[0].is_contiguous(memory_format=torch.channels_last)
             and x.stride(0) in (0, x[0].numel())

@@ -25,6 +25,12 @@ BREAKS = [
  ("P1 tdBN training statistics on channels-last input", "fsvae_sj/tdbn.py", "flat = x.flatten(0, 1).contiguous()", "flat = x.flatten(0, 1)", "tests/test_train_parity.py"),
  ("P2 training step drops the MMD's PSP", "fsvae_sj/losses.py", "d = (psp(q_bar, tau_syn) - psp(p_bar, tau_syn)) ** 2", "d = (q_bar - p_bar) ** 2", "tests/test_train_parity.py -k float64"),
  ("K3 resume restarts", "fsvae_sj/training.py", "    if (run / STATE).is_file():\n        rs = _load_state", "    if False:\n        rs = _load_state", "tests/test_train.py -k stop_anywhere"),
+ ("F1 fused eval tdBN in another operation order", "fsvae_sj/tdbn_lif.py", "return ((x[t] - running_mean) * scale / std) * weight + bias", "return (x[t] - running_mean) * (scale / std) * weight + bias", "tests/test_tdbn_lif.py -k eval"),
+ ("F2 fused tdBN backward drops the statistics' term", "fsvae_sj/tdbn_lif.py", "grad_y.copy_((gy - sum_gy / n - xhat * (sum_gy_xhat / n)) * (invstd * weight))", "grad_y.copy_((gy - sum_gy / n) * (invstd * weight))", "tests/test_train_parity.py -k fused"),
+ ("F3 fused statistics accumulated in float32", "fsvae_sj/tdbn_lif.py", "torch.var_mean(x.to(torch.float64), dim=(0, 1), correction=0)", "torch.var_mean(x, dim=(0, 1), correction=0)", "tests/test_tdbn_lif.py -k float32"),
+ ("R1 read-out backward with the weights reversed in time", "fsvae_sj/model.py", "coef.view(-1, *(1,) * grad.dim())", "coef.flip(0).view(-1, *(1,) * grad.dim())", "tests/test_layers.py -k readout"),
+ ("C1 transposed-conv bias gradient off by 0.1%", "fsvae_sj/layers.py", "grad_b = grad.sum((0, 2, 3)) if need[2] else None", "grad_b = grad.sum((0, 2, 3)) * 1.001 if need[2] else None", "tests/test_layers.py -k conv_transpose"),
+ ("B1 bool-saved spike inputs lose the spikes", "fsvae_sj/layers.py", "return t.dtype, t.to(torch.bool)", "return t.dtype, (t > 1).to(torch.bool)", "tests/test_layers.py -k bool"),
 ]
 env = dict(os.environ, PYTHONPATH=B, OMP_NUM_THREADS="1")
 for name, f, old, new, test in BREAKS:
