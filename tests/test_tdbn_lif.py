@@ -84,15 +84,21 @@ def test_training_float32_no_less_accurate_than_the_modules():
     no worse than the two modules' (sample of several seeds)."""
     flips = {False: 0, True: 0}
     err = {False: 0.0, True: 0.0}
+
+    def blk(dtype, seed):
+        b = block(dtype, seed).train()
+        b.bn.momentum = 1.0  # running statistics = this batch's: their error undiluted
+        return b
+
     for seed in range(3):
-        exact = run(block(torch.float64, seed).train(), spikes_in(torch.float64, 16, seed), False)
+        exact = run(blk(torch.float64, seed), spikes_in(torch.float64, 16, seed), False)
         for fused in (False, True):
-            got = run(block(torch.float32, seed).train(), spikes_in(torch.float32, 16, seed), fused)
+            got = run(blk(torch.float32, seed), spikes_in(torch.float32, 16, seed), fused)
             flips[fused] += int((got["spikes"].double() != exact["spikes"]).sum())
             err[fused] = max(err[fused], float(((got["running_var"].double() - exact["running_var"])
                                                 / exact["running_var"]).abs().max()))
     assert flips[True] <= flips[False] + 2, flips
-    assert err[True] <= max(2 * err[False], 1e-7), err
+    assert err[True] <= err[False], err
 
 
 def test_when_the_fused_path_applies():
