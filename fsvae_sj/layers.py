@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import tdbn_lif
-from .neurons import lif_from_config
+from .neurons import LIF, lif_from_config
 from .tdbn import TdBN
 
 
@@ -45,8 +45,8 @@ def per_step(layer: nn.Module, x: torch.Tensor, spikes: bool = False) -> torch.T
     Images go through convolutions channels-last: on CPU the (transposed)
     convolutions of FSVAE's decoder run 2-3x faster that way, and the
     elementwise tdBN/LIF work that follows does not care about the layout.
-    ``spikes``: ``x`` holds only 0 and 1, and the layer keeps it for backward as bool
-    (:class:`_SavedAsBool`), a quarter of the memory of float32.
+    ``spikes``: ``x`` should hold only 0 and 1; the layer then keeps it for backward as bool
+    (:class:`_SavedAsBool`), a quarter of the memory of float32 (checked: other values stay float).
     """
     flat = x.flatten(0, 1)
     if flat.dim() == 4:
@@ -62,14 +62,17 @@ def per_step(layer: nn.Module, x: torch.Tensor, spikes: bool = False) -> torch.T
 
 class _SavedAsBool:
     """Saved-tensor hooks that keep one tensor of spikes (exactly 0.0 or 1.0) for backward as
-    bool and give it back in its dtype and layout; every other saved tensor (the weights) is
-    kept as it is."""
+    bool and give it back in its dtype and layout; that tensor holding other values, and every
+    other saved tensor (the weights), are kept as they are."""
 
     def __init__(self, spikes: torch.Tensor):
         self.ptr, self.shape = spikes.data_ptr(), spikes.shape
 
     def pack(self, t: torch.Tensor):
-        if t.data_ptr() == self.ptr and t.shape == self.shape and t.is_floating_point():
+        # Checked, not assumed (two reads, ~1% of a step): a block fed anything but 0/1 (an
+        # analog input, spike counts) keeps it in float and its gradients stay right.
+        if (t.data_ptr() == self.ptr and t.shape == self.shape and t.is_floating_point()
+                and bool(torch.count_nonzero(t) == torch.count_nonzero(t == 1))):
             return t.dtype, t.to(torch.bool)
         return None, t
 
@@ -95,8 +98,8 @@ class _ConvTranspose2dFn(torch.autograd.Function):
         return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
+        # convolution_backward and sum are differentiable: create_graph (a gradient penalty) works
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
         grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
@@ -121,8 +124,8 @@ class ConvTranspose2d(nn.ConvTranspose2d):
 class SpikingBlock(nn.Module):
     """``layer -> tdBN(alpha) -> LIF`` on a time-first sequence of spikes.
 
-    The input must be spikes (0 or 1; every block of FSVAE gets the previous block's spikes or
-    latent spikes): the weight layer keeps it for backward as bool (see :func:`per_step`)."""
+    The input is spikes (0 or 1: every block of FSVAE gets the previous block's spikes or latent
+    spikes), which the weight layer keeps for backward as bool (see :func:`per_step`)."""
 
     def __init__(self, layer: nn.Module, num_features: int, cfg, alpha: float = 1.0):
         super().__init__()
@@ -137,7 +140,7 @@ class SpikingBlock(nn.Module):
         """tdBN then LIF on the weighted input ``y [T, N, C, ...]``: spikes of the same shape
         (one compiled pass for convolution blocks on the LIF's fused kernels, see
         :mod:`fsvae_sj.tdbn_lif`)."""
-        if tdbn_lif.applies(self.bn, self.lif, y):
+        if type(self.lif) is LIF and tdbn_lif.applies(self.bn, self.lif, y):
             return tdbn_lif.tdbn_lif(self.bn, self.lif, y)
         return self.lif(self.bn(y))
 

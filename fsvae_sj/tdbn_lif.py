@@ -34,17 +34,30 @@ from .tdbn import TdBN
 
 
 def applies(bn: TdBN, lif: nn.Module, x: torch.Tensor) -> bool:
-    """Whether ``lif(bn(x))`` (``lif`` a :class:`~fsvae_sj.neurons.LIF`) can run here: the LIF
-    on its compiled kernels (exact impl, no ``v_seq`` kept) at rest, neither module observed by
-    forward hooks (spike counters and rasters see the modules run), and ``x [T, N, C, H, W]``
+    """Whether ``lif(bn(x))`` can run here, for ``lif`` a :class:`~fsvae_sj.neurons.LIF` and ``bn``
+    a :class:`~fsvae_sj.tdbn.TdBN` of exactly those classes (the caller checks the LIF's class;
+    subclasses may change the dynamics): the LIF on its compiled kernels (exact impl, no
+    ``v_seq`` kept) at rest, no hook observing the modules (forward or backward, on them or
+    global: spike counters, rasters and monitors see the modules run), and ``x [T, N, C, H, W]``
     channels-last at every step (steps dense or all the same tensor: the encoder's first block
     repeats one image over T)."""
-    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (bn, lif))
-    return (lif.fused and lif.impl == "exact" and not lif.store_v_seq and not hooked
+    if type(bn) is not TdBN:
+        return False
+    return (getattr(lif, "fused", False) and lif.impl == "exact" and not lif.store_v_seq
+            and not _hooked(bn, lif)
             and not isinstance(lif.v, torch.Tensor) and x.dim() == 5 and x.shape[0] > 0
             and x[0].is_contiguous(memory_format=torch.channels_last)
             and x.stride(0) in (0, x[0].numel())
             and (bn.training or not torch.is_grad_enabled()))
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    g = nn.modules.module
+    if (g._global_forward_hooks or g._global_forward_pre_hooks or g._global_backward_hooks
+            or g._global_backward_pre_hooks):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in modules)
 
 
 def _as_trc(x: torch.Tensor) -> torch.Tensor:
@@ -152,6 +165,9 @@ def tdbn_lif(bn: TdBN, lif: nn.Module, x: torch.Tensor) -> torch.Tensor:
     decay, v_th = lif.decay, lif.v_threshold
     xs = _as_trc(x)
     if bn.training:
+        if xs.shape[0] * xs.shape[1] < 2:  # as batch_norm: no variance from one value
+            raise ValueError(f"tdBN in training mode needs more than 1 value per channel, got input "
+                             f"of shape {tuple(x.shape)}")
         a, offset = lif.surrogate_function.params()
         weight = bn.weight * (bn.alpha * bn.v_threshold)
         spikes, v, mean, var = _TrainTdBNLIF.apply(xs, weight, bn.bias, bn.eps, decay, v_th, a, offset)
@@ -160,7 +176,7 @@ def tdbn_lif(bn: TdBN, lif: nn.Module, x: torch.Tensor) -> torch.Tensor:
             mom = bn.momentum
             bn.num_batches_tracked.add_(1)
             bn.running_mean.copy_(mom * mean + (1 - mom) * bn.running_mean.double())
-            bn.running_var.copy_(mom * var * (n / max(n - 1, 1)) + (1 - mom) * bn.running_var.double())
+            bn.running_var.copy_(mom * var * (n / (n - 1)) + (1 - mom) * bn.running_var.double())
     else:
         std = torch.sqrt(bn.running_var + bn.eps)
         spikes, v = run_compiled(_eval_forward, xs, bn.running_mean, std, bn.weight, bn.bias,

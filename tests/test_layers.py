@@ -87,3 +87,40 @@ def test_spike_inputs_are_kept_as_bool_and_give_the_same_gradients():
         per_step(conv, xi, spikes=spikes).square().sum().backward()
         grads.append((xi.grad, conv.weight.grad.clone()))
     assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
+@pytest.mark.parametrize("values", ["analog", "counts", "signed", "nan"])
+def test_inputs_that_are_not_spikes_keep_their_gradients(values):
+    from fsvae_sj.layers import per_step
+
+    g = torch.Generator().manual_seed(0)
+    x = {"analog": torch.rand(3, 2, 4, 5, 5, generator=g),
+         "counts": torch.randint(0, 3, (3, 2, 4, 5, 5), generator=g).float(),
+         "signed": torch.randint(-1, 2, (3, 2, 4, 5, 5), generator=g).float(),
+         "nan": (torch.rand(3, 2, 4, 5, 5, generator=g) > 0.5).float()}[values]
+    if values == "nan":
+        x[0, 0, 0, 0, 0] = float("nan")
+    conv = nn.Conv2d(4, 3, 3, padding=1)
+    grads = []
+    for spikes in (False, True):
+        conv.zero_grad()
+        per_step(conv, x, spikes=spikes).sum().backward()
+        grads.append(conv.weight.grad.clone())
+    assert torch.equal(grads[0], grads[1]) or (values == "nan" and torch.equal(grads[0].isnan(), grads[1].isnan()))
+
+
+def test_conv_transpose_twice_differentiable():
+    torch.manual_seed(0)
+    ref = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)
+    ours = ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 4, 5, 5)
+    penalties = []
+    for m in (ref, ours):
+        xi = x.clone().requires_grad_()
+        (gx,) = torch.autograd.grad(m(xi).square().sum(), xi, create_graph=True)
+        m.zero_grad()
+        gx.square().sum().backward()  # a gradient penalty
+        penalties.append((m.weight.grad.clone(), m.bias.grad.clone()))
+    torch.testing.assert_close(penalties[1][0], penalties[0][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(penalties[1][1], penalties[0][1], rtol=1e-5, atol=1e-6)

@@ -114,6 +114,13 @@ def test_when_the_fused_path_applies():
     handle = blk.lif.register_forward_hook(lambda *a: None)  # e.g. opcount's spike counter
     assert not tdbn_lif.applies(blk.bn, blk.lif, y)
     handle.remove()
+    handle = blk.bn.register_full_backward_hook(lambda *a: None)  # e.g. a gradient monitor
+    assert not tdbn_lif.applies(blk.bn, blk.lif, y)
+    handle.remove()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *a: None)  # global
+    assert not tdbn_lif.applies(blk.bn, blk.lif, y)
+    handle.remove()
+    assert tdbn_lif.applies(blk.bn, blk.lif, y)
     blk.lif.v = torch.zeros_like(y[0])  # a membrane kept from an earlier call
     assert not tdbn_lif.applies(blk.bn, blk.lif, y)
     reset_net(blk)
@@ -137,3 +144,29 @@ def test_model_samples_and_reconstructions_are_identical_on_the_fused_path(tiny_
     ours = (model.sample(5, seed=3), model.reconstruct(x, seed=3))
     assert all(torch.equal(a, b) for a, b in zip(ref, ours))
     assert ref[0].std() > 0.01  # not a silent model
+
+
+def test_blocks_with_other_neurons_or_norms_run_them():
+    from fsvae_sj.neurons import LIF
+
+    class LoudLIF(LIF):  # a subclass may change the dynamics: it must run as written
+        def multi_step_forward(self, x_seq):
+            return super().multi_step_forward(x_seq + 100.0)
+
+    s = spikes_in(torch.float32)
+    blk = block(torch.float32).train()
+    blk.lif = use_fused_kernels(LoudLIF())
+    assert float(blk(s).mean()) == 1.0
+    blk.lif = torch.nn.ReLU()  # any module in place of the neuron
+    assert blk(s).shape == (16, 5, 6, 14, 14)
+    blk = block(torch.float32).train()
+    blk.bn = torch.nn.Identity()
+    assert blk(s).shape == (16, 5, 6, 14, 14)
+
+
+def test_one_value_per_channel_in_training_is_refused_like_batch_norm():
+    blk = block(torch.float32).train()
+    one = (torch.rand(1, 1, 8, 1, 1) > 0.5).float()
+    blk.layer = torch.nn.Conv2d(8, 6, 1)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        blk(one)
