@@ -1,4 +1,4 @@
-"""tdBN and the LIF neuron of a convolutional block in one compiled pass (the CPU's fast path).
+"""tdBN and the LIF neuron of a convolutional block in one compiled pass (``use_fused_kernels``).
 
 A spiking convolution block computes ``LIF(tdBN(conv(s)))`` over ``[T, N, C, H, W]``.
 Run as two modules, tdBN reads and writes the block's largest tensor (forward, backward,
@@ -25,7 +25,6 @@ The membrane starts at rest (a fresh state, as every FSVAE block call does);
 from __future__ import annotations
 
 import torch
-
 from torch import nn
 
 from .compiled import run_compiled
@@ -61,9 +60,11 @@ def _hooked(*modules: nn.Module) -> bool:
 
 
 def _as_trc(x: torch.Tensor) -> torch.Tensor:
-    """``[T, N, C, H, W]`` channels-last as its memory, ``[T, R, C]`` (a view)."""
+    """``[T, N, C, H, W]`` channels-last as its memory, ``[T, R, C]``: a view by permute and view,
+    whose gradient maps back the same way (``as_strided``'s backward would scatter it through a
+    zero-filled copy of the whole storage)."""
     T, N, C, H, W = x.shape
-    return x.as_strided((T, N * H * W, C), (x.stride(0), C, 1))
+    return x.permute(0, 1, 3, 4, 2).view(T, N * H * W, C)
 
 
 def _from_trc(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -136,6 +137,8 @@ def _eval_forward(x, running_mean, std, weight, bias, scale: float, decay: float
 
 
 class _TrainTdBNLIF(torch.autograd.Function):
+    """Training-mode tdBN + LIF on ``x [T, R, C]``: (spikes, v_last, batch mean, batch variance)."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, eps, decay, v_th, a, offset):
         spikes, v, mean, var = run_compiled(_train_forward, x, weight, bias, eps, decay, v_th)
