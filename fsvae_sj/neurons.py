@@ -34,7 +34,7 @@ import torch
 
 from . import backend
 from .compiled import can_compile, run_compiled
-from .surrogate import Rect, RectSpike, RectSpikeT, rect_grad
+from .surrogate import Rect, RectSpike, RectSpikeT, lif_charge_grad, rect_grad
 
 IMPLS = ("exact", "spikingjelly")
 
@@ -90,8 +90,7 @@ def _fused_backward(h_seq, grad_spikes, grad_v, decay: float, v_th: float, a: fl
     """:func:`_eager_backward` for ``torch.compile``."""
     gs = []
     for t in range(h_seq.shape[0] - 1, -1, -1):
-        h = h_seq[t]
-        g = (grad_spikes[t] - h * grad_v) * rect_grad(h - v_th, a, offset) + torch.where(h > v_th, 0.0, grad_v)
+        g = lif_charge_grad(h_seq[t], grad_spikes[t], grad_v, v_th, a, offset)
         gs.append(g)
         grad_v = g * decay
     return torch.stack(gs[::-1]), grad_v

@@ -30,6 +30,15 @@ def rect_grad(x: torch.Tensor, a: float, offset: float) -> torch.Tensor:
     return ((x - offset).abs() < a / 2).to(x.dtype) / a
 
 
+def lif_charge_grad(h: torch.Tensor, grad_spike: torch.Tensor, grad_v: torch.Tensor, v_th: float,
+                    a: float, offset: float) -> torch.Tensor:
+    """d loss / d h_t of one LIF step with a hard reset that is not detached: the step fires
+    ``s_t = 1[h_t > V_th]`` (through this surrogate) and leaves ``v_t = h_t (1 - s_t)``, so
+    ``dL/dh_t = s'(h_t) (dL/ds_t - h_t dL/dv_t) + (1 - s_t) dL/dv_t``. Written for the compiled
+    kernels' backward passes (no in-place ops)."""
+    return (grad_spike - h * grad_v) * rect_grad(h - v_th, a, offset) + torch.where(h > v_th, 0.0, grad_v)
+
+
 class RectSpike(torch.autograd.Function):
     """Heaviside forward, rectangle backward; module-level so FlexSN can trace it."""
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .compiled import run_compiled
-from .surrogate import rect_grad
+from .surrogate import lif_charge_grad
 from .tdbn import TdBN
 
 
@@ -101,14 +101,11 @@ def _lif_backward(x, weight, bias, mean, var, grad_spikes, grad_v, eps: float, d
     scale = (torch.rsqrt(var + eps) * weight).to(x.dtype)
     m = mean.to(x.dtype)
     _, charges, _ = _lif_steps(lambda t: (x[t] - m) * scale + bias, x.shape[0], decay, v_th, x.dtype)
-    grads = []
+    grads = [None] * x.shape[0]
     for t in range(x.shape[0] - 1, -1, -1):
-        h = charges[t]
-        # v_t = h_t (1 - s_t): dL/dh_t = s'(h_t) (dL/ds_t - h_t dL/dv_t) + (1 - s_t) dL/dv_t
-        g = (grad_spikes[t] - h * grad_v) * rect_grad(h - v_th, a, offset) + torch.where(h > v_th, 0.0, grad_v)
-        grads.append(g)
-        grad_v = g * decay
-    return torch.stack(grads[::-1])
+        grads[t] = lif_charge_grad(charges[t], grad_spikes[t], grad_v, v_th, a, offset)
+        grad_v = grads[t] * decay
+    return torch.stack(grads)
 
 
 def _tdbn_backward_(x, weight, mean, var, grad_y, eps: float):
