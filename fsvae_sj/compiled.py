@@ -29,6 +29,7 @@ def _compiled(fn):
 
 
 def run_compiled(fn, *args):
+    """``fn(*args)`` through its one compiled version (compiled on first use)."""
     # A training step meets every length T = 1..n_steps (the posterior's prefix runs), more
     # than dynamo's default of 8 compiled versions per function; past the limit it would
     # silently run eager.

@@ -247,9 +247,10 @@ class LIF(backend.LIFNode):
 
 
 def use_fused_kernels(module: torch.nn.Module, enabled: bool = True) -> torch.nn.Module:
-    """Run every exact-impl LIF in ``module`` on ``torch.compile``'d kernels (or back on eager).
+    """Run every exact-impl LIF in ``module`` on ``torch.compile``'d kernels (or back on eager);
+    in spiking convolution blocks tdBN and LIF then run together (:mod:`fsvae_sj.tdbn_lif`).
 
-    The same spikes and membranes bit for bit, and gradients equal up to float
+    The same eval-mode spikes and membranes bit for bit, and training equal up to float
     rounding; on the CPU a training step is much faster (benchmarks/RESULTS.md). The
     first call of each sequence length compiles (seconds to a minute; inductor's
     on-disk cache makes later processes quick), so it pays for long runs (training,
