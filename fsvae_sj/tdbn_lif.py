@@ -85,22 +85,26 @@ def _lif_steps(y_of, T: int, decay: float, v_th: float, dtype):
     return spikes, charges, v
 
 
+def _normalised(x, weight, bias, mean, var, eps: float):
+    """Step ``t`` of tdBN's training-mode output, as a function of t: one definition for the
+    forward pass and the backward's recomputation, so that both round alike."""
+    scale = (torch.rsqrt(var + eps) * weight).to(x.dtype)
+    m = mean.to(x.dtype)
+    return lambda t: (x[t] - m) * scale + bias
+
+
 def _train_forward(x, weight, bias, eps: float, decay: float, v_th: float):
     """``x [T, R, C]``; ``weight`` is tdBN's gamma times alpha * V_th. Returns
     (spikes [T, R, C], v_last [R, C], mean [C] float64, biased var [C] float64)."""
     var, mean = torch.var_mean(x.to(torch.float64), dim=(0, 1), correction=0)
-    scale = (torch.rsqrt(var + eps) * weight).to(x.dtype)
-    m = mean.to(x.dtype)
-    spikes, _, v = _lif_steps(lambda t: (x[t] - m) * scale + bias, x.shape[0], decay, v_th, x.dtype)
+    spikes, _, v = _lif_steps(_normalised(x, weight, bias, mean, var, eps), x.shape[0], decay, v_th, x.dtype)
     return torch.stack(spikes), v, mean, var
 
 
 def _lif_backward(x, weight, bias, mean, var, grad_spikes, grad_v, eps: float, decay: float,
                   v_th: float, a: float, offset: float):
     """d loss / d y of :func:`_train_forward`'s LIF (membranes recomputed from ``x``): ``[T, R, C]``."""
-    scale = (torch.rsqrt(var + eps) * weight).to(x.dtype)
-    m = mean.to(x.dtype)
-    _, charges, _ = _lif_steps(lambda t: (x[t] - m) * scale + bias, x.shape[0], decay, v_th, x.dtype)
+    _, charges, _ = _lif_steps(_normalised(x, weight, bias, mean, var, eps), x.shape[0], decay, v_th, x.dtype)
     grads = [None] * x.shape[0]
     for t in range(x.shape[0] - 1, -1, -1):
         grads[t] = lif_charge_grad(charges[t], grad_spikes[t], grad_v, v_th, a, offset)
