@@ -2,7 +2,7 @@
 
 A library module above the zoo and the metrics: it reads the run's checkpoint, refuses weights
 that must not become an entry, measures them with the cards' protocol and writes
-``zoo/<name>.safetensors``, ``.json`` and ``.md``.
+``zoo/<name>.safetensors``, ``.json`` and ``.md`` (with its learning-curve PNG, :func:`write_card`).
 """
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import shutil
 from pathlib import Path
 from types import MappingProxyType
 
+import matplotlib.pyplot as plt
 import torch
 
-from . import zoo
+from . import viz, zoo
 from .checkpoint import load_model, read_checkpoint
 from .datasets import DATASETS, canonical
 from .files import atomic_write_json, atomic_write_text, sha256_file
@@ -146,8 +147,39 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
         notes=notes or _default_notes("FSVAE" if arch == "fsvae" else "ANN VAE", dataset, tcfg, epoch, step,
                                       cpu_h, extra, paper, metrics))
     atomic_write_json(zoo.ZOO_DIR / f"{name}.json", w.to_json())
-    atomic_write_text(zoo.ZOO_DIR / f"{name}.md", w.card())
+    write_card(w)
     return w
+
+
+def write_card(w: zoo.Weights, folder: Path | None = None) -> Path:
+    """Write the entry's card ``<folder>/<name>.md`` and, if it has one (:attr:`zoo.Weights.curve_file`),
+    the learning-curve PNG the card embeds, drawn from the entry's recorded evaluations and per-epoch
+    log only (nothing is measured; :func:`fsvae_sj.viz.learning_curve`). ``folder`` defaults to the
+    zoo's. For a shipped entry: ``write_card(zoo.get_weights("mnist"))``. Returns the card's path."""
+    folder = Path(folder) if folder is not None else zoo.ZOO_DIR
+    if w.curve_file:
+        fig = learning_curve_of(w)
+        try:
+            viz.save(fig, folder / w.curve_file)
+        finally:
+            plt.close(fig)
+    atomic_write_text(folder / f"{w.name}.md", w.card())
+    return folder / f"{w.name}.md"
+
+
+def learning_curve_of(w: zoo.Weights, dpi: int = 80):
+    """The figure of ``w``'s learning curve (:func:`fsvae_sj.viz.learning_curve`): its evaluations and
+    per-epoch log, its own measurement as the published point and the paper's Table 1 row if any."""
+    tcfg = w.recipe.get("train_config") or {}
+    paper = w.eval_protocol.get("paper (Table 1, the authors' numbers)")
+    published = {"cpu_hours": w.recipe.get("cpu_hours"), **w.metrics} if w.recipe.get("cpu_hours") else None
+    during = (f"AE Frechet of {tcfg['eval_samples']:,} samples (seed 0)" if tcfg.get("eval_samples")
+              else "AE Frechet") + \
+        (f", recon MSE on {tcfg['limit_test']:,} test images" if tcfg.get("limit_test") else ", test recon MSE")
+    return viz.learning_curve(w.recipe.get("evaluations") or [], w.recipe.get("per-epoch log") or [],
+                              title=f"{w.name} (v{w.version}): learning curve\nduring training: {during}; "
+                                    f"star: the card's own measurement",
+                              published=published, paper=paper if isinstance(paper, dict) else None, dpi=dpi)
 
 
 def afd_projection(evals: list[dict], target: float) -> str:

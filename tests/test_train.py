@@ -198,6 +198,9 @@ def test_publish_measures_the_run_and_writes_its_learning_curve(tmp_path, monkey
     assert rows[0][:3] == ["| epoch", "global_step", "scheduled_p"] and [r[0] for r in rows[2:]] == ["| 0", "| 1"]
     log = (run / "log.csv").read_text().splitlines()
     assert len(log) == 3 and log[2].split(",")[0] == "1"
+    # the run's end-of-epoch evaluations make the learning-curve picture the card embeds
+    assert len(entry["recipe"]["evaluations"]) == 2
+    assert "](t_curve.png)" in card and (tmp_path / "zoo" / "t_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_sigterm_handler_is_restored_after_training(tmp_path):

@@ -120,9 +120,17 @@ class Weights:
                     return None
         return None
 
+    @property
+    def curve_file(self) -> str | None:
+        """``<name>_curve.png``, the learning-curve picture beside the card, for an entry whose recipe
+        records evaluations during training (drawn by :func:`fsvae_sj.publish.write_card`); else None."""
+        return f"{self.name}_curve.png" if self.recipe.get("evaluations") else None
+
     def card(self) -> str:
-        """A markdown model card generated from the entry."""
+        """A markdown model card generated from the entry (embedding :attr:`curve_file` if any)."""
         arch = self.architecture()
+        curve = (f"\n![learning curve: AE Frechet distance and test recon MSE against CPU-hours]({self.curve_file})\n"
+                 if self.curve_file else "")
         m = "\n".join(f"| {k} | {v} |" for k, v in self.metrics.items()) or "| (none measured) | |"
         proto = "\n".join(f"- {k}: {v}" for k, v in self.eval_protocol.items())
         tables = {"per-epoch log": "Learning curve (per epoch)",
@@ -134,7 +142,7 @@ class Weights:
         return f"""# {self.name} (v{self.version})
 
 {self.notes}
-
+{curve}
 - Architecture: `{arch if arch is not None else 'recorded in the weights file (not present locally)'}`
 - Parameters: {self.num_params if self.num_params is not None else 'see arch'}
 - File: `{self.file_name}`, {self.size if self.size else 'size unknown'} bytes, SHA-256 `{self.sha256 or 'computed on first download'}`
