@@ -103,24 +103,29 @@ def _show_image(ax, img):
 
 
 def latent_view(images, z, pi_q=None, pi_p=None, channels: int = 64, dpi=100):
-    """For each image: the image, its latent spike train z_1..z_T (``[T, n, L]``) and,
-    if given, the Bernoulli probabilities pi_q / pi_p (``[T, n, L]``) as heatmaps."""
+    """For each image: the image, its latent spike train z_1..z_T (``[T, n, L]``, black = spike) and,
+    if given, the Bernoulli probabilities pi_q / pi_p (``[T, n, L]``, 0..1) as heatmaps sharing one
+    colour bar; the first ``channels`` channels, time on x."""
     z = _np(z)
-    maps = [("z (spikes)", z)] + [(name, _np(p)) for name, p in (("pi_q", pi_q), ("pi_p", pi_p)) if p is not None]
+    maps = [("z (spikes, black)", z)] + [(name, _np(p)) for name, p in (("pi_q, posterior", pi_q), ("pi_p, prior", pi_p))
+                                         if p is not None]
     n = len(images)
-    fig, axes = plt.subplots(n, 1 + len(maps), figsize=(2.2 + 3 * len(maps), 2.2 * n), dpi=dpi, squeeze=False)
+    fig, axes = plt.subplots(n, 1 + len(maps), figsize=(2.2 + 3 * len(maps) + 0.6, 2.2 * n), dpi=dpi, squeeze=False,
+                             layout="constrained")
     for i in range(n):
         _show_image(axes[i][0], images[i])
         for j, (name, m) in enumerate(maps, start=1):
             ax = axes[i][j]
-            ax.imshow(m[:, i, :channels].T, aspect="auto", cmap="viridis" if name != "z (spikes)" else "Greys",
-                      vmin=0, vmax=1, interpolation="nearest")
-            ax.set_ylabel("channel")
+            im = ax.imshow(m[:, i, :channels].T, aspect="auto", cmap="viridis" if j > 1 else "Greys",
+                           vmin=0, vmax=1, interpolation="nearest")
+            if j == 1:
+                ax.set_ylabel("channel")
             if i == 0:
                 ax.set_title(name)
             if i == n - 1:
                 ax.set_xlabel("time step t")
-    fig.tight_layout()
+    if len(maps) > 1:
+        fig.colorbar(im, ax=axes[:, -1], label="Bernoulli probability", shrink=0.8)
     return fig
 
 

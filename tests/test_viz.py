@@ -75,9 +75,11 @@ def test_latent_view_rows_and_heatmaps(tiny_model):
     _, out = tiny_model.prior.generate(3, 4, torch.Generator().manual_seed(0))
     pi_p = tiny_model.prior.probs(out)
     fig = viz.latent_view(images, z, pi_q=pi_p, pi_p=pi_p)
-    assert len(fig.axes) == 3 * 4
+    assert len(fig.axes) == 3 * 4 + 1   # and the probabilities' colour bar
     heat = fig.axes[1].images[0].get_array()
     assert heat.shape == (6, 4)  # channels x time
+    assert np.allclose(fig.axes[2].images[0].get_array(), pi_p[:, 0].numpy().T)
+    assert fig.axes[-1].get_ylabel() == "Bernoulli probability"
 
 
 def test_layer_activity_and_membrane_trace(tiny_model, tiny_cfg):
