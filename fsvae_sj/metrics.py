@@ -10,6 +10,7 @@ reason in ``notes``; every computed number carries its protocol in ``protocol``.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -102,10 +103,39 @@ def features(net: nn.Module, images: torch.Tensor, batch_size: int = 500) -> np.
     return torch.cat([net(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]).numpy()
 
 
-def afd_score(images: torch.Tensor, dataset: str) -> float:
-    """Autoencoder Frechet distance of images ``[N, 1, 32, 32]`` in [-1, 1]."""
+REFERENCES = ("test", "train")
+
+
+@functools.lru_cache(maxsize=None)
+def train_reference(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the authors' autoencoder features of ALL the training images of
+    ``dataset``: the validation reference. Choosing weights by their distance to the test
+    statistics, then reporting that distance, flatters the number; this one is chosen by.
+    Computed once per process (60,000 images: about 15 s of one CPU core)."""
+    enc = load_afd(dataset)[0]
+    train = make_dataset(dataset, "train")
+    feats = [features(enc, batch_of(train, torch.arange(i, min(i + 5000, len(train)))))
+             for i in range(0, len(train), 5000)]
+    return gaussian_stats(np.concatenate(feats))
+
+
+def afd_scores(images: torch.Tensor, dataset: str, references=REFERENCES) -> dict[str, float]:
+    """Autoencoder Frechet distances of images ``[N, 1, 32, 32]`` in [-1, 1] to each reference:
+    ``"test"`` (the authors' test statistics, the paper's number) and ``"train"`` (the training
+    images' statistics, :func:`train_reference`: the validation number). Features are computed once."""
+    bad = sorted(set(references) - set(REFERENCES))
+    if bad:
+        raise ValueError(f"unknown AE Frechet reference(s) {bad}; expected some of {REFERENCES}")
     enc, mu, sigma = load_afd(dataset)
-    return frechet_distance(*gaussian_stats(features(enc, images.float().cpu())), mu, sigma)
+    stats = gaussian_stats(features(enc, images.float().cpu()))
+    refs = {"test": lambda: (mu, sigma), "train": lambda: train_reference(canonical(dataset))}
+    return {r: frechet_distance(*stats, *refs[r]()) for r in references}
+
+
+def afd_score(images: torch.Tensor, dataset: str) -> float:
+    """Autoencoder Frechet distance of images ``[N, 1, 32, 32]`` in [-1, 1] to the authors' test
+    statistics (the paper's Table 1 number)."""
+    return afd_scores(images, dataset, ("test",))["test"]
 
 
 # -- Inception-based metrics: real code paths, unavailable offline without weights ---------------

@@ -106,8 +106,8 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
                  if r.get("cpu_hours") not in (None, "") and p.get("cpu_hours") not in (None, "")]
     recipe = {
         "by": "fsvae-sj (python -m fsvae_sj.train)", "train_config": tcfg,
-        "weights": extra.get("weights", "raw") + (" (exponential moving average)" if extra.get("weights") == "ema"
-                                                  else ""),
+        "weights": WEIGHTS_LABELS.get(extra.get("weights", "raw"), extra.get("weights", "raw")).format(
+            n=tcfg.get("calibrate_decoder")),
         "epochs completed": epoch, "steps into the current epoch": step,
         "cpu_hours": cpu_h,
         "cpu_hours of the whole run so far": round(float(log.get("cpu_seconds", 0.0)) / 3600, 3),
@@ -182,12 +182,18 @@ def learning_curve_of(w: zoo.Weights, dpi: int = 80):
                               published=published, paper=paper if isinstance(paper, dict) else None, dpi=dpi)
 
 
+# How the card names the weights of a run's checkpoint (its metadata's "weights").
+WEIGHTS_LABELS = {"raw": "raw", "ema": "ema (exponential moving average)",
+                  "ema-calibrated": "ema (exponential moving average), decoder tdBN statistics re-estimated on "
+                                    "{n} prior samples"}
+
+
 def afd_projection(evals: list[dict], target: float) -> str:
     """CPU-hours at which a power law fitted to the best AE Frechet distance so far (raw or EMA,
     per evaluation) against CPU-hours reaches ``target``: an extrapolation, stated as one."""
     points, best = [], math.inf
     for r in evals:
-        vals = [float(r[k]) for k in ("afd", "ema_afd") if r.get(k) not in (None, "")]
+        vals = [float(r[k]) for k in ("afd", "ema_afd", "emacal_afd") if r.get(k) not in (None, "")]
         hours = float(r["cpu_hours"]) if r.get("cpu_hours") not in (None, "") else 0.0
         if vals and hours > 0:   # a log-log fit: logged hours of 0 (rounded) carry no information
             best = min(best, *vals)
@@ -225,9 +231,14 @@ def _default_notes(arch, dataset, tcfg, epoch, step, cpu_h, extra, paper, metric
     lines = [f"{arch} trained by this project on {dataset}: {epoch} epochs and {step} steps of batch "
              f"{tcfg.get('batch_size')} (the paper: 150 epochs of batch 250), {cpu_h} CPU-hours on a 2-core CPU. "
              f"A SHORT budget: the metrics below are ours, measured with fsvae_sj.evaluate."]
-    if extra.get("weights") == "ema":
+    if extra.get("weights") in ("ema", "ema-calibrated"):
         lines.append(f"The published weights are the exponential moving average (decay {tcfg.get('ema_decay')}) "
-                     f"of the training weights, chosen because its AE Frechet distance was lower.")
+                     f"of the training weights, chosen by the AE Frechet distance to the training images' "
+                     f"statistics (the validation number; the card reports the test number).")
+    if extra.get("weights") == "ema-calibrated":
+        lines.append(f"Its decoder's tdBN statistics were re-estimated on {tcfg.get('calibrate_decoder')} of the "
+                     f"prior's own samples (fsvae_sj.calibration.calibrate_decoder): the decoder is normalised "
+                     f"for the spikes it decodes when generating, not for the posterior's it was trained on.")
     if warm:
         lines.append("Training continued from earlier runs: " + "; ".join(
             f"{p['from']} at epoch {p['epoch']} step {p['step']} (optimiser restarted)" for p in warm) + ".")

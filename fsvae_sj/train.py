@@ -53,6 +53,10 @@ def parse_args(argv=None):
             help_ = "architecture: fsvae or ann-vae (default fsvae)" if f.name == "model" else f"(default {default})"
             p.add_argument(flag, type=typ, default=None, help=help_)
     p.add_argument("--time-budget", type=float, help="seconds; stop at a step boundary and save (exit status 75)")
+    p.add_argument("--cpu-budget", type=float, metavar="SECONDS",
+                   help="CPU seconds (this process, all threads) of training steps in this invocation; evaluations "
+                        "and saves are not counted, so recipes compared side by side get equal compute; stop at a "
+                        "step boundary and save (exit status 75)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in this invocation "
                                                  "(exit status 75; 0 when the run finishes)")
     p.add_argument("--no-progress", action="store_true")
@@ -78,7 +82,8 @@ def main(argv=None) -> int:
     try:
         cfg, init = resolve_config(Path(args.out), requested(args), args.init_from)
         out = run_training(cfg, Path(args.out), args.time_budget, device, progress=not args.no_progress,
-                           max_steps=args.max_steps, init=init, fused_lif=args.fused_lif)
+                           max_steps=args.max_steps, init=init, fused_lif=args.fused_lif,
+                           cpu_budget=args.cpu_budget)
         code = EXIT_FINISHED if out["status"] == "finished" else EXIT_STOPPED
     except FloatingPointError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -88,6 +88,18 @@ def test_time_budget_stops_at_a_step_boundary(tmp_path):
     assert (tmp_path / "state.pt").is_file()
 
 
+def test_cpu_budget_counts_the_steps_cpu_time_and_stops_at_a_step_boundary(tmp_path, monkeypatch):
+    import fsvae_sj.training as tr
+    clock = iter(range(0, 10_000, 3))   # every process_time() call: 3 CPU seconds later
+    monkeypatch.setattr(tr.time, "process_time", lambda: float(next(clock)))
+    cfg = TrainConfig(dataset="fashion-mnist", limit_train=48, limit_test=16, batch_size=8, epochs=50, n_steps=2,
+                      eval_samples=0)
+    # each step costs 3 s: after 3 steps 9 s are used and a 4th would pass the budget of 11
+    out = run_training(cfg, tmp_path, progress=False, cpu_budget=11.0)
+    assert out["status"] == "cpu_budget" and out["steps_run"] == 3
+    assert position(tmp_path) == (0, 3)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     assert main(["--out", str(tmp_path), "--max-steps", "2"] + TINY) == EXIT_STOPPED
     good = weights(tmp_path)
@@ -210,3 +222,23 @@ def test_the_sigterm_handler_is_restored_after_training(tmp_path):
                       eval_samples=0)
     assert run_training(cfg, tmp_path, progress=False)["status"] == "finished"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_calibrated_ema_is_a_candidate_measured_like_the_others(tmp_path):
+    """--calibrate-decoder N: each evaluation also scores the EMA with its decoder's statistics
+    re-estimated on N prior samples; re-doing that on the saved EMA gives the recorded numbers.
+    From the zoo's weights (an untrained net's prior hardly spikes: every candidate draws alike)."""
+    from fsvae_sj import zoo
+    from fsvae_sj.calibration import calibrate_decoder
+    from fsvae_sj.metrics import afd_scores, generate
+    run = tmp_path / "r"
+    assert main(["--out", str(run), "--init-from", "fashion-mnist", "--ema-decay", "0.5", "--calibrate-decoder", "8",
+                 "--eval-samples", "50", "--eval-every", "1", "--max-steps", "1", "--limit-train", "24",
+                 "--limit-test", "16", "--batch-size", "8", "--fused-lif", "false", "--no-progress"]) == EXIT_STOPPED
+    ev = json.loads(torch.load(run / "state.pt", weights_only=True)["run_state"])["evals"][-1]
+    ema = zoo.load(run / "ema.safetensors")
+    cal = calibrate_decoder(zoo.load(run / "ema.safetensors"), n=8)
+    got = afd_scores(generate(cal, 50, seed=0), "fashion-mnist")
+    assert ev["emacal_afd"] == round(got["test"], 3) and ev["emacal_val_afd"] == round(got["train"], 3)
+    assert ev["emacal_val_afd"] != ev["ema_val_afd"]
+    assert not torch.equal(cal.decoder_input.bn.running_mean, ema.decoder_input.bn.running_mean)
