@@ -1,4 +1,5 @@
-"""``python -m fsvae_sj.ops`` (``fsvae-ops``): additions, multiplications and energy per image.
+"""``python -m fsvae_sj.ops`` (``fsvae-ops``): additions, multiplications and energy per image,
+by the paper's rule and, on SpikingJelly 2, by SpikingJelly's own op_counter.
 
     python -m fsvae_sj.ops --dataset mnist --fsvae mnist --ann mnist-ann
 
@@ -6,7 +7,7 @@ The counting rules are :mod:`fsvae_sj.opcount`.
 """
 from __future__ import annotations
 
-from . import _cli, zoo
+from . import _cli, backend, zoo
 from .datasets import canonical, make_dataset
 from .opcount import PAPER_RATIOS_MNIST, compare
 
@@ -42,11 +43,31 @@ def main(argv=None) -> int:
     res = compare(fsvae, ann, x, args.transposed_rule, args.loop)
     print(f"per image, {args.num} {ds} test images, transposed-conv rule {args.transposed_rule!r}, "
           f"posterior loop {args.loop!r}")
+    print(f"{'by the paper rule':22s} {'FSVAE':>14s} {'ANN':>14s}  FSVAE/ANN")
     for k in ("additions", "multiplications"):
-        print(f"{k:16s} FSVAE {res['fsvae'][k]:14,.0f}  ANN {res['ann'][k]:14,.0f}  "
-              f"ratio {res['ratio_' + k]:.3f}  (paper on MNIST: {PAPER_RATIOS_MNIST[k]:.3f})")
+        print(f"{k:22s} {res['fsvae'][k]:14,.0f} {res['ann'][k]:14,.0f}  {res['ratio_' + k]:.3f} "
+              f"(paper on MNIST: {PAPER_RATIOS_MNIST[k]:.3f})")
+    _row("energy (uJ)", res["energy_paper_rule_uJ"]["fsvae"], res["energy_paper_rule_uJ"]["ann"], ",.2f")
+    sj = res["spikingjelly"]
+    if sj is None:
+        print(f"SpikingJelly {backend.SJ_VERSION} has no op_counter: the paper's rule only")
+    else:
+        print(f"SpikingJelly {sj['fsvae']['spikingjelly']} op_counter: what this code executes")
+        for key, label, fmt in _SJ_ROWS:
+            _row(label, sj["fsvae"][key], sj["ann"][key], fmt)
     _cli.write_json(args.out, res)
     return 0
+
+
+# SpikingJelly's figures as printed: key of opcount.count_spikingjelly, label, number format
+_SJ_ROWS = (("synops", "SynOps", ",.0f"), ("acs", "ACs", ",.0f"), ("macs", "MACs", ",.0f"),
+            ("memory_bytes", "memory (bytes)", ",.0f"), ("energy_compute_uJ", "energy, compute (uJ)", ",.2f"),
+            ("energy_with_memory_uJ", "energy with memory (uJ)", ",.2f"))
+
+
+def _row(label: str, fsvae: float, ann: float, fmt: str) -> None:
+    ratio = f"{fsvae / ann:.3f}" if ann else "-"
+    print(f"{label:22s} {fsvae:14{fmt}} {ann:14{fmt}}  {ratio}")
 
 
 cli = _cli.entry_point(main)
