@@ -82,7 +82,8 @@ def build_parser():
         _cli.device_flag(), _cli.fused_lif_flag(default=True))
     d = TrainConfig()
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="run directory (state.pt, *.safetensors, log.csv, evals.csv, grids); required")
+                   help="run directory (state.pt, *.safetensors, log.csv, evals.csv, grids, TensorBoard events); "
+                        "required")
     p.add_argument("--config", metavar="FILE",
                    help="a TrainConfig JSON/YAML; command-line flags override it (default: none)")
     p.add_argument("--recipe", choices=sorted(RECIPES),
