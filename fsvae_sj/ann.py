@@ -1,12 +1,15 @@
 """The paper's ANN baseline: a Gaussian VAE with FSVAE's conv stack."""
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
 from . import seeding
 from .config import ANNVAEConfig, check_image_batch, resolve
 from .losses import LossSettings, gaussian_vae_loss
+from .pretrained import load_as
 
 
 def _act(c: int) -> list[nn.Module]:
@@ -83,3 +86,14 @@ class ANNVAE(nn.Module):
         """Eval-mode reconstructions ``[N, C, H, W]`` (one posterior draw per image)."""
         self._check_eval("reconstruct")
         return self(x, generator=seeding.resolve(seed, generator, x.shape[0]))[0]
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None, cache_dir: str | os.PathLike | None = None,
+                        offline: bool | None = None) -> "ANNVAE":
+        """A pretrained ANN VAE in eval mode (``"fashion-mnist-ann"``, ``"mnist-ann"`` or a
+        ``.safetensors`` of ours), exactly as :meth:`fsvae_sj.FSVAE.from_pretrained`: ``device``/
+        ``dtype`` as in ``nn.Module.to`` (default the CPU, float32), ``cache_dir``/``offline`` as in
+        :func:`fsvae_sj.zoo.load`; :class:`~fsvae_sj.errors.CheckpointError` if the file holds
+        another class, :class:`~fsvae_sj.zoo.ZooError` for an unknown name."""
+        return load_as(cls, name_or_path, device=device, dtype=dtype, cache_dir=cache_dir, offline=offline)

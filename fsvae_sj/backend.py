@@ -1,7 +1,7 @@
 """The one place that knows which SpikingJelly generation is installed.
 
 SpikingJelly 2.x (``spikingjelly>=2``) and the legacy ``0.0.0.0.14`` share the
-``activation_based`` package layout but differ in three ways that matter here:
+``activation_based`` package layout but differ in four ways that matter here:
 
 * the legacy ``LIFNode`` takes ``backend="torch"|"cupy"``; 2.x has no such
   argument and picks its kernels itself (Triton on CUDA for built-in
@@ -10,7 +10,8 @@ SpikingJelly 2.x (``spikingjelly>=2``) and the legacy ``0.0.0.0.14`` share the
   generation (the surrogate contributes ``cuda_codes``) and ``neuron.FlexSN``
   (a traced pure-PyTorch step core) in 2.x;
 * the surrogate base-class constructor signature (``alpha`` positional in the
-  legacy one, keyword parameters in 2.x): ``spiking=..., alpha=...`` works in both.
+  legacy one, keyword parameters in 2.x): ``spiking=..., alpha=...`` works in both;
+* only 2.x has ``op_counter`` (:func:`op_counter`).
 
 Everything else in the package imports SpikingJelly through this module.
 """
@@ -43,7 +44,7 @@ reset_net = functional.reset_net
 
 __all__ = [
     "GENERATION", "LEGACY", "SJ_VERSION", "STORE_V_SEQ", "LIFNode", "SurrogateFunctionBase",
-    "MemoryModule", "reset_net", "lif_node_kwargs", "fused_route", "make_flexsn", "sj_plot",
+    "MemoryModule", "reset_net", "lif_node_kwargs", "fused_route", "make_flexsn", "sj_plot", "op_counter",
 ]
 
 
@@ -84,3 +85,12 @@ def sj_plot(name: str, *args, **kwargs):
     from spikingjelly import visualizing
     res = getattr(visualizing, name)(*args, **kwargs)
     return res[0] if isinstance(res, tuple) else res
+
+
+def op_counter():
+    """SpikingJelly 2's ``activation_based.op_counter`` (dispatch counters of SynOps, ACs and MACs,
+    energy profilers), or None on the legacy generation, which has no counter."""
+    if LEGACY:
+        return None
+    from spikingjelly.activation_based import op_counter as oc
+    return oc

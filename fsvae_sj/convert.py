@@ -14,16 +14,22 @@ from .authors import check_fixture, load_authors_checkpoint
 from .checkpoint import save_model
 
 
-@_cli.command
-def main(argv: list[str] | None = None) -> int:
+def build_parser():
     p = _cli.parser("convert", "Convert the FSVAE authors' checkpoints (time-last Conv3d state_dicts) to "
                                "fsvae-sj's safetensors format, or check our port against a parity fixture made "
                                "with their code. Exit status 1: the fixture check failed.")
     p.add_argument("src", nargs="?", help="the authors' checkpoint (.pth state_dict, optionally gzip'd)")
     p.add_argument("dst", nargs="?", help="output file (safetensors with the model config in its metadata)")
     p.add_argument("--check-fixture", metavar="FILE",
-                   help="run encoder, posterior, prior and decoder on the fixture's inputs; exit 0 only if "
-                        "spikes match exactly and decoded images within 1e-5")
+                   help="instead of converting: run encoder, posterior, prior and decoder on the fixture's "
+                        "inputs; exit 0 only if spikes match exactly and decoded images within 1e-5 (default: "
+                        "convert SRC to DST)")
+    return p
+
+
+@_cli.command
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.check_fixture:
         ok, lines = check_fixture(args.check_fixture)

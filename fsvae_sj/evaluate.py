@@ -9,22 +9,33 @@ The metrics and their protocols are :mod:`fsvae_sj.metrics`.
 from __future__ import annotations
 
 from . import _cli
+from .datasets import DATASETS
 from .metrics import METRICS, evaluate
 from .neurons import use_fused_kernels
 
 
+def build_parser():
+    p = _cli.parser("evaluate", "Report the paper's Table 1 columns for a model or for real test images.",
+                    _cli.model_flag(default=None, without="required unless --real"),
+                    _cli.count_flag(5000, "generated samples", "--num-samples"),
+                    _cli.seed_flag(), _cli.output_flag("write the result here as JSON, atomically (default: "
+                                                       "printed only)", "--json"),
+                    _cli.device_flag(), _cli.fused_lif_flag(default=True), _cli.data_root_flag())
+    p.add_argument("--dataset", required=True,
+                   help=f"the test set and reference statistics to score against: one of {', '.join(DATASETS)} "
+                        f"(required)")
+    p.add_argument("--metrics", default="recon,afd",
+                   help=f"comma-separated subset of {','.join(METRICS)} (default recon,afd)")
+    p.add_argument("--real", action="store_true",
+                   help="score the real test images instead of samples (default: score --model's samples)")
+    p.add_argument("--download", action="store_true",
+                   help="download the test set with torchvision if missing (default: never download)")
+    return p
+
+
 @_cli.command
 def main(argv=None) -> int:
-    p = _cli.parser("evaluate", "Report the paper's Table 1 columns for a model or for real test images.",
-                    _cli.model_flag(default=None), _cli.count_flag(5000, "generated samples", "--num-samples"),
-                    _cli.seed_flag(), _cli.output_flag("write the result here as JSON (atomically)", "--json"),
-                    _cli.device_flag(), _cli.fused_lif_flag(default=True))
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--metrics", default="recon,afd", help=f"comma-separated subset of {','.join(METRICS)}")
-    p.add_argument("--real", action="store_true", help="score the real test images instead of samples")
-    p.add_argument("--data-root", help="folder holding the dataset (torchvision layout)")
-    p.add_argument("--download", action="store_true", help="download the test set with torchvision if missing")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     model = None
     if not args.real:

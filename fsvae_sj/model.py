@@ -17,6 +17,7 @@ from .config import ANNVAEConfig, ConfigError, FSVAEConfig, check_image_batch, r
 from .errors import CheckpointError
 from .layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
 from .losses import LossSettings, fsvae_loss
+from .pretrained import load_as
 
 
 class FSVAEOutput(NamedTuple):
@@ -215,23 +216,15 @@ class FSVAE(nn.Module):
                         offline: bool | None = None) -> "FSVAE":
         """A pretrained FSVAE in eval mode: a zoo name (``"fashion-mnist"``, ``"celeba"``, ...)
         or a path to a ``.safetensors`` of ours (a training run's file loads alone: it carries its
-        config). ``device``/``dtype`` as in ``nn.Module.to``; ``cache_dir``/``offline`` as in
-        :func:`fsvae_sj.zoo.load`, which does the work (fetch, verify, build) and raises
-        :class:`~fsvae_sj.zoo.ZooError` listing the valid names for an unknown one.
+        config). ``device``/``dtype`` as in ``nn.Module.to`` (default the CPU, float32);
+        ``cache_dir``/``offline`` as in :func:`fsvae_sj.zoo.load`, which does the work (fetch,
+        verify, build) and raises :class:`~fsvae_sj.zoo.ZooError` listing the valid names for an
+        unknown one; :class:`~fsvae_sj.errors.CheckpointError` if the file holds another class.
 
         Why here and not a builder with ``weights=`` beside the zoo: users find loading on the
-        class, as in diffusers. The zoo sits above this module (it builds models through the
-        registry below), so this module cannot import it, even lazily, without an import loop:
-        the zoo registers its loader with :func:`register_weights_loader` when it is imported,
-        which ``import fsvae_sj`` always does. (Attaching the method from the zoo instead would
-        hide it from a reader of this class.) Other architectures: :func:`fsvae_sj.zoo.load`."""
-        if _weights_loader is None:
-            raise RuntimeError("no weights loader registered; import fsvae_sj (it registers the zoo's)")
-        model = _weights_loader(name_or_path, device=device, cache_dir=cache_dir, offline=offline)
-        if not isinstance(model, cls):
-            raise CheckpointError(f"{name_or_path} holds a model of class {type(model).__name__}, not {cls.__name__}; "
-                                  f"load it with fsvae_sj.zoo.load({str(name_or_path)!r})")
-        return model.to(dtype=dtype) if dtype is not None else model
+        class, as in diffusers. :meth:`fsvae_sj.ANNVAE.from_pretrained` behaves the same (both are
+        :func:`fsvae_sj.pretrained.load_as`); other architectures: :func:`fsvae_sj.zoo.load`."""
+        return load_as(cls, name_or_path, device=device, dtype=dtype, cache_dir=cache_dir, offline=offline)
 
     def set_loop(self, loop: str) -> "FSVAE":
         if loop not in LOOPS:
@@ -243,19 +236,6 @@ class FSVAE(nn.Module):
 def FSVAELarge(config: FSVAEConfig | None = None, **overrides) -> FSVAE:
     """The authors' ``FSVAELarge``: 64x64 input, channels 32..512 (CelebA)."""
     return FSVAE(config if config is not None else FSVAEConfig.large(), **overrides)
-
-
-# -- pretrained weights -----------------------------------------------------------------------
-# Set once by the zoo when it is imported (see FSVAE.from_pretrained): the hook lets the class
-# load by name without this module importing the zoo above it.
-_weights_loader = None
-
-
-def register_weights_loader(loader) -> None:
-    """Make ``loader(name_or_path, *, device, cache_dir, offline) -> eval-mode model`` the one
-    :meth:`FSVAE.from_pretrained` calls (:func:`fsvae_sj.zoo.load`)."""
-    global _weights_loader
-    _weights_loader = loader
 
 
 # -- the architecture registry ---------------------------------------------------------------

@@ -15,18 +15,30 @@ The paper's rule (the authors' eval-mode forward hooks), per image:
   additions plus the bias; activations are not counted.
 
 Energy: 0.9 pJ per accumulate (AC) and 4.6 pJ per multiply-accumulate (MAC)
-(45 nm, Horowitz 2014, as the SNN literature uses). Command line:
-``python -m fsvae_sj.ops`` (:mod:`fsvae_sj.ops`).
+(45 nm, Horowitz 2014, as the SNN literature uses).
+
+Beside it, SpikingJelly 2's own counter (``spikingjelly.activation_based.op_counter``,
+:func:`count_spikingjelly`) counts what this implementation executes, operator by operator:
+SynOps (spike-driven weight accumulations), ACs, MACs and its simple energy model (the same
+0.9 / 4.6 pJ, plus 24.96 pJ per byte of weights and neuron states moved). Where both count the
+same thing they agree exactly (tests/test_ops.py): a spike-fed linear layer's additions without
+its bias are its SynOps, a LIF layer's additions its ACs, the ANN's multiplications (exact
+transposed rule) its MACs, and the first convolution's multiplications T times its MACs (it
+runs once for all T steps here). Command line: ``python -m fsvae_sj.ops`` (:mod:`fsvae_sj.ops`).
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
 
+from . import backend
 from .neurons import LIF
 
 PJ_PER_AC, PJ_PER_MAC = 0.9, 4.6
 PAPER_RATIOS_MNIST = {"additions": 6.8, "multiplications": 1 / 13}
+WEIGHT_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
 def fan_out(layer: nn.Module, transposed_rule: str = "code") -> float:
@@ -46,57 +58,87 @@ class PaperCounter:
 
     ``analog`` names layers fed analog values; ``repeat`` says how many time
     steps a layer's single call stands for (our first conv runs once for all T).
+    ``layers`` holds each weight and LIF layer's share by module name:
+    ``{"additions", "multiplications", "bias_additions"}`` (the bias additions are
+    among the additions).
     """
 
     def __init__(self, model: nn.Module, analog=(), repeat=None, transposed_rule="code", spiking=True):
         self.additions = 0.0
         self.multiplications = 0.0
+        self.layers: dict[str, dict[str, float]] = {}
         self.rule = transposed_rule
         self.handles = []
         analog, repeat = set(analog), dict(repeat or {})
         for name, mod in model.named_modules():
-            if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if isinstance(mod, WEIGHT_LAYERS):
                 is_analog = (not spiking) or name in analog
-                self.handles.append(mod.register_forward_hook(self._weight_hook(is_analog, repeat.get(name, 1))))
+                self.handles.append(mod.register_forward_hook(self._weight_hook(name, is_analog,
+                                                                                repeat.get(name, 1))))
             elif spiking and isinstance(mod, LIF):
-                self.handles.append(mod.register_forward_hook(self._lif_hook))
+                self.handles.append(mod.register_forward_hook(self._lif_hook(name)))
 
-    def _weight_hook(self, analog: bool, times: int):
+    def _weight_hook(self, name: str, analog: bool, times: int):
         def hook(mod, inputs, out):
             fo = fan_out(mod, self.rule)
             bias = out.numel() * times if mod.bias is not None else 0
             if analog:
                 muls = inputs[0].numel() * times * fo
-                self.multiplications += muls
-                self.additions += muls + bias
+                self.add(name, muls + bias, muls, bias)
             else:
-                self.additions += float(inputs[0].sum()) * fo + bias
+                self.add(name, float(inputs[0].sum()) * fo + bias, 0.0, bias)
         return hook
 
-    def _lif_hook(self, mod, inputs, out):
-        self.additions += out.numel()
-        self.multiplications += float((out == 0).sum())
+    def _lif_hook(self, name: str):
+        def hook(mod, inputs, out):
+            self.add(name, out.numel(), float((out == 0).sum()))
+        return hook
 
-    def add(self, additions: float = 0.0, multiplications: float = 0.0) -> None:
+    def add(self, name: str, additions: float = 0.0, multiplications: float = 0.0,
+            bias_additions: float = 0.0) -> None:
+        """Count operations of layer ``name`` (also for work no hook sees, e.g. the read-out)."""
         self.additions += additions
         self.multiplications += multiplications
+        row = self.layers.setdefault(name, {"additions": 0.0, "multiplications": 0.0, "bias_additions": 0.0})
+        row["additions"] += additions
+        row["multiplications"] += multiplications
+        row["bias_additions"] += bias_additions
+
+    def per_image(self, n: int) -> dict:
+        """``{"additions", "multiplications", "layers"}`` divided by the batch size ``n``."""
+        return {"additions": self.additions / n, "multiplications": self.multiplications / n,
+                "layers": {k: {m: v / n for m, v in row.items()} for k, row in self.layers.items()}}
 
     def close(self) -> None:
         for h in self.handles:
             h.remove()
 
 
+@contextlib.contextmanager
+def posterior_loop(model, loop: str | None):
+    """Run an FSVAE's posterior with ``loop`` (None or a model without loops: unchanged) and
+    restore the model's own afterwards."""
+    if loop is None or not hasattr(model, "set_loop"):
+        yield
+        return
+    previous = model.loop
+    model.set_loop(loop)
+    try:
+        yield
+    finally:
+        model.set_loop(previous)
+
+
 @torch.no_grad()
 def count_fsvae(model, x: torch.Tensor, transposed_rule: str = "code", seed: int = 0,
                 loop: str = "incremental") -> dict:
-    """Paper-rule counts per image for an eval-mode reconstruction of ``x``.
+    """Paper-rule counts per image for an eval-mode reconstruction of ``x``: ``{"additions",
+    "multiplications", "layers"}`` (see :class:`PaperCounter`).
 
     ``loop="prefix"`` counts the posterior as the authors' code ran it at test time
     (re-running the whole prefix at every step); ``"incremental"`` is our O(T) loop.
     """
     model.eval()
-    previous = model.loop
-    model.set_loop(loop)
     T = model.config.n_steps
     c = PaperCounter(model, analog={"encoder.0.layer"}, repeat={"encoder.0.layer": T},
                      transposed_rule=transposed_rule)
@@ -106,45 +148,58 @@ def count_fsvae(model, x: torch.Tensor, transposed_rule: str = "code", seed: int
     spikes = []
     h = model.final_layer[0].lif.register_forward_hook(lambda m, i, o: spikes.append(float(o.sum())))
     try:
-        model.reconstruct(x, seed=seed)
+        with posterior_loop(model, loop):
+            model.reconstruct(x, seed=seed)
     finally:
         h.remove()
         c.close()
-        model.set_loop(previous)
     out_numel = x.numel() // x.shape[1] * final.out_channels
-    c.add(additions=sum(spikes) * fan_out(final, transposed_rule) + out_numel * T)
-    n = x.shape[0]
-    return {"additions": c.additions / n, "multiplications": c.multiplications / n}
+    c.add("final_layer.1", sum(spikes) * fan_out(final, transposed_rule) + out_numel * T,
+          bias_additions=out_numel * T)
+    return c.per_image(x.shape[0])
 
 
 @torch.no_grad()
-def count_ann(model, x: torch.Tensor) -> dict:
+def count_ann(model, x: torch.Tensor, transposed_rule: str = "code") -> dict:
+    """Paper-rule counts per image for the ANN VAE's eval-mode reconstruction of ``x``."""
     model.eval()
-    c = PaperCounter(model, spiking=False)
+    c = PaperCounter(model, transposed_rule=transposed_rule, spiking=False)
     try:
         model.reconstruct(x, seed=0)
     finally:
         c.close()
-    n = x.shape[0]
-    return {"additions": c.additions / n, "multiplications": c.multiplications / n}
+    return c.per_image(x.shape[0])
 
 
 @torch.no_grad()
-def count_spikingjelly(model, x: torch.Tensor) -> dict | None:
-    """SynOps, ACs and MACs per image from SpikingJelly 2's dispatch counters
-    (None on the legacy generation, which has no op_counter)."""
-    try:
-        from spikingjelly.activation_based import op_counter as oc
-    except ImportError:
+def count_spikingjelly(model, x: torch.Tensor, loop: str | None = None) -> dict | None:
+    """SpikingJelly 2's figures per image for the eval-mode reconstruction of ``x`` (seed 0),
+    from its ``SimpleEnergyProfiler``: ``synops``, ``acs``, ``macs``, ``memory_bytes`` (weights
+    and neuron states moved), ``energy_compute_uJ`` (0.9 pJ/AC, 4.6 pJ/MAC),
+    ``energy_with_memory_uJ`` (plus 24.96 pJ/byte), and ``layers``: ``{"synops", "acs", "macs"}``
+    of each weight and LIF layer by module name (``model.reconstruct`` must call the model, as
+    FSVAE's and ANNVAE's do: SpikingJelly names its scopes from the outermost module called).
+    ``loop`` as in :func:`count_fsvae` (None: the model's own). None on SpikingJelly 0.0.0.0.14,
+    which has no op_counter."""
+    oc = backend.op_counter()
+    if oc is None:
         return None
     model.eval()
-    counters = {"synops": oc.SynOpCounter(), "acs": oc.ACCounter(), "macs": oc.MACCounter()}
-    with oc.DispatchCounterMode(list(counters.values())):
+    profiler = oc.SimpleEnergyProfiler()
+    profiler.bind_model(model)
+    with posterior_loop(model, loop), profiler:
         model.reconstruct(x, seed=0)
-    n = x.shape[0]
-    out = {k: c.get_total() / n for k, c in counters.items()}
-    out["energy_uJ"] = energy_pj(out["acs"], out["macs"]) / 1e6
-    return out
+    report, n = profiler.get_report(), x.shape[0]
+    counters = {"synops": profiler.synop_counter, "acs": profiler.ac_counter, "macs": profiler.mac_counter}
+    scopes = {k: c.get_counts() for k, c in counters.items()}
+    root = type(model).__name__   # SpikingJelly's scopes are the module names under the class name
+    layers = {name: {k: sum(scopes[k].get(f"{root}.{name}", {}).values()) / n for k in counters}
+              for name, mod in model.named_modules() if isinstance(mod, (*WEIGHT_LAYERS, LIF))}
+    return {"synops": report.counts["synop"] / n, "acs": report.counts["ac"] / n, "macs": report.counts["mac"] / n,
+            "memory_bytes": report.counts["memory_access_bytes"] / n,
+            "energy_compute_uJ": report.energy_compute_pj / n / 1e6,
+            "energy_with_memory_uJ": report.energy_total_pj / n / 1e6,
+            "layers": layers, "spikingjelly": backend.SJ_VERSION}
 
 
 def energy_pj(acs: float, macs: float) -> float:
@@ -152,8 +207,10 @@ def energy_pj(acs: float, macs: float) -> float:
 
 
 def compare(fsvae, ann, x: torch.Tensor, transposed_rule: str = "code", loop: str = "incremental") -> dict:
-    """Both models' counts, energies and the FSVAE/ANN ratios beside the paper's."""
-    f, a = count_fsvae(fsvae, x, transposed_rule, loop=loop), count_ann(ann, x)
+    """Both models' counts, energies and the FSVAE/ANN ratios beside the paper's, and SpikingJelly's
+    counter's figures for the same models and input (``"spikingjelly"``: None on 0.0.0.0.14)."""
+    f, a = count_fsvae(fsvae, x, transposed_rule, loop=loop), count_ann(ann, x, transposed_rule)
+    sj = {"fsvae": count_spikingjelly(fsvae, x, loop), "ann": count_spikingjelly(ann, x)}
     res = {"fsvae": f, "ann": a, "transposed_rule": transposed_rule, "posterior_loop": loop,
            "ratio_additions": f["additions"] / a["additions"],
            "ratio_multiplications": f["multiplications"] / a["multiplications"],
@@ -161,5 +218,5 @@ def compare(fsvae, ann, x: torch.Tensor, transposed_rule: str = "code", loop: st
            # each multiplication pairs with an addition (MAC); the other additions are ACs
            "energy_paper_rule_uJ": {k: energy_pj(v["additions"] - v["multiplications"], v["multiplications"]) / 1e6
                                     for k, v in (("fsvae", f), ("ann", a))},
-           "spikingjelly": {"fsvae": count_spikingjelly(fsvae, x), "ann": count_spikingjelly(ann, x)}}
+           "spikingjelly": sj if sj["fsvae"] is not None else None}
     return res

@@ -25,17 +25,20 @@ def dataset_of(model: str) -> str:
     return name.lower()
 
 
-@_cli.command
-def main(argv=None) -> int:
+def build_parser():
     p = _cli.parser("reconstruct", "Encode and decode the first N test images (eval mode). The PNG grid shows "
                                    "each row of originals above its reconstructions; the .npy holds only the "
                                    "reconstructions, shape (n, C, H, W) in [-1, 1].",
                     _cli.model_flag(), _cli.count_flag(32, "test images"), _cli.seed_flag(),
                     _cli.output_flag("output file (default: reconstructions.png / .npy)"),
-                    _cli.image_flags(), _cli.device_flag())
-    p.add_argument("--dataset", default=None, help="test set to reconstruct (default: the model's own dataset)")
-    p.add_argument("--data-root")
-    args = p.parse_args(argv)
+                    _cli.image_flags(), _cli.device_flag(), _cli.data_root_flag())
+    p.add_argument("--dataset", default=None, help="test set to reconstruct: " + _cli.data_help("the model's own"))
+    return p
+
+
+@_cli.command
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     out = _cli.check_image_args(args, "reconstructions")
     dataset = canonical(args.dataset or dataset_of(args.model))
     device = _cli.resolve_device(args.device)

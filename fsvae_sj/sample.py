@@ -12,14 +12,19 @@ from . import _cli
 from .seeding import sample_generators
 
 
-def parse_args(argv=None):
+def build_parser():
     p = _cli.parser("sample", "Generate images with a pretrained FSVAE (or ANN VAE) from the zoo.",
                     _cli.model_flag(), _cli.count_flag(64, "images"), _cli.seed_flag(),
                     _cli.output_flag("output file (default: samples.png / samples.npy)"),
                     _cli.image_flags(), _cli.device_flag())
     p.add_argument("--save-latents", metavar="FILE",
-                   help="also save the latent spike trains as .npy, shape [T, n, latent] (FSVAE only)")
-    return p.parse_args(argv)
+                   help="also save the latents as .npy: FSVAE spike trains [T, n, latent] uint8, ANN VAE "
+                        "z [n, latent] float32 (default: not saved)")
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 @_cli.command

@@ -17,11 +17,61 @@ from pathlib import Path
 import torch.distributed as dist
 
 from . import _cli
+from .datasets import DATASETS
+from .losses import DISTANCES, MMD_REDUCTIONS
+from .model import ARCHITECTURES
+from .surrogate import DEFAULT_A, PRESETS
 from .training import (EXIT_FINISHED, EXIT_NONFINITE, EXIT_STOPPED, RECIPES, RESUMABLE_CHANGES, TrainConfig,
                        resolve_config, run_training)
 
 
-def parse_args(argv=None):
+# What each TrainConfig field does as a flag (its unit or choices); the default shown after it
+# is the field's, except where the field's None stands for something else (EFFECTIVE_DEFAULTS).
+FIELD_HELP = {
+    "dataset": f"training and test images: one of {', '.join(DATASETS)}",
+    "model": f"architecture: one of {', '.join(ARCHITECTURES)}",
+    "epochs": "passes over the training images",
+    "batch_size": "images per optimiser step, per process",
+    "lr": "AdamW learning rate (at the first step; see --lr-schedule)",
+    "weight_decay": "AdamW weight decay",
+    "scheduled": "scheduled sampling: in training, each input z_t of the prior from time step t = 5 on is "
+                 "replaced by the prior's own guess with probability p (true/false)",
+    "scheduled_start": "scheduled sampling's p in the first epoch (it grows linearly to --scheduled-end)",
+    "scheduled_end": "scheduled sampling's p that the linear ramp reaches at the end of --epochs",
+    "distance": f"prior-posterior distance in the FSVAE loss: one of {', '.join(DISTANCES)} (mmd: of the "
+                f"PSP-filtered firing probabilities)",
+    "mmd_reduction": f"the MMD's reduction: one of {', '.join(MMD_REDUCTIONS)} (mean over steps, images and "
+                     f"channels, as the authors' code; sum over the T steps as the paper writes it: T times larger)",
+    "n_steps": "time steps T of the spiking network (FSVAE)",
+    "surrogate": f"surrogate-gradient preset: one of {', '.join(PRESETS)} (code: the authors' code, rectangle "
+                 f"centred at u = 0; paper: centred at the threshold)",
+    "surrogate_a": "width a of the rectangle surrogate (height 1/a), in membrane units",
+    "seed": "seed of the initial weights, the data order and every random draw of training",
+    "limit_train": "train on the first N training images only",
+    "limit_test": "test images used by each evaluation (recon MSE)",
+    "save_every": "also save state.pt and model.safetensors every N steps within an epoch (0: at epoch ends only)",
+    "data_root": _cli.DATA_ROOT,
+    "download": "download missing datasets with torchvision (true/false)",
+    "ema_decay": "keep an exponential moving average of the weights and tdBN statistics with this decay per step, "
+                 "in (0, 1), saved as ema.safetensors",
+    "lr_schedule": "learning-rate schedule: constant or cosine (from --lr down to --lr x --lr-min-ratio)",
+    "lr_min_ratio": "cosine schedule's last learning rate as a fraction of --lr",
+    "lr_decay_steps": "optimiser steps over which the cosine schedule decays (0: until the end of --epochs)",
+    "eval_every": "also evaluate every N optimiser steps, into evals.csv (0: at epoch ends only)",
+    "eval_samples": "samples for the AE Frechet distance of each evaluation, 0 or >= 2 (0: none)",
+    "calibrate_decoder": "also score, at each evaluation, the EMA with its decoder's tdBN statistics re-estimated on "
+                         "this many prior samples (fsvae_sj.calibration); best.safetensors may be that one; 0: off",
+}
+EFFECTIVE_DEFAULTS = {
+    "lr": "1e-3 x batch size x processes / 250: 1e-3 at the paper's batch of 250",
+    "surrogate_a": "the preset's: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_A.items()),
+    "limit_train": "all",
+    "data_root": _cli.DATA_ROOT_DEFAULT,
+    "ema_decay": "none, no average",
+}
+
+
+def build_parser():
     p = _cli.parser(
         "train",
         "Train FSVAE or the ANN VAE baseline with the paper's recipe (or --recipe zoo-short). "
@@ -33,34 +83,47 @@ def parse_args(argv=None):
         "(the last good state is kept), 2 a refused setting, missing data or unknown flags.",
         _cli.device_flag(), _cli.fused_lif_flag(default=True))
     d = TrainConfig()
-    p.add_argument("--out", required=True, help="run directory (state.pt, *.safetensors, log.csv, evals.csv, grids)")
-    p.add_argument("--config", help="a TrainConfig JSON/YAML; command-line flags override it")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="run directory (state.pt, *.safetensors, log.csv, evals.csv, grids, TensorBoard events); "
+                        "required")
+    p.add_argument("--config", metavar="FILE",
+                   help="a TrainConfig JSON/YAML; command-line flags override it (default: none)")
     p.add_argument("--recipe", choices=sorted(RECIPES),
                    help="a named recipe: 'paper' (the defaults) or 'zoo-short' (the zoo's short-budget one: "
-                        + ", ".join(f"{k}={v}" for k, v in RECIPES["zoo-short"].items()) + "); flags override it")
+                        + ", ".join(f"{k}={v}" for k, v in RECIPES["zoo-short"].items()) + "); flags override it "
+                        "(default paper)")
     p.add_argument("--init-from", metavar="NAME|PATH",
                    help="start a new run from a zoo entry or .safetensors: weights and tdBN statistics exact, "
-                        "optimiser restarted, epochs/steps/CPU-hours/learning curve carried over")
+                        "optimiser restarted, epochs/steps/CPU-hours/learning curve carried over (default: "
+                        "freshly initialised weights)")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(d, f.name)
+        shown = str(default).lower() if isinstance(default, bool) else default
+        help_ = f"{FIELD_HELP[f.name]} (default {EFFECTIVE_DEFAULTS.get(f.name, shown)})"
         if isinstance(default, bool):
             p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
-                           metavar="BOOL", help=f"(default {default})")
+                           metavar="BOOL", help=help_)
         else:
             typ = {"lr": float, "surrogate_a": float, "limit_train": int, "limit_test": int,
                    "data_root": str, "ema_decay": float}.get(f.name, type(default))
-            help_ = "architecture: fsvae or ann-vae (default fsvae)" if f.name == "model" else f"(default {default})"
             p.add_argument(flag, type=typ, default=None, help=help_)
-    p.add_argument("--time-budget", type=float, help="seconds; stop at a step boundary and save (exit status 75)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="wall-clock seconds for this invocation: stop at a step boundary and save (exit status "
+                        "75) (default: no limit)")
     p.add_argument("--cpu-budget", type=float, metavar="SECONDS",
                    help="CPU seconds (this process, all threads) of training steps in this invocation; evaluations "
                         "and saves are not counted, so recipes compared side by side get equal compute; stop at a "
-                        "step boundary and save (exit status 75)")
+                        "step boundary and save (exit status 75) (default: no limit)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in this invocation "
-                                                 "(exit status 75; 0 when the run finishes)")
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+                                                 "(exit status 75; 0 when the run finishes) (default: no limit)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: a tqdm bar per epoch on the first process)")
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def requested(args) -> dict:

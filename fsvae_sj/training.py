@@ -8,8 +8,9 @@ written atomically, loaded with ``weights_only=True``), ``model.safetensors`` (t
 raw weights in our format), ``ema.safetensors`` (their exponential moving average,
 when ``--ema-decay`` is set), ``best.safetensors`` (whichever of the two had the best
 AE Frechet distance at any evaluation so far), ``log.csv`` (one row per epoch),
-``evals.csv`` (every evaluation) and image grids. Resuming from ``state.pt`` gives
-the same weights as a run that never stopped.
+``evals.csv`` (every evaluation), image grids, and the same numbers and grids as
+TensorBoard events (:mod:`fsvae_sj.tblog`). Resuming from ``state.pt`` gives the same
+weights as a run that never stopped.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import zoo
+from . import tblog, zoo
 from .calibration import calibrate_decoder
 from .checkpoint import read_checkpoint, save_model
 from .config import ConfigError, _Serialisable
@@ -343,15 +344,17 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def _save_grids(run: Path, model, x: torch.Tensor, epoch: int) -> None:
+def _save_grids(run: Path, model, x: torch.Tensor, epoch: int) -> dict[str, Path]:
     from torchvision.utils import save_image
     x = x[:32].to(next(model.parameters()).device)
     with torch.no_grad():
         samples = model.sample(64, seed=0).cpu()
         recon = model.reconstruct(x, seed=0).cpu()
     x = x.cpu()
-    save_image((samples + 1) / 2, run / f"sample_epoch{epoch:03d}.png", nrow=8)
-    save_image((torch.cat([x[:32], recon]) + 1) / 2, run / f"recon_epoch{epoch:03d}.png", nrow=8)
+    grids = {name: run / f"{name}_epoch{epoch:03d}.png" for name in ("sample", "recon")}
+    save_image((samples + 1) / 2, grids["sample"], nrow=8)
+    save_image((torch.cat([x[:32], recon]) + 1) / 2, grids["recon"], nrow=8)
+    return grids
 
 
 def _evaluate(run: Path, core, ema, cfg: TrainConfig, test_set, rs: RunState, global_step: int) -> dict:
@@ -410,6 +413,7 @@ class _Session:
     gen: torch.Generator
     rs: RunState
     clock: _Clock
+    tb: tblog.RunLog | None         # TensorBoard events, on rank 0
 
     def save(self) -> None:
         self.clock.update()
@@ -464,6 +468,7 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
     s.save()
     if s.rank == 0:
         _write_csv(run / "log.csv", s.rs.history)
+        s.tb.close()
         print(f"{status}: epoch {s.rs.epoch}, step {s.rs.step}; state in {run / STATE}")
     if s.world > 1:
         _check_replicas(s.model, run, s.rank, s.world)
@@ -499,8 +504,9 @@ def _setup(cfg: TrainConfig, run: Path, device: str, init: WarmStart | None, fus
     if world > 1:
         ids = [torch.device(device).index] if device.startswith("cuda") else None
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    tb = tblog.RunLog(run, rs.epoch * n_batches + rs.step) if rank == 0 else None
     return _Session(cfg, run, rank, world, device, train_set, test_set, n_batches, model, net, opt, ema, gen,
-                    rs, _Clock(rs))
+                    rs, _Clock(rs), tb)
 
 
 def _train_epoch(s: _Session, limits: _Limits, progress: bool) -> str:
@@ -551,7 +557,7 @@ def _train_epoch(s: _Session, limits: _Limits, progress: bool) -> str:
         mid_epoch = rs.step < s.n_batches
         if mid_epoch and cfg.eval_every and (gstep + 1) % cfg.eval_every == 0 and s.rank == 0:
             s.clock.update()
-            _evaluate(s.run, s.model, s.ema, cfg, s.test_set, rs, gstep + 1)
+            s.tb.evaluation(_evaluate(s.run, s.model, s.ema, cfg, s.test_set, rs, gstep + 1))
         if mid_epoch and cfg.save_every and rs.step % cfg.save_every == 0:
             s.save()
     if bar:
@@ -566,6 +572,7 @@ def _end_epoch(s: _Session) -> None:
         s.clock.update()
         n = max(rs.meters.get("n", 1), 1)
         ev = _evaluate(s.run, s.model, s.ema, s.cfg, s.test_set, rs, (rs.epoch + 1) * s.n_batches)
+        s.tb.evaluation(ev)
         row = {"epoch": rs.epoch, "scheduled_p": round(scheduled_p(s.cfg, rs.epoch), 4),
                **{f"train_{k}": round(v / n, 6) for k, v in rs.meters.items() if k != "n"},
                "train_steps_averaged": n,
@@ -574,7 +581,8 @@ def _end_epoch(s: _Session) -> None:
         was = s.model.training
         shown = s.ema.module if s.ema is not None else s.model  # the EMA is what gets published
         shown.eval()
-        _save_grids(s.run, shown, batch_of(s.test_set, torch.arange(min(32, len(s.test_set)))), rs.epoch)
+        grids = _save_grids(s.run, shown, batch_of(s.test_set, torch.arange(min(32, len(s.test_set)))), rs.epoch)
+        s.tb.epoch(row, grids)
         s.model.train(was)
     rs.epoch, rs.step, rs.meters = rs.epoch + 1, 0, {}
     s.save()

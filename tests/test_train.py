@@ -1,4 +1,5 @@
-"""Training: exact resume, time budget, NaN stop, two-process Gloo DDP."""
+"""Training: exact resume, time budget, NaN stop, two-process Gloo DDP, TensorBoard events."""
+import io
 import json
 import os
 import subprocess
@@ -242,3 +243,36 @@ def test_the_calibrated_ema_is_a_candidate_measured_like_the_others(tmp_path):
     assert ev["emacal_afd"] == round(got["test"], 3) and ev["emacal_val_afd"] == round(got["train"], 3)
     assert ev["emacal_val_afd"] != ev["ema_val_afd"]
     assert not torch.equal(cal.decoder_input.bn.running_mean, ema.decoder_input.bn.running_mean)
+
+
+def test_tensorboard_events_mirror_the_csvs_across_a_kill_and_resume(tmp_path):
+    """The run's TensorBoard events hold log.csv's and evals.csv's numbers and the epoch grids, at the
+    global step, each step once, although a killed session logged steps its resume does again."""
+    import csv
+    import shutil
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    run = tmp_path / "r"
+    args = ["--out", str(run), "--eval-every", "4", "--eval-samples", "0", "--fused-lif", "false"] + TINY
+    assert main(args + ["--max-steps", "4"]) == EXIT_STOPPED       # 6 steps per epoch: an evaluation at step 4
+    shutil.copy(run / "state.pt", tmp_path / "state_at_4.pt")
+    assert main(args + ["--max-steps", "3"]) == EXIT_STOPPED       # through the end of epoch 0 to step 7
+    shutil.copy(tmp_path / "state_at_4.pt", run / "state.pt")     # as if killed after the save at step 4
+    assert main(args) == 0
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    for group, name in (("eval", "evals.csv"), ("epoch", "log.csv")):
+        rows = list(csv.DictReader(open(run / name)))
+        steps = [int(r["global_step"]) for r in rows]
+        assert steps == ([4, 6, 8, 12] if group == "eval" else [6, 12])
+        for column in ("test_recon_mse", "wall_seconds") + (("train_loss", "train_mean_q") if group == "epoch" else ()):
+            logged = events.Scalars(f"{group}/{column}")
+            assert [e.step for e in logged] == steps, column   # each step once: the killed session's are purged
+            assert [e.value for e in logged] == pytest.approx([float(r[column]) for r in rows], rel=1e-6)
+    from PIL import Image
+    for name in ("sample", "recon"):
+        images = events.Images(f"images/{name}")
+        assert [e.step for e in images] == [6, 12]
+        for epoch, logged in enumerate(images):   # the PNG the run wrote, pixel for pixel
+            shown = Image.open(io.BytesIO(logged.encoded_image_string)).convert("RGB")
+            written = Image.open(run / f"{name}_epoch{epoch:03d}.png").convert("RGB")
+            assert shown.size == written.size and shown.tobytes() == written.tobytes()

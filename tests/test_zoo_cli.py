@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fsvae_sj import FSVAE, FSVAEConfig, zoo
+from fsvae_sj import ANNVAE, FSVAE, FSVAEConfig, zoo
 from fsvae_sj.sample import main as sample_main
 from conftest import assert_refused
 
@@ -175,6 +175,36 @@ def test_from_pretrained_is_the_zoo_model_in_eval_mode(tmp_path):
         FSVAE.from_pretrained("imagenet")
     with pytest.raises(zoo.CheckpointError, match="ANNVAE.*zoo.load"):
         FSVAE.from_pretrained("mnist-ann")
+
+
+def test_zoo_load_takes_a_dtype_and_refuses_a_non_floating_one():
+    ref = zoo.load("mnist-ann")
+    double = zoo.load("mnist-ann", dtype=torch.float64)
+    assert not double.training and double.weights_source.name == "mnist-ann"
+    assert {v.dtype for v in double.state_dict().values() if v.is_floating_point()} == {torch.float64}
+    assert all(torch.equal(v, ref.state_dict()[k].to(v.dtype)) for k, v in double.state_dict().items())
+    with pytest.raises(zoo.ZooError, match="dtype must be a floating-point torch.dtype.*torch.int64"):
+        zoo.load("mnist-ann", dtype=torch.int64)
+
+
+def test_ann_from_pretrained_behaves_as_fsvae_from_pretrained(tmp_path):
+    import inspect
+    assert inspect.signature(ANNVAE.from_pretrained).parameters == inspect.signature(FSVAE.from_pretrained).parameters
+    ann = ANNVAE.from_pretrained("mnist-ann", device="cpu", dtype=torch.float64)
+    ref = zoo.load("mnist-ann", dtype=torch.float64)
+    assert isinstance(ann, ANNVAE) and not ann.training and next(ann.parameters()).dtype == torch.float64
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in ann.state_dict().items())
+    path = ANNVAE.from_pretrained(zoo.ZOO_DIR / "mnist-ann.safetensors")
+    assert next(path.parameters()).dtype == torch.float32
+    with pytest.raises(zoo.CheckpointError, match="FSVAE, not ANNVAE.*zoo.load"):
+        ANNVAE.from_pretrained("mnist")
+    with pytest.raises(zoo.ZooError, match="valid names: .*mnist-ann"):
+        ANNVAE.from_pretrained("imagenet")
+    # cache_dir and offline reach the zoo from both classes: an entry not stored here is refused
+    # offline, naming the cache folder given
+    for cls in (FSVAE, ANNVAE):
+        with pytest.raises(zoo.ZooError, match=f"offline mode is on.*{tmp_path / cls.__name__}"):
+            cls.from_pretrained("celeba", cache_dir=tmp_path / cls.__name__, offline=True)
 
 
 def test_loading_by_name_hashes_the_file_once(monkeypatch, capsys, tmp_path):

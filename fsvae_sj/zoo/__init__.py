@@ -31,7 +31,7 @@ from ..checkpoint import CheckpointError, load_model, read_checkpoint, read_conf
 from ..config import FSVAEConfig
 from ..errors import FsvaeError
 from ..files import sha256_file
-from ..model import register_weights_loader
+from ..pretrained import register_weights_loader
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -343,12 +343,25 @@ class WeightsSource:
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.device | None = None,
-         cache_dir: str | os.PathLike | None = None, offline: bool | None = None) -> torch.nn.Module:
-    """A ready model in eval mode, by zoo name or from a local checkpoint path.
+         dtype: torch.dtype | None = None, cache_dir: str | os.PathLike | None = None,
+         offline: bool | None = None) -> torch.nn.Module:
+    """A ready model in eval mode, by zoo name or from a local checkpoint path, on ``device``
+    (default the CPU) in ``dtype`` (a floating-point ``torch.dtype``; default as stored, float32).
 
     One way down: resolve the entry, fetch and verify its file, read, build, return. The model's
-    ``weights_source`` (:class:`WeightsSource`) says which file it came from and its SHA-256."""
-    device = device or "cpu"
+    ``weights_source`` (:class:`WeightsSource`) says which file it came from and its SHA-256.
+    ``FSVAE.from_pretrained`` and ``ANNVAE.from_pretrained`` load through here. Raises
+    :class:`ZooError` for an unknown name (listing the valid ones), a missing or corrupt file,
+    or a ``dtype`` that is not floating point."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ZooError(f"dtype must be a floating-point torch.dtype (torch.float32, torch.float64, "
+                       f"torch.bfloat16, ...), got {dtype!r}")
+    model = _load(name_or_path, device or "cpu", cache_dir, offline)
+    return model.to(dtype=dtype) if dtype is not None else model
+
+
+def _load(name_or_path: str | os.PathLike, device: str | torch.device, cache_dir: str | os.PathLike | None,
+          offline: bool | None) -> torch.nn.Module:
     p = Path(name_or_path)
     if p.suffix in (".safetensors", ".pth", ".pt") or p.is_file():
         if not p.is_file():
@@ -389,5 +402,5 @@ def _derived_from(converted: Path) -> str | None:
         return None
 
 
-# FSVAE.from_pretrained (in the model module, below the zoo) loads through this.
+# FSVAE.from_pretrained and ANNVAE.from_pretrained (below the zoo) load through this.
 register_weights_loader(load)

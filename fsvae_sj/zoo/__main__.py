@@ -7,26 +7,36 @@ from pathlib import Path
 
 from .. import _cli, zoo
 
+_ENTRY = "a zoo entry (python -m fsvae_sj.zoo list)"
 
-@_cli.command
-def main(argv=None) -> int:
+
+def build_parser():
     p = _cli.parser("zoo", "The fsvae-sj model zoo. Exit status 1: verify found a corrupt file.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="names, datasets and headline metrics")
-    sub.add_parser("info", help="the model card of NAME").add_argument("name")
-    sub.add_parser("download", help="fetch and verify NAME into the cache").add_argument("name")
+    sub.add_parser("info", help="the model card of NAME").add_argument("name", help=_ENTRY)
+    download = sub.add_parser("download", help="fetch and verify NAME into the cache ($FSVAE_SJ_HOME, else "
+                                               "$TORCH_HOME/fsvae_sj, else ~/.cache/torch/fsvae_sj)")
+    download.add_argument("name", help=_ENTRY)
     sub.add_parser("verify", help="check every locally present zoo file against its hash")
     pub = sub.add_parser("publish", help="(maintainers) evaluate a training run and put it into zoo/",
                          parents=[_cli.count_flag(5000, "samples for the AE Frechet distance (seed 0)",
                                                   "--num-samples")])
     pub.add_argument("run", type=Path, help="a run folder (its best.safetensors, else model.safetensors) or a "
                                             "checkpoint file")
-    pub.add_argument("--name", required=True)
-    pub.add_argument("--dataset", help="(default: the checkpoint's training dataset)")
+    pub.add_argument("--name", required=True, help="the zoo entry to write or replace (required)")
+    pub.add_argument("--dataset",
+                     help="the dataset to measure on: " + _cli.data_help("the checkpoint's training dataset"))
     pub.add_argument("--force", action="store_true",
                      help="replace the entry even if its AE Frechet distance is better than the new one's")
-    pub.add_argument("--notes-file", type=Path, help="markdown for the card's introduction (replaces the default)")
-    args = p.parse_args(argv)
+    pub.add_argument("--notes-file", type=Path, metavar="FILE",
+                     help="markdown for the card's introduction (default: the generated one)")
+    return p
+
+
+@_cli.command
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.cmd == "list":
         for n in zoo.list_models():
             w = zoo.get_weights(n)
