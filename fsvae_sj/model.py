@@ -118,7 +118,7 @@ class FSVAE(nn.Module):
         # conv_input twice: with one input channel the layout of the convolution's output is
         # oneDNN's choice (NCHW here); the blocks' fused kernels want the convolutions' format.
         cur = conv_input(first.layer(conv_input(x)))
-        cur = first.fire(cur.unsqueeze(0).expand(T, *cur.shape))
+        cur = first.fire(cur.unsqueeze(0).expand(T, *cur.shape))  # not owned: every step is one tensor
         cur = rest(cur)
         return self.before_latent_layer(cur.flatten(2))
 
