@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from . import seeding
 from .backend import reset_net
@@ -79,8 +80,9 @@ class BernoulliSampler(nn.Module):
         # place (the loop reads a slice of it; no growing concatenation).
         z_prev = torch.zeros(steps + 1, n, self.latent_dim, device=device, dtype=dtype)
         # Per-sample generators: every sample's choices for all steps drawn from its own stream.
-        chosen = (seeding.randint(generator, self.k, (steps, self.latent_dim), device).transpose(0, 1)
-                  if isinstance(generator, list) else None)
+        with record_function("fsvae.seeding"):
+            chosen = (seeding.randint(generator, self.k, (steps, self.latent_dim), device).transpose(0, 1)
+                      if isinstance(generator, list) else None)
         outs, indices = [], []
         if loop == "incremental":
             reset_net(self.layers)
