@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
@@ -135,8 +136,7 @@ def main(argv=None) -> int:
           + ", ".join(f"{k} {v / 1e9:.2f} G" for k, v in shapes.items()))
     print(f"sgemm here: {rate / 1e9:.0f} GFLOP/s -> floor {out['floor_s']:.3f} s")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 
