@@ -166,15 +166,17 @@ class SpikingBlock(nn.Module):
         in ``out`` (``y`` itself allowed; a new tensor in the convolutions' layout if None):
         while a step is in cache, and with one buffer for the membrane instead of the modules'
         five full-size temporaries. The same operations on the same values, so the same spikes
-        bit for bit (tests/test_model.py)."""
+        bit for bit (tests/test_inference.py)."""
         bn, lif = self.bn, self.lif
         if out is None:
-            out = (empty_for_conv(y.flatten(0, 1).shape, y).view(y.shape) if y.dim() == 5
+            out = (empty_for_conv((y.shape[0] * y.shape[1], *y.shape[2:]), y).view(y.shape) if y.dim() == 5
                    else torch.empty(y.shape, dtype=y.dtype, device=y.device))
         v = lif.v.clone() if isinstance(lif.v, torch.Tensor) else torch.full_like(out[0], float(lif.v))
+        # one input repeated over T (direct encoding): its normalisation is the same every step
+        fixed = bn.normalise_eval(y[0], out=torch.empty_like(out[0]), channel_dim=1) if y.stride(0) == 0 else None
         for t in range(y.shape[0]):
-            step = bn.normalise_eval(y[t], out=out[t], channel_dim=1)
-            lif_step_(v, step, step, lif.decay, lif.v_threshold)
+            step = fixed if fixed is not None else bn.normalise_eval(y[t], out=out[t], channel_dim=1)
+            lif_step_(v, step, out[t], lif.decay, lif.v_threshold)
         lif.v = v
         return out
 
