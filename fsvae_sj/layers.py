@@ -135,7 +135,8 @@ class SpikingBlock(nn.Module):
         self.lif = lif_from_config(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fire(per_step(self.layer, x, spikes=True), owned=True)
+        # the weight layer's output is this call's own, unless a hook on the layer may have kept it
+        return self.fire(per_step(self.layer, x, spikes=True), owned=not tdbn_lif.hooked(self.layer))
 
     def fire(self, y: torch.Tensor, owned: bool = False) -> torch.Tensor:
         """tdBN then LIF on the weighted input ``y [T, N, C, ...]``: spikes of the same shape

@@ -99,6 +99,19 @@ def test_hooks_see_the_modules_run(inference_calls):
     assert inference_calls == [] and len(seen) == 1 and torch.equal(seen[0], y)
 
 
+def test_a_weight_layer_output_kept_by_a_hook_is_not_overwritten(inference_calls):
+    blk, x = make("conv", torch.float32)
+    kept = []
+    blk.layer.register_forward_hook(lambda m, i, o: kept.append(o))   # e.g. recording pre-activations
+    ref, _ = modules(blk, x)
+    before = kept[0].detach().clone()
+    reset_net(blk)
+    with torch.no_grad():
+        y = blk(x)
+    assert inference_calls == [False] and torch.equal(y, ref)
+    assert torch.equal(kept[1], before) and not torch.equal(kept[1], y.flatten(0, 1))
+
+
 def test_lif_without_autograd_equals_the_autograd_path():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(16, 6, 40, generator=g) * 0.15 + 0.08   # charges near threshold: roundings show
