@@ -135,8 +135,11 @@ class SpikingBlock(nn.Module):
         self.lif = lif_from_config(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the weight layer's output is this call's own, unless a hook on the layer may have kept it
-        return self.fire(per_step(self.layer, x, spikes=True), owned=not tdbn_lif.hooked(self.layer))
+        y = per_step(self.layer, x, spikes=True)
+        # the weight layer's output is this call's own: not the input itself (an identity layer),
+        # and not kept by a hook on the layer
+        owned = y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr() and not tdbn_lif.hooked(self.layer)
+        return self.fire(y, owned=owned)
 
     def fire(self, y: torch.Tensor, owned: bool = False) -> torch.Tensor:
         """tdBN then LIF on the weighted input ``y [T, N, C, ...]``: spikes of the same shape

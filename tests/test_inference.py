@@ -112,6 +112,18 @@ def test_a_weight_layer_output_kept_by_a_hook_is_not_overwritten(inference_calls
     assert torch.equal(kept[1], before) and not torch.equal(kept[1], y.flatten(0, 1))
 
 
+def test_an_identity_layer_leaves_the_input_alone(inference_calls):
+    blk = near_threshold(SpikingBlock(torch.nn.Identity(), 40, FSVAEConfig()))
+    x = torch.rand(16, 5, 40, generator=torch.Generator().manual_seed(0)) * 0.6
+    before = x.clone()
+    ref, _ = modules(blk, x)
+    reset_net(blk)
+    with torch.no_grad():
+        y = blk(x)
+    assert inference_calls == [False] and torch.equal(y, ref) and torch.equal(x, before)
+    assert 0.05 < float(ref.mean()) < 0.95
+
+
 def test_lif_without_autograd_equals_the_autograd_path():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(16, 6, 40, generator=g) * 0.15 + 0.08   # charges near threshold: roundings show
