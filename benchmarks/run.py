@@ -275,7 +275,8 @@ def main(argv=None) -> int:
     header = ["row"]
     for a in allocators:
         header += [f"ours {a} s", f"authors {a} s", f"vs authors ({a})"] + ([f"ref {a} s"] if args.reference else [])
-    header += [f"ours GB ({allocators[0]})", f"authors GB ({allocators[0]})"] + (["identical"] if args.reference else [])
+    header += [f"ours GB ({allocators[0]})", f"authors GB ({allocators[0]})"]
+    header += ["identical"] if args.reference else []
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)
     table = {"machine": machine, "device": args.device, "repeats": repeats, "rounds": args.rounds,
              "threads": args.threads or None, "allocators": allocators, "tcmalloc": tcmalloc,

@@ -138,7 +138,8 @@ class SpikingBlock(nn.Module):
         y = per_step(self.layer, x, spikes=True)
         # the weight layer's output is this call's own: not the input itself (an identity layer),
         # and not kept by a hook on the layer
-        owned = y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr() and not tdbn_lif.hooked(self.layer)
+        owned = (y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+                 and not tdbn_lif.hooked(self.layer))
         return self.fire(y, owned=owned)
 
     def fire(self, y: torch.Tensor, owned: bool = False) -> torch.Tensor:
@@ -150,7 +151,7 @@ class SpikingBlock(nn.Module):
         if type(self.lif) is LIF and tdbn_lif.applies(self.bn, self.lif, y):
             return tdbn_lif.tdbn_lif(self.bn, self.lif, y)
         if self._infers(y):
-            return self._fire_inference(y, y if owned else None)
+            return self._fire_inference(y, y if owned and y.stride(0) != 0 else None)
         return self.lif(self.bn(y))
 
     def _infers(self, y: torch.Tensor) -> bool:
@@ -177,7 +178,7 @@ class SpikingBlock(nn.Module):
                    else torch.empty(y.shape, dtype=y.dtype, device=y.device))
         v = lif.v.clone() if isinstance(lif.v, torch.Tensor) else torch.full_like(out[0], float(lif.v))
         # one input repeated over T (direct encoding): its normalisation is the same every step
-        fixed = bn.normalise_eval(y[0], out=torch.empty_like(out[0]), channel_dim=1) if y.stride(0) == 0 else None
+        fixed = None if y.stride(0) else bn.normalise_eval(y[0], out=torch.empty_like(out[0]), channel_dim=1)
         for t in range(y.shape[0]):
             step = fixed if fixed is not None else bn.normalise_eval(y[t], out=out[t], channel_dim=1)
             lif_step_(v, step, out[t], lif.decay, lif.v_threshold)

@@ -49,8 +49,9 @@ class TdBN(nn.Module):
             flat = x.flatten(0, 1).contiguous()
             # batch_norm's training branch is exactly tdBN's statistics and running update;
             # the alpha * V_th factor rides on gamma, which keeps d y / d gamma as the authors'.
-            y = F.batch_norm(flat, self.running_mean, self.running_var, self.weight * (self.alpha * self.v_threshold),
-                             self.bias, training=True, momentum=self.momentum, eps=self.eps)
+            gamma = self.weight * (self.alpha * self.v_threshold)
+            y = F.batch_norm(flat, self.running_mean, self.running_var, gamma, self.bias, training=True,
+                             momentum=self.momentum, eps=self.eps)
             return y.view_as(x)
         return self.normalise_eval(x)
 
@@ -62,6 +63,7 @@ class TdBN(nn.Module):
         The authors' operation order, so eval-mode spikes match theirs bit for bit. In place
         after the first op: the same roundings, one allocation (or none) instead of five."""
         shape = (1,) * channel_dim + (-1,) + (1,) * (x.dim() - channel_dim - 1)
-        y = torch.sub(x, self.running_mean.view(shape), out=out) if out is not None else x - self.running_mean.view(shape)
+        mean = self.running_mean.view(shape)
+        y = x - mean if out is None else torch.sub(x, mean, out=out)
         y.mul_(self.alpha * self.v_threshold).div_(torch.sqrt(self.running_var + self.eps).view(shape))
         return y.mul_(self.weight.view(shape)).add_(self.bias.view(shape))

@@ -43,7 +43,8 @@ def modules(blk, x):
 def inference_calls(monkeypatch):
     calls = []
     real = SpikingBlock._fire_inference
-    monkeypatch.setattr(SpikingBlock, "_fire_inference", lambda self, y, out: calls.append(out is y) or real(self, y, out))
+    monkeypatch.setattr(SpikingBlock, "_fire_inference",
+                        lambda self, y, out: calls.append(out is y) or real(self, y, out))
     return calls
 
 
