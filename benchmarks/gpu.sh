@@ -21,7 +21,7 @@ if timeout 60 python -m pip install -q --no-deps --target /tmp/sj014 spikingjell
 else
   echo "legacy SpikingJelly/CuPy could not be installed here" | tee "$out/gpu_tests_sj014.txt"
 fi
-timeout 180 python benchmarks/run.py --device cuda --repeats 3 \
+timeout 180 python benchmarks/run.py --device cuda --repeats 3 --reference \
   --rows generate@64,generate@5000,reconstruct@250,train_step@64,train_step@250 --json "$out/gpu_bench.json" "${authors[@]}" \
   | tee "$out/gpu_bench.md"
 timeout 80 python - <<'PY' 2>&1 | tee "$out/epoch_time.txt"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from . import seeding
 from .backend import reset_net
@@ -75,29 +76,30 @@ class BernoulliSampler(nn.Module):
         if loop not in LOOPS:
             raise ValueError(f"unknown loop {loop!r}; expected one of {LOOPS}")
         dtype = self.layers[0].layer.weight.dtype
-        z_prev = torch.zeros(1, n, self.latent_dim, device=device, dtype=dtype)
+        # z_prev[t] is step t's input: zeros first, then each step's chosen spikes, written in
+        # place (the loop reads a slice of it; no growing concatenation).
+        z_prev = torch.zeros(steps + 1, n, self.latent_dim, device=device, dtype=dtype)
         # Per-sample generators: every sample's choices for all steps drawn from its own stream.
-        chosen = (seeding.randint(generator, self.k, (steps, self.latent_dim), device).transpose(0, 1)
-                  if isinstance(generator, list) else None)
-        zs, outs, indices = [], [], []
+        with record_function("fsvae.seeding"):
+            chosen = (seeding.randint(generator, self.k, (steps, self.latent_dim), device).transpose(0, 1)
+                      if isinstance(generator, list) else None)
+        outs, indices = [], []
         if loop == "incremental":
             reset_net(self.layers)
         for t in range(steps):
             if loop == "incremental":
                 c = None if cond is None else cond[t:t + 1]
-                out_t = self.layers(self._inputs(c, z_prev[-1:]))[-1]
+                out_t = self.layers(self._inputs(c, z_prev[t:t + 1]))[-1]
             else:
                 c = None if cond is None else cond[:t + 1]
-                out_t = self.run(self._inputs(c, z_prev))[-1]
+                out_t = self.run(self._inputs(c, z_prev[:t + 1]))[-1]
             idx = chosen[t] if chosen is not None else draw_indices((n, self.latent_dim), self.k, generator, device)
-            z_t = self.pick(out_t, idx)
-            zs.append(z_t)
+            z_prev[t + 1] = self.pick(out_t, idx)
             outs.append(out_t)
             indices.append(idx)
-            z_prev = torch.cat([z_prev, z_t[None]], dim=0)
-        if not zs:  # T = 1: the training loop has no prefix steps
+        if not outs:  # T = 1: the training loop has no prefix steps
             return z_prev[1:], z_prev.new_zeros(0, n, self.latent_dim * self.k), indices
-        return torch.stack(zs), torch.stack(outs), indices
+        return z_prev[1:], torch.stack(outs), indices
 
     def posterior(self, cond: torch.Tensor, generator: torch.Generator | None = None,
                   loop: str = "incremental") -> tuple[torch.Tensor, torch.Tensor]:

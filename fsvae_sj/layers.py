@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import tdbn_lif
-from .neurons import LIF, lif_from_config
+from .neurons import LIF, lif_from_config, lif_step_
 from .tdbn import TdBN
 
 
@@ -135,15 +135,55 @@ class SpikingBlock(nn.Module):
         self.lif = lif_from_config(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fire(per_step(self.layer, x, spikes=True))
+        y = per_step(self.layer, x, spikes=True)
+        # the weight layer's output is this call's own: not the input itself (an identity layer),
+        # and not kept by a hook on the layer
+        owned = (y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+                 and not tdbn_lif.hooked(self.layer))
+        return self.fire(y, owned=owned)
 
-    def fire(self, y: torch.Tensor) -> torch.Tensor:
+    def fire(self, y: torch.Tensor, owned: bool = False) -> torch.Tensor:
         """tdBN then LIF on the weighted input ``y [T, N, C, ...]``: spikes of the same shape
         (one compiled pass for convolution blocks on the LIF's fused kernels, see
-        :mod:`fsvae_sj.tdbn_lif`)."""
+        :mod:`fsvae_sj.tdbn_lif`; step by step in place in eval mode without autograd, see
+        :meth:`_fire_inference`). ``owned``: ``y`` belongs to this call (a fresh weight-layer
+        output), so the inference path may overwrite it with the spikes."""
         if type(self.lif) is LIF and tdbn_lif.applies(self.bn, self.lif, y):
             return tdbn_lif.tdbn_lif(self.bn, self.lif, y)
+        if self._infers(y):
+            return self._fire_inference(y, y if owned and y.stride(0) != 0 else None)
         return self.lif(self.bn(y))
+
+    def _infers(self, y: torch.Tensor) -> bool:
+        """Whether :meth:`_fire_inference` can stand in for ``self.lif(self.bn(y))``: no autograd,
+        tdBN in eval mode, the exact LIF on its eager kernels without ``v_seq``, these exact
+        classes (subclasses may change the dynamics), no hook observing the modules, and an
+        input (and a kept membrane) that the modules would accept (else they raise)."""
+        bn, lif = self.bn, self.lif
+        return (not torch.is_grad_enabled() and type(bn) is TdBN and not bn.training
+                and type(lif) is LIF and lif.impl == "exact" and not lif.fused and not lif.store_v_seq
+                and y.dim() >= 3 and y.shape[2] == bn.num_features
+                and (not isinstance(lif.v, torch.Tensor) or lif.v.shape == y.shape[1:])
+                and not tdbn_lif.hooked(bn, lif))
+
+    def _fire_inference(self, y: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        """``self.lif(self.bn(y))`` one step at a time, every step normalised and fired in place
+        in ``out`` (``y`` itself allowed; a new tensor in the convolutions' layout if None):
+        while a step is in cache, and with one buffer for the membrane instead of the modules'
+        five full-size temporaries. The same operations on the same values, so the same spikes
+        bit for bit (tests/test_inference.py)."""
+        bn, lif = self.bn, self.lif
+        if out is None:
+            out = (empty_for_conv((y.shape[0] * y.shape[1], *y.shape[2:]), y).view(y.shape) if y.dim() == 5
+                   else torch.empty(y.shape, dtype=y.dtype, device=y.device))
+        v = lif.v.clone() if isinstance(lif.v, torch.Tensor) else torch.full_like(out[0], float(lif.v))
+        # one input repeated over T (direct encoding): its normalisation is the same every step
+        fixed = None if y.stride(0) else bn.normalise_eval(y[0], out=torch.empty_like(out[0]), channel_dim=1)
+        for t in range(y.shape[0]):
+            step = fixed if fixed is not None else bn.normalise_eval(y[t], out=out[t], channel_dim=1)
+            lif_step_(v, step, out[t], lif.decay, lif.v_threshold)
+        lif.v = v
+        return out
 
 
 def conv_block(c_in: int, c_out: int, cfg) -> SpikingBlock:

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from . import seeding
 from .backend import reset_net
@@ -119,7 +120,7 @@ class FSVAE(nn.Module):
         # conv_input twice: with one input channel the layout of the convolution's output is
         # oneDNN's choice (NCHW here); the blocks' fused kernels want the convolutions' format.
         cur = conv_input(first.layer(conv_input(x)))
-        cur = first.fire(cur.unsqueeze(0).expand(T, *cur.shape))
+        cur = first.fire(cur.unsqueeze(0).expand(T, *cur.shape))  # not owned: every step is one tensor
         cur = rest(cur)
         return self.before_latent_layer(cur.flatten(2))
 
@@ -129,10 +130,12 @@ class FSVAE(nn.Module):
         for part in (self.decoder_input, self.decoder, self.final_layer):
             reset_net(part)
         c_last = self.config.hidden_dims[-1]
-        h = self.decoder_input(z)
-        h = h.view(h.shape[0], h.shape[1], c_last, 2, 2)
-        spikes = self.final_layer[0](self.decoder(h))
-        return torch.tanh(self.readout(spikes))
+        with record_function("fsvae.decoder"):
+            h = self.decoder_input(z)
+            h = h.view(h.shape[0], h.shape[1], c_last, 2, 2)
+            spikes = self.final_layer[0](self.decoder(h))
+        with record_function("fsvae.readout"):
+            return torch.tanh(self.readout(spikes))
 
     def readout_coefficients(self, T: int, device=None) -> torch.Tensor:
         """``decay^(T-1-t)``: the non-firing integrator's weight of step t."""
@@ -187,14 +190,18 @@ class FSVAE(nn.Module):
         ``seed``: image i depends only on (seed, i), whatever the batch size or device
         (per-sample CPU generators, :mod:`fsvae_sj.seeding`); ``generator``: a list of
         one generator per image (the same guarantee), or one generator for the batch.
-        Raises ValueError for n < 1, RuntimeError in training mode."""
+        Raises ValueError for n < 1, RuntimeError in training mode. In a ``torch.profiler``
+        trace the phases show as ``fsvae.seeding``, ``fsvae.prior``, ``fsvae.decoder`` and
+        ``fsvae.readout`` (benchmarks/sample_phases.py)."""
         if int(n) < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if self.training:
             raise RuntimeError("sample() needs eval mode; call model.eval() first")
         device = next(self.parameters()).device
-        g = seeding.resolve(seed, generator, int(n))
-        z, _ = self.prior.generate(int(n), self.config.n_steps, g, loop=self.loop, device=device)
+        with record_function("fsvae.seeding"):
+            g = seeding.resolve(seed, generator, int(n))
+        with record_function("fsvae.prior"):
+            z, _ = self.prior.generate(int(n), self.config.n_steps, g, loop=self.loop, device=device)
         images = self.decode(z)
         return (images, z) if return_latents else images
 

@@ -20,6 +20,10 @@ Two implementations of the same node, chosen by ``impl``:
   surrogate: its fused kernels on CUDA (legacy CuPy in training mode, FlexSN
   in SpikingJelly 2), its torch loop elsewhere.
 
+Without autograd (sampling, reconstruction) the exact impl runs step by step in place
+(:func:`lif_step_`): one membrane buffer, spikes written straight into the output, the same
+roundings.
+
 ``store_v_seq=True`` (SpikingJelly's option) keeps the membrane sequence of the
 last call as ``v_seq [T, ...]``: on the exact route the charged membrane before
 the reset, ``h_t = decay * v_{t-1} + x_t`` (what the authors call u_t; detached);
@@ -54,6 +58,16 @@ def _eager_forward(x_seq, v0, decay: float, v_th: float):
         torch.gt(h, v_th, out=fired[t])
         v = torch.where(fired[t], zero, h)
     return fired.to(x_seq.dtype), h_seq, v
+
+
+def lif_step_(v: torch.Tensor, x_t: torch.Tensor, spikes_t: torch.Tensor, decay: float, v_th: float) -> None:
+    """One step of the dynamics without autograd, in place: charges the membrane ``v``
+    with ``x_t``, writes the spikes (0.0 or 1.0) into ``spikes_t`` (which may be ``x_t``
+    itself) and resets ``v`` where they fired. The same roundings as :func:`_eager_forward`
+    (``v - v * 1`` is exactly 0); no allocation."""
+    v.mul_(decay).add_(x_t)
+    torch.gt(v, v_th, out=spikes_t)
+    v.addcmul_(v, spikes_t, value=-1.0)
 
 
 def _eager_backward(h_seq, grad_spikes, grad_v, decay: float, v_th: float, a: float, offset: float):
@@ -210,6 +224,15 @@ class LIF(backend.LIFNode):
                              f"spikingjelly's functional.reset_net(model) (or .reset()) between sequences")
         if self.impl == "spikingjelly":
             return self._spikingjelly_forward(x_seq)
+        if not torch.is_grad_enabled() and not self.fused and not self.store_v_seq:
+            # Inference: the membrane in one buffer, spikes written straight into the output
+            # (no membrane sequence, no bool mask, no per-step tensors).
+            spikes = torch.empty_like(x_seq)
+            v = self.v.clone() if isinstance(self.v, torch.Tensor) else self._initial_v(x_seq)
+            for t in range(x_seq.shape[0]):
+                lif_step_(v, x_seq[t], spikes[t], self.decay, self.v_threshold)
+            self.v = v
+            return spikes
         spikes, v, h_seq = _ExactLIF.apply(x_seq, self._initial_v(x_seq), self.decay,
                                            self.v_threshold, *self.surrogate_function.params(), self.fused)
         self.v = v

@@ -40,8 +40,6 @@ class TdBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 3 or x.shape[2] != self.num_features:
             raise ValueError(f"TdBN expects [T, N, {self.num_features}, ...], got {tuple(x.shape)}")
-        scale = self.alpha * self.v_threshold
-        shape = (1, 1, -1) + (1,) * (x.dim() - 3)
         if self.training:
             self.num_batches_tracked.add_(1)
             # Statistics from a contiguous (NCHW) copy: on the CPU, batch_norm's channels-last
@@ -51,11 +49,21 @@ class TdBN(nn.Module):
             flat = x.flatten(0, 1).contiguous()
             # batch_norm's training branch is exactly tdBN's statistics and running update;
             # the alpha * V_th factor rides on gamma, which keeps d y / d gamma as the authors'.
-            y = F.batch_norm(flat, self.running_mean, self.running_var, self.weight * scale,
-                             self.bias, training=True, momentum=self.momentum, eps=self.eps)
+            gamma = self.weight * (self.alpha * self.v_threshold)
+            y = F.batch_norm(flat, self.running_mean, self.running_var, gamma, self.bias, training=True,
+                             momentum=self.momentum, eps=self.eps)
             return y.view_as(x)
-        # The authors' operation order, so eval-mode spikes match theirs bit for bit.
-        # In place after the first op: the same roundings, one allocation instead of five.
-        y = x - self.running_mean.view(shape)
-        y.mul_(scale).div_(torch.sqrt(self.running_var + self.eps).view(shape))
+        return self.normalise_eval(x)
+
+    def normalise_eval(self, x: torch.Tensor, out: torch.Tensor | None = None, channel_dim: int = 2) -> torch.Tensor:
+        """The eval-mode output (running statistics) of ``x`` with channels on ``channel_dim``
+        (2 for ``[T, N, C, ...]``, 1 for one step ``[N, C, ...]``), written into ``out`` when
+        given (``x`` itself is allowed: no autograd then) and returned; no checks.
+
+        The authors' operation order, so eval-mode spikes match theirs bit for bit. In place
+        after the first op: the same roundings, one allocation (or none) instead of five."""
+        shape = (1,) * channel_dim + (-1,) + (1,) * (x.dim() - channel_dim - 1)
+        mean = self.running_mean.view(shape)
+        y = x - mean if out is None else torch.sub(x, mean, out=out)
+        y.mul_(self.alpha * self.v_threshold).div_(torch.sqrt(self.running_var + self.eps).view(shape))
         return y.mul_(self.weight.view(shape)).add_(self.bias.view(shape))

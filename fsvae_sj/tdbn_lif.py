@@ -43,14 +43,16 @@ def applies(bn: TdBN, lif: nn.Module, x: torch.Tensor) -> bool:
     if type(bn) is not TdBN:
         return False
     return (getattr(lif, "fused", False) and lif.impl == "exact" and not lif.store_v_seq
-            and not _hooked(bn, lif)
+            and not hooked(bn, lif)
             and not isinstance(lif.v, torch.Tensor) and x.dim() == 5 and x.shape[0] > 0
             and x[0].is_contiguous(memory_format=torch.channels_last)
             and x.stride(0) in (0, x[0].numel())
             and (bn.training or not torch.is_grad_enabled()))
 
 
-def _hooked(*modules: nn.Module) -> bool:
+def hooked(*modules: nn.Module) -> bool:
+    """Whether a forward or backward hook (global, or on one of ``modules``) would see these
+    modules run: paths that skip running them must then yield."""
     g = nn.modules.module
     if (g._global_forward_hooks or g._global_forward_pre_hooks or g._global_backward_hooks
             or g._global_backward_pre_hooks):

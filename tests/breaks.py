@@ -32,6 +32,8 @@ BREAKS = [
  ("C1 transposed-conv bias gradient off by 0.1%", "fsvae_sj/layers.py", "grad_b = grad.sum((0, 2, 3)) if need[2] else None", "grad_b = grad.sum((0, 2, 3)) * 1.001 if need[2] else None", "tests/test_layers.py -k conv_transpose"),
  ("B1 bool-saved spike inputs come back inverted", "fsvae_sj/layers.py", "return t if dtype is None else t.to(dtype)", "return t if dtype is None else (~t).to(dtype)", "tests/test_layers.py -k bool"),
  ("B2 inputs that are not spikes saved as bool anyway", "fsvae_sj/layers.py", "if torch.equal(packed.to(t.dtype), t):", "if True:", "tests/test_layers.py -k not_spikes"),
+ ("I1 inference LIF charges as SpikingJelly rounds", "fsvae_sj/neurons.py", "    v.mul_(decay).add_(x_t)\n", "    v.sub_(v / (1.0 / (1.0 - decay))).add_(x_t)\n", "tests/test_inference.py -k lif"),
+ ("I2 inference path overwrites inputs it does not own", "fsvae_sj/layers.py", "owned = (y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()", "owned = (True", "tests/test_inference.py -k alone"),
 ]
 env = dict(os.environ, PYTHONPATH=B, OMP_NUM_THREADS="1")
 for name, f, old, new, test in BREAKS:
