@@ -57,6 +57,8 @@ FIELD_HELP = {
     "lr_schedule": "learning-rate schedule: constant or cosine (from --lr down to --lr x --lr-min-ratio)",
     "lr_min_ratio": "cosine schedule's last learning rate as a fraction of --lr",
     "lr_decay_steps": "optimiser steps over which the cosine schedule decays (0: until the end of --epochs)",
+    "lr_warmup_steps": "optimiser steps of a linear learning-rate ramp at the start of this run (after --init-from "
+                       "the optimiser restarts: its first steps are large); 0: none",
     "eval_every": "also evaluate every N optimiser steps, into evals.csv (0: at epoch ends only)",
     "eval_samples": "samples for the AE Frechet distance of each evaluation, 0 or >= 2 (0: none)",
     "calibrate_decoder": "also score, at each evaluation, the EMA with its decoder's tdBN statistics re-estimated on "

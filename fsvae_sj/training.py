@@ -71,6 +71,9 @@ class TrainConfig(_Serialisable):
     (``torch.optim.swa_utils.AveragedModel``, buffers included); None: off.
     ``lr_schedule``: ``"constant"`` or ``"cosine"`` (from ``lr`` at the run's first step
     to ``lr * lr_min_ratio`` after ``lr_decay_steps`` steps, or at the end of ``epochs`` if 0).
+    ``lr_warmup_steps``: a linear ramp of the learning rate over the run's first steps: a restarted
+    AdamW's first steps move every weight by about ``lr`` whatever its gradient's size (its moment
+    estimates are fresh), which knocked trained weights back (benchmarks/RESULTS.md, quality study).
     ``eval_every``: also evaluate every N optimiser steps (0: at epoch ends only);
     ``eval_samples``: samples for the AE Frechet distance of each evaluation (0: none).
     ``calibrate_decoder``: also evaluate (and keep as ``best.safetensors`` when it wins) the EMA
@@ -102,6 +105,7 @@ class TrainConfig(_Serialisable):
     lr_schedule: str = "constant"
     lr_min_ratio: float = 0.01
     lr_decay_steps: int = 0
+    lr_warmup_steps: int = 0
     eval_every: int = 0
     eval_samples: int = 1000
     calibrate_decoder: int = 0
@@ -111,6 +115,8 @@ class TrainConfig(_Serialisable):
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.eval_samples == 1 or self.eval_samples < 0:
             raise ValueError(f"eval_samples must be 0 (no AE Frechet) or >= 2, got {self.eval_samples}")
+        if self.lr_warmup_steps < 0:
+            raise ValueError(f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
         if self.calibrate_decoder < 0 or self.calibrate_decoder == 1:
             raise ValueError(f"calibrate_decoder must be 0 (off) or >= 2 samples, got {self.calibrate_decoder}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -144,15 +150,19 @@ def scheduled_p(cfg: TrainConfig, epoch: int) -> float:
 
 
 def learning_rate(cfg: TrainConfig, global_step: int, first_step: int, total_steps: int, world: int = 1) -> float:
-    """The learning rate of optimiser step ``global_step`` (counted over the whole run)."""
+    """The learning rate of optimiser step ``global_step`` (counted over the whole run): the
+    schedule's, times ``(k + 1) / (lr_warmup_steps + 1)`` for the k-th step of the run while
+    ``k < lr_warmup_steps``."""
     lr = cfg.base_lr(world)
+    k = global_step - first_step
+    warm = (k + 1) / (cfg.lr_warmup_steps + 1) if 0 <= k < cfg.lr_warmup_steps else 1.0
     if cfg.lr_decay_steps:
         total_steps = first_step + cfg.lr_decay_steps
     if cfg.lr_schedule == "constant" or total_steps <= first_step:
-        return lr
-    t = min(max((global_step - first_step) / (total_steps - first_step), 0.0), 1.0)
+        return lr * warm
+    t = min(max(k / (total_steps - first_step), 0.0), 1.0)
     lo = lr * cfg.lr_min_ratio
-    return lo + (lr - lo) * 0.5 * (1 + math.cos(math.pi * t))
+    return (lo + (lr - lo) * 0.5 * (1 + math.cos(math.pi * t))) * warm
 
 
 def batches_per_epoch(n: int, batch_size: int) -> int:
