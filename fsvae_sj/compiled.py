@@ -22,6 +22,11 @@ def _compiled(fn):
         import torch.utils.cpp_extension  # noqa: F401
     finally:
         log.setLevel(level)
+    # A training step meets every length T = 1..n_steps (the posterior's prefix runs), more
+    # than dynamo's default of 8 compiled versions per function; past the limit it would
+    # silently run eager. Raised once for the process, not patched around each call: the
+    # config is global, and threads patching and restoring it would undo each other's limit.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     # dynamic=True: one kernel for every layer width M; each sequence length T compiles once
     # (the loop over T is unrolled). Inductor keeps compiled kernels in its on-disk cache,
     # so later processes load them in seconds.
@@ -29,13 +34,9 @@ def _compiled(fn):
 
 
 def run_compiled(fn, *args):
-    """``fn(*args)`` through its one compiled version (compiled on first use)."""
-    # A training step meets every length T = 1..n_steps (the posterior's prefix runs), more
-    # than dynamo's default of 8 compiled versions per function; past the limit it would
-    # silently run eager.
-    limit = max(torch._dynamo.config.recompile_limit, 64)
-    with torch._dynamo.config.patch(recompile_limit=limit):
-        return _compiled(fn)(*args)
+    """``fn(*args)`` through its one compiled version (compiled on first use; the process's dynamo
+    recompile limit is then raised to at least 64, one version per sequence length)."""
+    return _compiled(fn)(*args)
 
 
 def can_compile(device: torch.device) -> bool:

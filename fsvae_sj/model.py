@@ -17,6 +17,7 @@ from .bernoulli import LOOPS, BernoulliSampler
 from .config import ANNVAEConfig, ConfigError, FSVAEConfig, check_image_batch, resolve
 from .errors import CheckpointError
 from .layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
+from .locks import serialised
 from .losses import LossSettings, fsvae_loss
 from .pretrained import load_as
 
@@ -72,6 +73,11 @@ class FSVAE(nn.Module):
 
     ``loop`` chooses how eval-mode autoregressive sampling runs:
     ``"incremental"`` (O(T), default) or ``"prefix"`` (the authors' O(T^2) reference).
+
+    Threads: the neurons keep their membrane potentials in the modules during a call, so
+    ``encode``, ``decode``, ``forward`` (and ``loss``), ``sample`` and ``reconstruct`` take the
+    model's lock (:mod:`fsvae_sj.locks`): calls from several threads on one model run one at a
+    time, each with the result it gets alone; separate models run in parallel.
     """
 
     def __init__(self, config: FSVAEConfig | None = None, **overrides):
@@ -109,6 +115,7 @@ class FSVAE(nn.Module):
             raise ValueError("latent input to the decoder must be spikes (only 0 and 1)")
 
     # -- the three parts -----------------------------------------------------------
+    @serialised
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder spike train ``[T, N, latent]`` of images ``[N, C, H, W]``."""
         check_image_batch(x, self.config, self.encoder[0].layer.weight.dtype)
@@ -124,6 +131,7 @@ class FSVAE(nn.Module):
         cur = rest(cur)
         return self.before_latent_layer(cur.flatten(2))
 
+    @serialised
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images ``[N, C, H, W]`` (tanh of the membrane read-out) from spikes ``[T, N, latent]``."""
         self.check_latents(z)
@@ -159,6 +167,7 @@ class FSVAE(nn.Module):
         return out + conv.bias.view(1, -1, 1, 1) * coef.sum()
 
     # -- training forward, sampling, reconstruction -----------------------------------
+    @serialised
     def forward(self, x: torch.Tensor, scheduled_p: float = 0.0,
                 generator: torch.Generator | None = None) -> FSVAEOutput:
         """Encode, sample z from q, run p on z (scheduled sampling in training), decode."""
@@ -182,6 +191,7 @@ class FSVAE(nn.Module):
         return losses
 
     @torch.no_grad()
+    @serialised
     def sample(self, n: int, *, generator: seeding.Generators = None, seed: int | None = None,
                return_latents: bool = False):
         """``n`` images ``[n, C, H, W]`` in [-1, 1] from the prior (eval mode); with
@@ -206,6 +216,7 @@ class FSVAE(nn.Module):
         return (images, z) if return_latents else images
 
     @torch.no_grad()
+    @serialised
     def reconstruct(self, x: torch.Tensor, *, generator: seeding.Generators = None,
                     seed: int | None = None) -> torch.Tensor:
         """Eval-mode reconstructions ``[N, C, H, W]`` of images ``[N, C, H, W]`` in [-1, 1];

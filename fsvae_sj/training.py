@@ -38,6 +38,7 @@ from .checkpoint import read_checkpoint, save_model
 from .config import ConfigError, _Serialisable
 from .datasets import DATASETS, batch_of, canonical, make_dataset
 from .files import atomic_write_bytes, sha256_file
+from .locks import claim_folder
 from .losses import LossSettings
 from .metrics import afd_scores, generate, recon_mse
 from .model import ARCHITECTURES, architecture, build_model, load_state_strict
@@ -467,32 +468,37 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
     run's weights (see :func:`warm_start`). ``fused_lif``: the LIF neurons on torch.compile'd
     kernels (:func:`fsvae_sj.neurons.use_fused_kernels`: the same spikes, gradients to rounding;
     compiles once per process). Raises FloatingPointError on a non-finite loss."""
-    s = _setup(cfg, run, device, init, fused_lif)
-    with _stop_on_sigterm() as stop_requested:
-        limits = _Limits(time_budget, max_steps, stop_requested, cpu_budget)
-        status = "finished"
-        while status == "finished" and s.rs.epoch < cfg.epochs:
-            status = _train_epoch(s, limits, progress)
-            if status == "finished":
-                _end_epoch(s)
-    s.save()
-    if s.rank == 0:
-        _write_csv(run / "log.csv", s.rs.history)
-        s.tb.close()
-        print(f"{status}: epoch {s.rs.epoch}, step {s.rs.step}; state in {run / STATE}")
-    if s.world > 1:
-        _check_replicas(s.model, run, s.rank, s.world)
-    return {"status": status, "epoch": s.rs.epoch, "step": s.rs.step, "steps_run": limits.steps_run}
+    with contextlib.ExitStack() as claim:   # the run folder is this process's until it returns
+        s = _setup(cfg, run, device, init, fused_lif, claim)
+        with _stop_on_sigterm() as stop_requested:
+            limits = _Limits(time_budget, max_steps, stop_requested, cpu_budget)
+            status = "finished"
+            while status == "finished" and s.rs.epoch < cfg.epochs:
+                status = _train_epoch(s, limits, progress)
+                if status == "finished":
+                    _end_epoch(s)
+        s.save()
+        if s.rank == 0:
+            _write_csv(run / "log.csv", s.rs.history)
+            s.tb.close()
+            print(f"{status}: epoch {s.rs.epoch}, step {s.rs.step}; state in {run / STATE}")
+        if s.world > 1:
+            _check_replicas(s.model, run, s.rank, s.world)
+        return {"status": status, "epoch": s.rs.epoch, "step": s.rs.step, "steps_run": limits.steps_run}
 
 
-def _setup(cfg: TrainConfig, run: Path, device: str, init: WarmStart | None, fused_lif: bool) -> _Session:
-    """Data, model, optimiser, EMA and run state: resumed from ``run/state.pt``, else new."""
+def _setup(cfg: TrainConfig, run: Path, device: str, init: WarmStart | None, fused_lif: bool,
+           claim: contextlib.ExitStack) -> _Session:
+    """Data, model, optimiser, EMA and run state: resumed from ``run/state.pt``, else new. Rank 0
+    claims the run folder in ``claim`` (a second process training into it is refused)."""
     rank, world, device = _dist_info(device)
     # data first: a missing dataset must not leave an empty run folder behind
     train_set = make_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.limit_train)
     test_set = make_dataset(cfg.dataset, "test", cfg.data_root, cfg.download, cfg.limit_test)
     n_batches = batches_per_epoch(len(train_set) // world, cfg.batch_size)
     run.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        claim.enter_context(claim_folder(run, "a training run"))
     model = use_fused_kernels(build(cfg).to(device), fused_lif)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.base_lr(world), betas=(0.9, 0.999),
                             weight_decay=cfg.weight_decay)
