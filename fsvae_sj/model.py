@@ -294,14 +294,30 @@ def build_model(config) -> nn.Module:
     return architecture(config.arch).model(config)
 
 
+def check_state(config, state: dict[str, torch.Tensor], source: str) -> None:
+    """Check ``state`` against the model ``config`` describes, before that model is built:
+    the same keys, shapes, and floating-point tensors where the model has them. The model is
+    laid out on the meta device (no memory). Raises :class:`~fsvae_sj.errors.CheckpointError`
+    listing what does not fit (``source`` names the file)."""
+    with torch.device("meta"):
+        own = build_model(config).state_dict()
+    _refuse_mismatch(own, state, source)
+
+
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """``model.load_state_dict(state)`` after checking every key and shape; raises
     :class:`~fsvae_sj.errors.CheckpointError` listing what does not fit (``source`` names the file)."""
-    own = model.state_dict()
+    _refuse_mismatch(model.state_dict(), state, source)
+    model.load_state_dict(state, strict=True)
+
+
+def _refuse_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str) -> None:
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or bad:
+    common = set(own) & set(state)
+    bad = sorted(k for k in common if own[k].shape != state[k].shape)
+    kind = sorted(k for k in common - set(bad) if own[k].is_floating_point() != state[k].is_floating_point())
+    if missing or unexpected or bad or kind:
         details = []
         if missing:
             details.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")
@@ -309,5 +325,6 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
             details.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
         for k in bad[:8]:
             details.append(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+        for k in kind[:8]:
+            details.append(f"{k}: checkpoint dtype {state[k].dtype} vs model {own[k].dtype}")
         raise CheckpointError(f"{source} does not fit this architecture: " + "; ".join(details))
-    model.load_state_dict(state, strict=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from . import _cli
+from .config import parse_file
 from .datasets import DATASETS
 from .losses import DISTANCES, MMD_REDUCTIONS
 from .model import ARCHITECTURES
@@ -135,8 +136,7 @@ def requested(args) -> dict:
     stated = {}
     if args.config:
         full = TrainConfig.load(args.config).to_dict()   # validates: unknown fields and bad values are refused
-        import yaml   # YAML is a superset of JSON: one parser for both
-        stated = {k: full[k] for k in (yaml.safe_load(Path(args.config).read_text()) or {})}
+        stated = {k: full[k] for k in parse_file(args.config)}
     return {**(RECIPES[args.recipe] if args.recipe else {}), **stated, **flags}
 
 

@@ -37,9 +37,10 @@ from .calibration import calibrate_decoder
 from .checkpoint import read_checkpoint, save_model
 from .config import ConfigError, _Serialisable
 from .datasets import DATASETS, batch_of, canonical, make_dataset
+from .errors import CheckpointError
 from .files import atomic_write_bytes, sha256_file
 from .locks import claim_folder
-from .losses import LossSettings
+from .losses import DISTANCES, MMD_REDUCTIONS, LossSettings
 from .metrics import afd_scores, generate, recon_mse
 from .model import ARCHITECTURES, architecture, build_model, load_state_strict
 from .neurons import use_fused_kernels
@@ -112,6 +113,21 @@ class TrainConfig(_Serialisable):
     calibrate_decoder: int = 0
 
     def __post_init__(self):
+        self._check_types()
+        ranges = {"epochs": (self.epochs >= 1, ">= 1"), "n_steps": (self.n_steps >= 1, ">= 1"),
+                  "seed": (self.seed >= 0, ">= 0"), "lr": (self.lr is None or self.lr > 0, "> 0 or null"),
+                  "weight_decay": (self.weight_decay >= 0, ">= 0"),
+                  "scheduled_start": (0 <= self.scheduled_start <= 1, "in [0, 1]"),
+                  "scheduled_end": (0 <= self.scheduled_end <= 1, "in [0, 1]"),
+                  "distance": (self.distance in DISTANCES, f"one of {DISTANCES}"),
+                  "mmd_reduction": (self.mmd_reduction in MMD_REDUCTIONS, f"one of {MMD_REDUCTIONS}"),
+                  "limit_test": (self.limit_test is None or self.limit_test >= 1, ">= 1 or null"),
+                  "save_every": (self.save_every >= 0, ">= 0"), "eval_every": (self.eval_every >= 0, ">= 0"),
+                  "lr_min_ratio": (0 <= self.lr_min_ratio <= 1, "in [0, 1]"),
+                  "lr_decay_steps": (self.lr_decay_steps >= 0, ">= 0")}
+        for name, (ok, want) in ranges.items():
+            if not ok:
+                raise ConfigError(f"TrainConfig field {name} must be {want}, got {getattr(self, name)!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.eval_samples == 1 or self.eval_samples < 0:
@@ -311,14 +327,33 @@ def _save_state(run: Path, model, opt, ema, cfg, rs: RunState, gen, rank: int, w
         save_model(ema.module, run / "ema.safetensors", extra={**extra, "weights": "ema"})
 
 
+def read_state(path: Path) -> dict:
+    """A run's ``state.pt`` (tensors and plain values only: ``weights_only``); raises
+    :class:`~fsvae_sj.errors.CheckpointError` naming the file and the ways on when it is cut short,
+    corrupt or lacks a part."""
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # torch's readers raise RuntimeError, EOFError, UnpicklingError, ...
+        raise CheckpointError(
+            f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'empty'}): cut "
+            f"short or corrupt. To go on from the last saved weights, start a new run with --out NEW --init-from "
+            f"{path.parent / 'model.safetensors'}; or delete {path} to start this run again") from None
+    missing = [k for k in ("train_config", "model", "optimizer", "gen", "torch_rng") if not isinstance(st, dict)
+               or k not in st]
+    if missing:
+        raise CheckpointError(f"{path} is not a run state of ours (no {', '.join(missing)}); delete it, or start "
+                              f"a new run with --init-from {path.parent / 'model.safetensors'}")
+    return st
+
+
 def _load_state(run: Path, cfg: TrainConfig, model, opt, ema, gen, rank: int, world: int) -> RunState:
-    st = torch.load(run / STATE, map_location="cpu", weights_only=True)
+    st = read_state(run / STATE)
     saved_world = len(st["gen"]) if isinstance(st["gen"], list) else 1
     if saved_world != world:
         raise ValueError(f"{run / STATE} was written by {saved_world} process(es), this is {world}: the batches, "
                          f"data shards and learning rate depend on it; resume with {saved_world} or use "
                          f"--init-from in a new run")
-    model.load_state_dict(st["model"])
+    load_state_strict(model, st["model"], source=str(run / STATE))
     opt.load_state_dict(st["optimizer"])
     torch.set_rng_state(st["torch_rng"])
     gens = st["gen"]  # one state per rank (a single tensor in the first format)
@@ -708,7 +743,7 @@ def resolve_config(run: Path, asked: dict, init_from: str | None = None) -> tupl
     state = Path(run) / STATE
     init = None
     if state.is_file():
-        saved = torch.load(state, map_location="cpu", weights_only=True)["train_config"]
+        saved = read_state(state)["train_config"]
         wanted = {**saved, **asked}
         changed = [k for k in config_differences(saved, wanted) if k not in RESUMABLE_CHANGES]
         # A weight average may join a run that had none: it changes nothing the run learns.

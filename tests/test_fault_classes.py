@@ -73,3 +73,130 @@ def test_a_second_process_training_into_a_busy_run_folder_is_refused(tmp_path, c
         assert_refused(train_main(["--out", str(run)] + TINY), capsys, f"{run} is in use by another process")
     assert not (run / "state.pt").exists()
     assert train_main(["--out", str(run)] + TINY) == 0   # free again once released
+
+
+# -- 2. untrusted file contents ------------------------------------------------------------------------
+def _checkpoint_with(path, model, config_changes=None, config_text=None, extra=None, state=None):
+    """A checkpoint of ``model`` whose header says what a file from someone else might."""
+    import json
+
+    from safetensors.torch import save
+    cfg = {**model.config.to_dict(), **(config_changes or {})}
+    meta = {"format": "fsvae-sj/1", "config": config_text if config_text is not None else json.dumps(cfg)}
+    if extra is not None:
+        meta["extra"] = extra
+    state = state if state is not None else {k: v.contiguous() for k, v in model.state_dict().items()}
+    path.write_bytes(save(state, metadata=meta))
+    return path
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"in_channels": "1"}, "in_channels must be an integer"),
+    ({"n_steps": 16.0}, "n_steps must be an integer"),
+    ({"latent_dim": None}, "latent_dim must be an integer"),
+    ({"hidden_dims": "abc"}, "hidden_dims must be a list of integers"),
+    ({"decay": True}, "decay must be a finite number"),
+    ({"k": -3}, "k must be >= 1"),
+])
+def test_checkpoint_config_fields_of_the_wrong_type_or_range_are_refused_naming_file_and_field(
+        tmp_path, tiny_cfg, capsys, changes, field):
+    from fsvae_sj.sample import main as sample_main
+    f = _checkpoint_with(tmp_path / "other.safetensors", FSVAE(tiny_cfg), changes)
+    assert_refused(sample_main(["-n", "2", "--model", str(f), "--out", str(tmp_path / "s.png")]), capsys,
+                   f"{f}: the model config in its metadata is invalid: .*{field}")
+    assert not (tmp_path / "s.png").exists()
+
+
+@pytest.mark.parametrize("extra,field", [('{"epoch": "3"}', "extra.epoch"), ('{"cpu_seconds": -1}', "extra.cpu_seconds"),
+                                         ("[1, 2]", "must be a JSON object"), ("{not json", "not JSON")])
+def test_checkpoint_extra_metadata_is_checked_by_type(tmp_path, tiny_cfg, extra, field):
+    from fsvae_sj.checkpoint import CheckpointError, read_checkpoint
+    f = _checkpoint_with(tmp_path / "x.safetensors", FSVAE(tiny_cfg), extra=extra)
+    with pytest.raises(CheckpointError, match=f"{f}: .*{field}"):
+        read_checkpoint(f)
+
+
+def test_a_header_claiming_a_huge_model_is_refused_before_the_model_is_built(tmp_path, tiny_cfg, monkeypatch):
+    import fsvae_sj.checkpoint as ckpt
+    built = []
+    monkeypatch.setattr(ckpt, "build_model", lambda config: built.append(config) or pytest.fail("model built"))
+    # the fashion-mnist entry's config with a latent of 16384 (~195 GB of parameters), and one tensor
+    f = _checkpoint_with(tmp_path / "huge.safetensors", FSVAE(tiny_cfg),
+                         {"image_size": 32, "hidden_dims": [32, 64, 128, 256], "latent_dim": 16384, "k": 20},
+                         state={"encoder.0.layer.weight": torch.zeros(32, 1, 3, 3)})
+    with pytest.raises(ckpt.CheckpointError, match=f"{f} does not fit this architecture: missing keys"):
+        ckpt.load_model(f)
+    assert built == []
+
+
+def test_authors_checkpoints_that_are_cut_short_are_named(tmp_path):
+    import gzip
+
+    from fsvae_sj.authors import load_authors_checkpoint
+    from fsvae_sj.checkpoint import CheckpointError
+    f = tmp_path / "authors.pth.gz"
+    f.write_bytes(gzip.compress(bytes(range(256)) * 8)[:100])   # the gzip stream ends early
+    with pytest.raises(CheckpointError, match=str(f)):
+        load_authors_checkpoint(f)
+
+
+def test_yaml_reads_numbers_as_yaml_1_2_and_training_configs_are_checked_by_type(tmp_path, capsys):
+    from fsvae_sj.training import TrainConfig
+    (tmp_path / "c.yaml").write_text("lr: 1e-3\nweight_decay: 5E-4\ndataset: fashion-mnist\n")
+    cfg = TrainConfig.load(tmp_path / "c.yaml")
+    assert (cfg.lr, cfg.weight_decay) == (1e-3, 5e-4)
+    for text, field in [('{"batch_size": "16"}', "batch_size must be an integer, got '16'"),
+                        ('{"seed": "0"}', "seed must be an integer"), ('{"lr": -1}', "lr must be > 0"),
+                        ('{"epochs": 2.5}', "epochs must be an integer"), ('{"eval_every": -3}', "eval_every")]:
+        (tmp_path / "c.json").write_text(text)
+        assert_refused(train_main(["--out", str(tmp_path / "run"), "--config", str(tmp_path / "c.json")] + TINY),
+                       capsys, f"{tmp_path / 'c.json'}: TrainConfig field {field}")
+        assert not (tmp_path / "run").exists()
+
+
+@needs_fashion
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_cut_short_state_pt_is_named_with_the_ways_on(tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    assert train_main(["--out", str(run), "--max-steps", "1"] + TINY) == 75
+    state = run / "state.pt"
+    state.write_bytes(state.read_bytes()[:len(state.read_bytes()) // 2] if damage == "truncated" else b"")
+    assert_refused(train_main(["--out", str(run)] + TINY), capsys,
+                   f"{state} cannot be read .*--init-from {run / 'model.safetensors'}")
+
+
+def _idx(dims, fill=0):
+    import numpy as np
+    header = bytes([0, 0, 8, len(dims)]) + np.asarray(dims, ">u4").tobytes()
+    return header + bytes([fill]) * int(np.prod(dims))
+
+
+@pytest.mark.parametrize("damage,what", [
+    ("truncated gz", "gzip"), ("html as gz", "header"), ("truncated raw", "bytes, its header"),
+    ("labels of another split", "labels"),
+])
+def test_corrupt_dataset_files_are_named(tmp_path, capsys, damage, what):
+    import gzip
+
+    from fsvae_sj.data import main as data_main
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    files = {"train-images-idx3-ubyte": _idx((4, 28, 28)), "train-labels-idx1-ubyte": _idx((4,)),
+             "t10k-images-idx3-ubyte": _idx((2, 28, 28)), "t10k-labels-idx1-ubyte": _idx((2,))}
+    bad = "train-images-idx3-ubyte"
+    for name, content in files.items():
+        (raw / (name + ".gz")).write_bytes(gzip.compress(content))
+    target = raw / (bad + ".gz")
+    if damage == "truncated gz":
+        target.write_bytes(target.read_bytes()[:-30])
+    elif damage == "html as gz":
+        target.write_bytes(b"<!DOCTYPE html><html><body>Not Found</body></html>")
+    elif damage == "truncated raw":
+        target.unlink()
+        target = raw / bad
+        target.write_bytes(files[bad][:-16])
+    else:
+        target = raw / "train-labels-idx1-ubyte.gz"
+        target.write_bytes(gzip.compress(_idx((3,))))
+    assert_refused(data_main(["info", "fashion-mnist", "--data-root", str(tmp_path)]), capsys,
+                   f"{target}.*{what}")
