@@ -9,8 +9,8 @@ Shared flags (parent parsers): ``--model NAME|PATH``, ``--device auto|cpu|cuda[:
 ``--num-samples`` / ``--num-images`` spellings still work) and ``-o/--out FILE``.
 
 Error style: a refused input is one line ``error: ...`` on stderr and exit status 2
-(:data:`EXIT_USAGE`, as argparse's own usage errors); tools with statuses of their own
-(``train``: 75 stopped and resumable, 3 non-finite) say so in ``--help``.
+(:data:`EXIT_USAGE`, as argparse's own usage errors); Ctrl-C is one line and status 130; tools
+with statuses of their own (``train``: 75 stopped and resumable, 3 non-finite) say so in ``--help``.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from .errors import FsvaeError
 from .files import atomic_write_bytes, atomic_write_json
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130   # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 IMAGE_FORMATS = ("png", "npy")
 
 
@@ -42,7 +43,9 @@ class UsageError(FsvaeError):
 def command(main):
     """Wrap a tool's ``main(argv) -> int``: a refused input (:class:`~fsvae_sj.errors.FsvaeError`,
     and the ValueError / OSError a library raises for bad arguments or unreadable files) becomes
-    ``error: <message>`` on stderr and :data:`EXIT_USAGE`; anything else is a bug and keeps its
+    ``error: <message>`` on stderr and :data:`EXIT_USAGE`; Ctrl-C (that the tool did not take
+    itself, as ``train`` takes the first) is one line and :data:`EXIT_INTERRUPTED`, with nothing
+    half-written (every output is written atomically); anything else is a bug and keeps its
     traceback."""
     @functools.wraps(main)
     def wrapped(argv=None) -> int:
@@ -51,6 +54,10 @@ def command(main):
         except (FsvaeError, ValueError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("error: interrupted (Ctrl-C); files written before it are whole, nothing is half-written",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
     return wrapped
 
 

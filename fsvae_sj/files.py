@@ -51,6 +51,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries :func:`atomic_write_bytes` left in ``folder`` when its process was
+    killed mid-write (``.NAME.*.tmp``); returns them. Only for a folder whose writer is this
+    process (a claimed run folder): another writer's temporary would be taken from under it."""
+    removed = []
+    for p in Path(folder).glob(".*.tmp"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return sorted(removed)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 

@@ -38,7 +38,7 @@ from .checkpoint import read_checkpoint, save_model
 from .config import ConfigError, _Serialisable
 from .datasets import DATASETS, batch_of, canonical, make_dataset
 from .errors import CheckpointError
-from .files import atomic_write_bytes, sha256_file
+from .files import atomic_write_bytes, remove_stale_temporaries, sha256_file
 from .locks import claim_folder
 from .losses import DISTANCES, MMD_REDUCTIONS, LossSettings
 from .metrics import afd_scores, generate, recon_mse
@@ -46,7 +46,7 @@ from .model import ARCHITECTURES, architecture, build_model, load_state_strict
 from .neurons import use_fused_kernels
 
 STATE = "state.pt"
-# Exit statuses of the command line: finished; stopped early (SIGTERM, --time-budget, --max-steps; run
+# Exit statuses of the command line: finished; stopped early (SIGTERM, Ctrl-C, --time-budget, --max-steps; run
 # again to resume, as EX_TEMPFAIL says); a non-finite loss or weights (last good state kept).
 EXIT_FINISHED, EXIT_STOPPED, EXIT_NONFINITE = 0, 75, 3
 
@@ -468,11 +468,11 @@ class _Session:
 
 @dataclass
 class _Limits:
-    """When this invocation stops early, at a step boundary (SIGTERM, time budget, step count)."""
+    """When this invocation stops early, at a step boundary (SIGTERM or Ctrl-C, time budget, step count)."""
 
     time_budget: float | None
     max_steps: int | None
-    stop_requested: object          # () -> bool: SIGTERM arrived
+    stop_requested: object          # () -> the name of the stopping signal that arrived, or None
     cpu_budget: float | None = None  # CPU seconds of this invocation's training steps
     start: float = dataclasses.field(default_factory=time.time)
     steps_run: int = 0
@@ -488,7 +488,7 @@ class _Limits:
         if self.cpu_budget is not None and self.cpu_used + self.last_step_cpu > self.cpu_budget:
             return "cpu_budget"
         if self.stop_requested():
-            return "stopped by SIGTERM"
+            return f"stopped by {self.stop_requested()}"
         return None
 
 
@@ -499,13 +499,13 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
     cleanly at a step boundary when ``time_budget`` wall seconds are used, ``cpu_budget`` CPU
     seconds of training steps (this process, all threads; evaluations and saves not counted: equal
     compute for recipes compared side by side) or ``max_steps`` is reached (status "time_budget" /
-    "cpu_budget" / "max_steps"), or on SIGTERM. ``init`` starts a new run from another
+    "cpu_budget" / "max_steps"), or on SIGTERM or a first Ctrl-C. ``init`` starts a new run from another
     run's weights (see :func:`warm_start`). ``fused_lif``: the LIF neurons on torch.compile'd
     kernels (:func:`fsvae_sj.neurons.use_fused_kernels`: the same spikes, gradients to rounding;
     compiles once per process). Raises FloatingPointError on a non-finite loss."""
     with contextlib.ExitStack() as claim:   # the run folder is this process's until it returns
         s = _setup(cfg, run, device, init, fused_lif, claim)
-        with _stop_on_sigterm() as stop_requested:
+        with _stop_on_signals() as stop_requested:
             limits = _Limits(time_budget, max_steps, stop_requested, cpu_budget)
             status = "finished"
             while status == "finished" and s.rs.epoch < cfg.epochs:
@@ -534,6 +534,10 @@ def _setup(cfg: TrainConfig, run: Path, device: str, init: WarmStart | None, fus
     run.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         claim.enter_context(claim_folder(run, "a training run"))
+        stale = remove_stale_temporaries(run)   # left by a save that was killed (kill -9, power loss)
+        if stale:
+            print(f"removed {len(stale)} temporary file(s) left by an interrupted save in {run}: "
+                  f"{', '.join(p.name for p in stale)}", file=sys.stderr)
     model = use_fused_kernels(build(cfg).to(device), fused_lif)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.base_lr(world), betas=(0.9, 0.999),
                             weight_decay=cfg.weight_decay)
@@ -709,17 +713,24 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
 
 
 @contextlib.contextmanager
-def _stop_on_sigterm():
-    """While training, SIGTERM makes the loop finish its step, save and return (main thread
-    only); the previous handler is restored afterwards."""
-    flag = []
+def _stop_on_signals():
+    """While training, SIGTERM and a first Ctrl-C (SIGINT) make the loop finish its step, save and
+    return; a second Ctrl-C raises KeyboardInterrupt at once (main thread only). The previous
+    handlers are restored afterwards. (The handler only records: printing from it could land
+    inside a progress bar's own write to stderr.)"""
+    got = []
+
+    def stop(signum, frame):
+        got.append(signal.Signals(signum).name)
+        if signum == signal.SIGINT:   # the next one aborts
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.append(signum)) if main else None
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
     try:
-        yield lambda: bool(flag)
+        yield lambda: got[0] if got else None
     finally:
-        if main:   # None: a handler installed outside Python, which cannot be put back from here
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for sig, handler in previous.items():   # None: installed outside Python, cannot be put back from here
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _check_replicas(model, run: Path, rank: int, world: int) -> None:

@@ -200,3 +200,82 @@ def test_corrupt_dataset_files_are_named(tmp_path, capsys, damage, what):
         target.write_bytes(gzip.compress(_idx((3,))))
     assert_refused(data_main(["info", "fashion-mnist", "--data-root", str(tmp_path)]), capsys,
                    f"{target}.*{what}")
+
+
+# -- 3. interrupts ---------------------------------------------------------------------------------------
+def _ctrl_c_at_step(monkeypatch, step: int, times: int = 1):
+    """Press Ctrl-C ``times`` times while the training loop fetches the batch of ``step`` (1-based)."""
+    import os
+    import signal
+
+    import fsvae_sj.training as training
+    calls = []
+    real = training.batch_of
+
+    def batch_of(*a):
+        calls.append(1)
+        if len(calls) == step:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+        return real(*a)
+    monkeypatch.setattr(training, "batch_of", batch_of)
+
+
+@needs_fashion
+def test_ctrl_c_in_training_finishes_the_step_saves_and_exits_75(tmp_path, monkeypatch, capsys):
+    import signal
+    run = tmp_path / "run"
+    _ctrl_c_at_step(monkeypatch, 3)
+    try:
+        code = train_main(["--out", str(run)] + TINY + ["--save-every", "100"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C raised KeyboardInterrupt instead of stopping at a step boundary")
+    assert code == 75 and "stopped by SIGINT" in capsys.readouterr().out
+    st = torch.load(run / "state.pt", weights_only=True)
+    assert (st["epoch"], st["step"]) == (0, 3)   # the step under way finished and was saved
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # put back
+
+
+@needs_fashion
+def test_a_second_ctrl_c_aborts_at_once_keeping_the_last_save(tmp_path, monkeypatch, capsys):
+    import signal
+    run = tmp_path / "run"
+    _ctrl_c_at_step(monkeypatch, 3, times=2)
+    try:
+        code = train_main(["--out", str(run)] + TINY)
+    except KeyboardInterrupt:
+        pytest.fail("the command let KeyboardInterrupt out: a traceback instead of one line")
+    assert code == 130
+    assert capsys.readouterr().err.startswith("error: interrupted")
+    assert torch.load(run / "state.pt", weights_only=True)["step"] == 2   # the last save (--save-every 1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@needs_fashion
+def test_a_start_removes_the_temporaries_a_killed_save_left(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main(["--out", str(run), "--max-steps", "1"] + TINY) == 75
+    stale = [run / ".state.pt.k3j2x9.tmp", run / ".model.safetensors.a8s7d6.tmp"]
+    for p in stale:
+        p.write_bytes(b"\0" * 4096)
+    (run / "notes.tmp").write_text("the user's")
+    assert train_main(["--out", str(run), "--max-steps", "1"] + TINY) == 75
+    assert not any(p.exists() for p in stale) and (run / "notes.tmp").read_text() == "the user's"
+    assert "removed 2 temporary file(s) left by an interrupted save" in capsys.readouterr().err
+
+
+def test_a_download_removes_the_parts_a_killed_download_left(tmp_path, monkeypatch):
+    import dataclasses
+
+    from fsvae_sj import zoo
+    src = tmp_path / "www" / "weights.pth"
+    src.parent.mkdir()
+    src.write_bytes(b"the weights")
+    w = dataclasses.replace(zoo._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src))
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "no-zoo")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = cache / f".{w.file_name}.4242.part"
+    stale.write_bytes(b"\0" * 4096)
+    assert zoo.fetch(w, cache, offline=False).read_bytes() == b"the weights"
+    assert sorted(p.name for p in cache.iterdir()) == [w.file_name]

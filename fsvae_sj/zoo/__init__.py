@@ -304,6 +304,8 @@ def _download_locked(w: Weights, target: Path) -> Path:
     from tqdm import tqdm
     if target.is_file() and verify(w, target) is None:  # another process finished it
         return target
+    for stale in target.parent.glob(f".{target.name}.*.part"):   # a download killed midway (we hold the lock)
+        stale.unlink(missing_ok=True)
     errors = []
     for url in w.urls:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
