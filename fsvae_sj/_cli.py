@@ -103,7 +103,8 @@ def model_flag(default: str | None = zoo.DEFAULT, without: str = "") -> argparse
     """``--model NAME|PATH``; with no ``default``, ``without`` says what happens when it is not given."""
     p = _flags()
     p.add_argument("--model", default=default, metavar="NAME|PATH",
-                   help="zoo name (python -m fsvae_sj.zoo list) or path to a .safetensors checkpoint"
+                   help="zoo name (python -m fsvae_sj.zoo list) or path to a .safetensors checkpoint (a path "
+                        "has a folder separator or a suffix: ./mnist is a file, mnist the zoo entry)"
                         + (f" (default: {default}, shipped in zoo/)" if default else f" (default: none; {without})"))
     return p
 
@@ -172,10 +173,11 @@ def resolve_device(name: str) -> str:
 
 
 def load_model(name: str, device: str):
-    """The model ``--model`` names, in eval mode on ``device``; prints where its weights came from."""
+    """The model ``--model`` names, in eval mode on ``device``; prints whether it was read as a zoo
+    entry or a file (:func:`fsvae_sj.zoo.looks_like_path`) and where its weights came from."""
     model = zoo.load(name, device=device)
     src = model.weights_source   # the file load() resolved and verified: not looked up again
-    print(f"weights: {name} -> {src.path} (sha256 {src.sha256})")
+    print(f"weights: {src.kind} {name} -> {src.path} (sha256 {src.sha256})")
     return model
 
 

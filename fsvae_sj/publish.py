@@ -6,7 +6,6 @@ that must not become an entry, measures them with the cards' protocol and writes
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -65,6 +64,7 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     ``zoo/<name>.json`` and ``zoo/<name>.md`` (the learning curve and budget come from the
     checkpoint's metadata, written by ``fsvae_sj.train``).
     """
+    zoo.check_entry_name(name, "--name")   # it becomes zoo/NAME.*: checked before any work
     run = Path(src) if Path(src).is_dir() else None
     src = _checkpoint_of(Path(src))
     cfg, state, extra = read_checkpoint(src)
@@ -85,7 +85,7 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     res = evaluate(model, dataset, ("recon", "afd"), num_samples=num_samples, seed=seed)
     old_path = zoo.ZOO_DIR / f"{name}.json"
     if old_path.is_file() and not force and res["afd"] is not None:
-        old = _current_afd(zoo.Weights.from_json(json.loads(old_path.read_text())), dataset, num_samples, seed,
+        old = _current_afd(zoo.read_entry(old_path), dataset, num_samples, seed,
                            res["protocol"]["images"])
         if old is not None and res["afd"] > old:
             raise PublishRefused(f"{src}: AE Frechet {res['afd']:.3f} is worse than the current {name} entry's "

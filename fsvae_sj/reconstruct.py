@@ -4,8 +4,6 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from . import _cli, zoo
@@ -16,7 +14,7 @@ from .seeding import sample_generators
 
 def dataset_of(model: str) -> str:
     """The dataset a zoo entry or one of our checkpoints was trained on."""
-    if Path(model).is_file():
+    if zoo.looks_like_path(model):
         name = read_checkpoint(model)[2].get("train_config", {}).get("dataset")
     else:
         name = zoo.get_weights(model).dataset

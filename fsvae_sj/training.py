@@ -669,7 +669,7 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
     """
     p = Path(name_or_path)
     recipe = {}
-    if p.suffix == ".safetensors" or p.is_file():
+    if zoo.looks_like_path(name_or_path):   # the zoo's one rule for names and paths
         if not p.is_file():
             raise ValueError(f"--init-from: no file at {p}")
         path = p

@@ -279,3 +279,54 @@ def test_a_download_removes_the_parts_a_killed_download_left(tmp_path, monkeypat
     stale.write_bytes(b"\0" * 4096)
     assert zoo.fetch(w, cache, offline=False).read_bytes() == b"the weights"
     assert sorted(p.name for p in cache.iterdir()) == [w.file_name]
+
+
+# -- 4. names that become paths, and names that are ambiguous ----------------------------------------------
+def test_a_bare_name_is_the_zoo_entry_even_beside_a_file_of_that_name(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from fsvae_sj import zoo
+    from fsvae_sj.reconstruct import dataset_of
+    from fsvae_sj.sample import main as sample_main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fashion-mnist-ann").write_bytes(b"<html>junk</html>")     # a junk file named like an entry
+    shutil.copyfile(zoo.ZOO_DIR / "mnist-ann.safetensors", tmp_path / "mnist")   # a real checkpoint named mnist
+    with pytest.warns(UserWarning, match=r"zoo entry 'fashion-mnist-ann'; the file ./fashion-mnist-ann .*not read"):
+        assert sample_main(["-n", "2", "--model", "fashion-mnist-ann", "--out", "s.png"]) == 0
+    assert "weights: zoo entry fashion-mnist-ann -> " in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="not read"):
+        assert type(zoo.load("mnist")).__name__ == "FSVAE"                  # the entry, not the local ANN file
+    assert type(zoo.load("./mnist")).__name__ == "ANNVAE"                   # a path: the file
+    assert zoo.load("./mnist").weights_source.kind == "file"
+    assert dataset_of("fashion-mnist-ann") == "fashion-mnist"                 # the same rule everywhere
+    with pytest.raises(zoo.ZooError, match=r"there is a file 'notes' in this folder: give it as a path, ./notes"):
+        (tmp_path / "notes").write_text("x")
+        zoo.load("notes")
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".hidden", "x.safetensors", "DEFAULT", ""])
+def test_names_that_become_file_names_are_refused_before_any_work(tmp_path, capsys, monkeypatch, name):
+    import fsvae_sj.publish as publish
+    from fsvae_sj.zoo.__main__ import main as zoo_main
+    monkeypatch.setattr(publish, "load_model", lambda *a: pytest.fail("work started"))
+    assert_refused(zoo_main(["publish", str(tmp_path), "--name", name]), capsys, "cannot name a zoo entry")
+
+
+@pytest.mark.parametrize("field,value,msg", [
+    ("file_name", "../../outside.safetensors", "must be a plain file name"),
+    ("file_name", "/etc/passwd", "must be a plain file name"),
+    ("name", "../x", "cannot name a zoo entry"), ("aliases", ["ok", "a/b"], "cannot name a zoo entry"),
+    ("sha256", "abc", "64 lowercase hex digits"), ("size", "12", "byte count"), ("surprise", 1, "unknown field"),
+])
+def test_zoo_entries_are_checked_where_they_become_paths(tmp_path, monkeypatch, field, value, msg):
+    import json
+
+    from fsvae_sj import zoo
+    entry = json.loads((zoo.ZOO_DIR / "mnist.json").read_text())
+    entry[field] = value
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    (folder / "mnist.json").write_text(json.dumps(entry))
+    monkeypatch.setattr(zoo, "ZOO_DIR", folder)
+    with pytest.raises(zoo.ZooError, match=f"zoo entry {folder / 'mnist.json'}: .*{msg}"):
+        zoo.list_models()

@@ -19,7 +19,9 @@ import functools
 import hashlib
 import json
 import os
+import re
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -55,6 +57,40 @@ class ZooError(FsvaeError, RuntimeError):
     """An unknown name, a file that is missing, corrupt or cannot be fetched."""
 
 
+# What may name an entry: it becomes file names (zoo/NAME.json, .md, .safetensors) and must never
+# look like a path (no separator, no dot): ``load`` tells names and paths apart by that alone.
+_ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def looks_like_path(name_or_path: str | os.PathLike) -> bool:
+    """Whether ``load`` and every ``--model``/``--init-from`` take ``name_or_path`` as a file: a
+    ``Path``, or a string with a folder separator or a suffix (``./mnist``, ``m.safetensors``).
+    Anything else is a zoo name, even when a file of that name sits in the working folder (model
+    hubs resolve names the same way: a name never silently means a local file)."""
+    if isinstance(name_or_path, os.PathLike):
+        return True
+    s = str(name_or_path)
+    return any(sep and sep in s for sep in (os.sep, os.altsep, "/")) or Path(s).suffix != ""
+
+
+def check_entry_name(name: str, what: str = "entry name") -> str:
+    """``name`` if it can name a zoo entry (letters, digits, ``-`` and ``_``; it becomes file names), else
+    :class:`ZooError` saying why."""
+    if not isinstance(name, str) or not _ENTRY_NAME.fullmatch(name) or name == "DEFAULT":
+        raise ZooError(f"{what} {name!r} cannot name a zoo entry: use letters, digits, '-' and '_' (no folder "
+                       f"separator, '.' or '..'; not DEFAULT), since it becomes the file names zoo/NAME.*")
+    return name
+
+
+def check_file_name(name: str, what: str = "file_name") -> str:
+    """``name`` if it is a plain file name (no folder part, not hidden, not ``..``), else ZooError."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith(".") or \
+            any(sep and sep in name for sep in (os.sep, os.altsep, "/", "\\")):
+        raise ZooError(f"{what} {name!r} must be a plain file name (no folder separator, not hidden, not '..'): "
+                       f"it is joined to the zoo and cache folders")
+    return name
+
+
 @dataclass(frozen=True)
 class Weights:
     """One zoo entry. ``source_format`` is ``"fsvae-sj"`` (our safetensors) or
@@ -85,8 +121,26 @@ class Weights:
     notes: str = ""
     citation: tuple[str, ...] = (FSVAE_CITATION, SJ_CITATION)
 
+    def __post_init__(self):
+        # What becomes a path or decides what is trusted is checked; the card's prose is not.
+        check_entry_name(self.name, "name")
+        for a in self.aliases:
+            check_entry_name(a, "alias")
+        check_file_name(self.file_name)
+        for key, digits in (("sha256", 64), ("git_blob", 40)):
+            v = getattr(self, key)
+            if v is not None and not (isinstance(v, str) and re.fullmatch(f"[0-9a-f]{{{digits}}}", v)):
+                raise ZooError(f"{key} must be {digits} lowercase hex digits or null, got {v!r}")
+        if self.size is not None and not (isinstance(self.size, int) and self.size >= 0):
+            raise ZooError(f"size must be a byte count >= 0 or null, got {self.size!r}")
+        if self.source_format not in ("fsvae-sj", "authors"):
+            raise ZooError(f"source_format must be 'fsvae-sj' or 'authors', got {self.source_format!r}")
+
     @classmethod
     def from_json(cls, data: dict) -> "Weights":
+        """The entry a zoo JSON file holds; ZooError for unknown fields and bad values."""
+        if not isinstance(data, dict):
+            raise ZooError(f"expected a JSON object, got {type(data).__name__}")
         d = dict(data)
         # Entries written before the config was stored once repeat the weights file's config
         # here; the file is the source of truth, so the copy is ignored.
@@ -96,7 +150,13 @@ class Weights:
         for k in ("aliases", "urls", "citation"):
             if k in d:
                 d[k] = tuple(d[k])
-        return cls(**d)
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__) - {"config"})
+        if unknown or "config" in d:
+            raise ZooError(f"unknown field(s) {unknown or ['config']}; valid: {sorted(cls.__dataclass_fields__)}")
+        try:
+            return cls(**d)
+        except TypeError as e:   # a required field missing
+            raise ZooError(str(e)) from None
 
     def to_json(self) -> dict:
         out = {}
@@ -203,12 +263,20 @@ def _registry() -> dict[str, Weights]:
     entries = _builtin_entries()
     if ZOO_DIR.is_dir():
         for p in sorted(ZOO_DIR.glob("*.json")):
-            entries.append(Weights.from_json(json.loads(p.read_text())))
+            entries.append(read_entry(p))
     reg = {}
     for e in entries:
         for key in (e.name, *e.aliases):
             reg[key] = e
     return reg
+
+
+def read_entry(path: Path) -> Weights:
+    """The entry of one zoo JSON file; ZooError naming the file and the field for anything else."""
+    try:
+        return Weights.from_json(json.loads(path.read_text()))
+    except (ValueError, ZooError) as e:   # bad JSON, or a field
+        raise ZooError(f"zoo entry {path}: {e}") from None
 
 
 def list_models() -> list[str]:
@@ -220,7 +288,10 @@ def get_weights(name: str) -> Weights:
     if name == "DEFAULT":
         name = DEFAULT
     if name not in reg:
-        raise ZooError(f"unknown model {name!r}; valid names: {', '.join(list_models())} (or a path to a .safetensors file)")
+        local = (f"; there is a file {name!r} in this folder: give it as a path, ./{name}"
+                 if Path(name).is_file() else "")
+        raise ZooError(f"unknown model {name!r}; valid names: {', '.join(list_models())} (or a path to a "
+                       f".safetensors file: a separator or a suffix, e.g. ./NAME){local}")
     return reg[name]
 
 
@@ -337,6 +408,7 @@ class WeightsSource:
     name: str
     path: Path
     recorded_sha256: str | None = None   # the entry's, already checked by fetch()
+    kind: str = "zoo entry"              # or "file": how the name was read (looks_like_path)
 
     @functools.cached_property
     def sha256(self) -> str:
@@ -352,6 +424,8 @@ def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.devic
 
     One way down: resolve the entry, fetch and verify its file, read, build, return. The model's
     ``weights_source`` (:class:`WeightsSource`) says which file it came from and its SHA-256.
+    A path must look like one (:func:`looks_like_path`); a bare name is always a zoo entry, and
+    a file of that name in the working folder gets a warning saying it was not read.
     ``FSVAE.from_pretrained`` and ``ANNVAE.from_pretrained`` load through here. Raises
     :class:`ZooError` for an unknown name (listing the valid ones), a missing or corrupt file,
     or a ``dtype`` that is not floating point."""
@@ -365,11 +439,14 @@ def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.devic
 def _load(name_or_path: str | os.PathLike, device: str | torch.device, cache_dir: str | os.PathLike | None,
           offline: bool | None) -> torch.nn.Module:
     p = Path(name_or_path)
-    if p.suffix in (".safetensors", ".pth", ".pt") or p.is_file():
+    if looks_like_path(name_or_path):
         if not p.is_file():
             raise ZooError(f"no file at {p}")
-        return _with_source(load_model(p, device), WeightsSource(str(name_or_path), p))
+        return _with_source(load_model(p, device), WeightsSource(str(name_or_path), p, kind="file"))
     w = get_weights(str(name_or_path))
+    if p.exists():
+        warnings.warn(f"loading the zoo entry {name_or_path!r}; the file ./{p} in this folder was not read "
+                      f"(to load it, give it as a path: ./{p})", UserWarning, stacklevel=3)
     path = fetch(w, cache_dir, offline)
     source = WeightsSource(str(name_or_path), path, w.sha256)
     if w.source_format == "authors":
