@@ -26,7 +26,7 @@ import torch
 
 from . import zoo
 from ._malloc import reexec_with_tcmalloc
-from .datasets import DATASETS
+from .datasets import DATASETS, check_model_fits
 from .errors import FsvaeError
 from .files import atomic_write_bytes, atomic_write_json
 
@@ -179,6 +179,26 @@ def load_model(name: str, device: str):
     src = model.weights_source   # the file load() resolved and verified: not looked up again
     print(f"weights: {src.kind} {name} -> {src.path} (sha256 {src.sha256})")
     return model
+
+
+def cross_dataset_flag() -> argparse.ArgumentParser:
+    p = _flags()
+    p.add_argument("--cross-dataset", action="store_true",
+                   help="use a model on a dataset other than the one it was trained on (default: refused; a "
+                        "model that cannot take the dataset's images is refused always)")
+    return p
+
+
+def check_dataset(model_name: str, model, dataset: str, cross: bool, flag: str = "--model") -> str | None:
+    """Refuse a dataset whose images the model cannot take, and, unless ``cross``, one it was not
+    trained on (the zoo entry's or the checkpoint's record); returns that training dataset (None:
+    not recorded). The one check of ``evaluate``, ``reconstruct`` and ``ops``, before their work."""
+    check_model_fits(model.config, dataset, f"{flag} {model_name}")
+    own = zoo.trained_on(model_name)
+    if own is not None and own != dataset and not cross:
+        raise UsageError(f"{flag} {model_name} was trained on {own}, not {dataset}: its numbers there measure the "
+                         f"mismatch. Use a model of {dataset}, or pass --cross-dataset to use it on {dataset} anyway")
+    return own
 
 
 def output_format(out: str | None, fmt: str | None) -> str:

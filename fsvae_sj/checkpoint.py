@@ -58,13 +58,19 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
 def read_config(path: str | os.PathLike) -> dict:
     """The model config a checkpoint of ours carries, read from the safetensors header alone
     (the weights are not read): the architecture of a file without loading it."""
+    return read_metadata(path)[0]
+
+
+def read_metadata(path: str | os.PathLike) -> tuple[dict, dict]:
+    """``(config dict, extra)`` of a checkpoint of ours from its header alone, validated as
+    :func:`read_checkpoint` does (the weights are not read)."""
     from safetensors import SafetensorError, safe_open
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from e
-    return _config_of(meta, Path(path))
+    return _config_of(meta, Path(path)), _extra_of(meta, Path(path))
 
 
 def _config_of(meta: dict, path: Path) -> dict:
@@ -124,4 +130,4 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return model.to(device).eval()
 
 
-__all__ = ["CheckpointError", "FORMAT", "load_model", "read_checkpoint", "read_config", "save_model"]
+__all__ = ["CheckpointError", "FORMAT", "load_model", "read_checkpoint", "read_config", "read_metadata", "save_model"]

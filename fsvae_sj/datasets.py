@@ -89,6 +89,17 @@ def canonical(name: str) -> str:
     return ALIASES[key]
 
 
+def check_model_fits(config, name: str, what: str = "the model") -> None:
+    """ValueError unless a model of ``config`` (its ``in_channels`` and ``image_size``) takes the
+    images of dataset ``name``: checked before any work, where a mismatch would otherwise fail deep
+    inside a convolution after the samples are made."""
+    d = DATASETS[canonical(name)]
+    want, got = (d.channels, d.size, d.size), (config.in_channels, config.image_size, config.image_size)
+    if want != got:
+        raise ValueError(f"{what} takes images [{', '.join(map(str, got))}], but {d.name}'s are "
+                         f"[{', '.join(map(str, want))}]: choose a model of {d.name} or a dataset of the model's")
+
+
 def data_home() -> Path:
     return Path(os.environ.get("FSVAE_SJ_DATA", Path.home() / ".cache" / "fsvae_sj" / "data"))
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from . import backend
 from ._version import __version__
-from .datasets import DATASETS, batch_of, canonical, make_dataset
+from .datasets import DATASETS, batch_of, canonical, check_model_fits, make_dataset
 from .seeding import sample_generators
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "afd"
@@ -204,8 +204,11 @@ def generate(model, n: int, seed: int, batch_size: int = 500) -> torch.Tensor:
 
 def evaluate(model, dataset: str, metrics=("recon", "afd"), num_samples: int = 5000, seed: int = 0,
              real: bool = False, data_root=None, test_limit: int | None = None, download: bool = False) -> dict:
-    """The requested metrics with their protocol; unavailable ones are None with a note."""
+    """The requested metrics with their protocol; unavailable ones are None with a note. Raises
+    ValueError before any work for a model that cannot take the dataset's images."""
     dataset = canonical(dataset)
+    if model is not None and not real:
+        check_model_fits((model.module if hasattr(model, "module") else model).config, dataset)
     bad = sorted(set(metrics) - set(METRICS))
     if bad:
         raise ValueError(f"unknown metric(s) {bad}; expected some of {METRICS}")

@@ -17,7 +17,7 @@ def build_parser():
                            "the ANN VAE, beside the paper's ratios.",
                     _cli.count_flag(16, "test images counted", "--num-images"),
                     _cli.output_flag("write the result here as JSON, atomically (default: printed only)", "--json"),
-                    _cli.device_flag())
+                    _cli.device_flag(), _cli.cross_dataset_flag())
     p.add_argument("--dataset", default="mnist", help="test images to count on: " + _cli.data_help("mnist"))
     p.add_argument("--fsvae", default=None, metavar="NAME|PATH",
                    help="the FSVAE: zoo name or path (default: the dataset's zoo model, e.g. mnist)")
@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     device = _cli.resolve_device(args.device)
     fsvae = zoo.load(args.fsvae or ds, device=device)
     ann = zoo.load(args.ann or f"{ds}-ann", device=device)
+    _cli.check_dataset(args.fsvae or ds, fsvae, ds, args.cross_dataset, "--fsvae")
+    _cli.check_dataset(args.ann or f"{ds}-ann", ann, ds, args.cross_dataset, "--ann")
     x = make_dataset(ds, "test", limit=_cli.positive(args.num, "-n")).images.to(device)
     res = compare(fsvae, ann, x, args.transposed_rule, args.loop)
     print(f"per image, {args.num} {ds} test images, transposed-conv rule {args.transposed_rule!r}, "

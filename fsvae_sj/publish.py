@@ -77,6 +77,9 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     dataset = dataset or tcfg.get("dataset")
     if not dataset:
         raise zoo.ZooError(f"{src} does not say its dataset; pass --dataset")
+    if tcfg.get("dataset") and canonical(dataset) != canonical(tcfg["dataset"]):
+        raise PublishRefused(f"{src} was trained on {tcfg['dataset']}, not {dataset}: its card would name the wrong "
+                             f"data; publish it without --dataset")
     model = load_model(src)
     spread = sample_spread(model)
     if spread < MIN_SAMPLE_STD:

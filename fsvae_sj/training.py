@@ -665,7 +665,8 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
     The weights (tdBN statistics included) are loaded exactly; the epoch, step, learning
     curve and CPU time are carried over from the checkpoint's metadata (or the zoo entry's
     recipe); the optimiser restarts, and the run records that. The recipe comes from the
-    source unless ``cfg_overrides`` changes it; the architecture must match.
+    source unless ``cfg_overrides`` changes it; the architecture must match; a change of dataset
+    is recorded in the provenance (and said on stderr).
     """
     p = Path(name_or_path)
     recipe = {}
@@ -706,6 +707,12 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
     provenance.append({"event": "warm start, optimiser restarted", "from": str(name_or_path), "sha256": sha,
                        "weights": extra.get("weights", "raw"), "epoch": epoch, "step": step,
                        "cpu_hours": round(cpu_seconds / 3600, 4)})
+    source_data = canonical(tc.get("dataset", TrainConfig.dataset))
+    if source_data != canonical(cfg.dataset):   # fine-tuning elsewhere: the carried curve is the source's
+        provenance[-1]["dataset"] = f"{source_data} -> {canonical(cfg.dataset)}"
+        print(f"note: --init-from {name_or_path} was trained on {source_data}; this run trains on "
+              f"{canonical(cfg.dataset)} (recorded in its provenance; epochs and learning curve carried over are "
+              f"{source_data}'s)", file=sys.stderr)
     rs = RunState(epoch=epoch, step=step, history=history, evals=list(extra.get("evals") or []),
                   elapsed=float(extra.get("elapsed", 0.0)), cpu_seconds=cpu_seconds,
                   first_step=epoch * n_batches + step, provenance=provenance)

@@ -286,7 +286,6 @@ def test_a_bare_name_is_the_zoo_entry_even_beside_a_file_of_that_name(tmp_path, 
     import shutil
 
     from fsvae_sj import zoo
-    from fsvae_sj.reconstruct import dataset_of
     from fsvae_sj.sample import main as sample_main
     monkeypatch.chdir(tmp_path)
     (tmp_path / "fashion-mnist-ann").write_bytes(b"<html>junk</html>")     # a junk file named like an entry
@@ -298,7 +297,7 @@ def test_a_bare_name_is_the_zoo_entry_even_beside_a_file_of_that_name(tmp_path, 
         assert type(zoo.load("mnist")).__name__ == "FSVAE"                  # the entry, not the local ANN file
     assert type(zoo.load("./mnist")).__name__ == "ANNVAE"                   # a path: the file
     assert zoo.load("./mnist").weights_source.kind == "file"
-    assert dataset_of("fashion-mnist-ann") == "fashion-mnist"                 # the same rule everywhere
+    assert zoo.trained_on("fashion-mnist-ann") == "fashion-mnist"             # the same rule everywhere
     with pytest.raises(zoo.ZooError, match=r"there is a file 'notes' in this folder: give it as a path, ./notes"):
         (tmp_path / "notes").write_text("x")
         zoo.load("notes")
@@ -330,3 +329,65 @@ def test_zoo_entries_are_checked_where_they_become_paths(tmp_path, monkeypatch, 
     monkeypatch.setattr(zoo, "ZOO_DIR", folder)
     with pytest.raises(zoo.ZooError, match=f"zoo entry {folder / 'mnist.json'}: .*{msg}"):
         zoo.list_models()
+
+
+# -- 7. mismatched data and models -------------------------------------------------------------------------
+def _no_generation(monkeypatch):
+    import fsvae_sj.metrics as metrics
+    monkeypatch.setattr(metrics, "generate", lambda *a, **k: pytest.fail("samples generated before the check"))
+
+
+def _mnist_present() -> bool:
+    try:
+        data.load_raw("mnist", "test")
+        return True
+    except data.DataNotFound:
+        return False
+
+
+needs_mnist = pytest.mark.skipif(not _mnist_present(), reason="python -m fsvae_sj.data fetch mnist (done by .ci/run)")
+
+
+@needs_fashion
+@needs_mnist
+def test_a_model_used_on_another_dataset_is_refused_before_the_work_or_recorded(tmp_path, monkeypatch, capsys):
+    import json
+
+    from fsvae_sj.evaluate import main as eval_main
+    from fsvae_sj.ops import main as ops_main
+    from fsvae_sj.reconstruct import main as recon_main
+    _no_generation(monkeypatch)
+    want = "--model mnist-ann was trained on mnist, not fashion-mnist.*--cross-dataset"
+    assert_refused(eval_main(["--model", "mnist-ann", "--dataset", "fashion-mnist", "--metrics", "afd", "-n", "8"]),
+                   capsys, want)
+    assert_refused(recon_main(["--model", "mnist-ann", "--dataset", "fashion-mnist", "-n", "2",
+                               "--out", str(tmp_path / "r.png")]), capsys, want)
+    assert_refused(ops_main(["--dataset", "fashion-mnist", "--ann", "mnist-ann", "-n", "2"]), capsys,
+                   "--ann mnist-ann was trained on mnist, not fashion-mnist")
+    assert not (tmp_path / "r.png").exists()
+    monkeypatch.undo()
+    assert eval_main(["--model", "mnist-ann", "--dataset", "fashion-mnist", "--metrics", "afd", "-n", "8",
+                      "--cross-dataset", "-o", str(tmp_path / "e.json")]) == 0
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert (res["dataset"], res["model_dataset"]) == ("fashion-mnist", "mnist")
+
+
+@needs_mnist
+def test_a_model_that_cannot_take_the_images_is_refused_before_any_sample(monkeypatch):
+    from fsvae_sj.metrics import evaluate
+    _no_generation(monkeypatch)
+    rgb = ANNVAE(ANNVAEConfig(in_channels=3)).eval()
+    with pytest.raises(ValueError, match=r"takes images \[3, 32, 32\], but mnist's are \[1, 32, 32\]"):
+        evaluate(rgb, "mnist", ("recon", "afd"), num_samples=8)
+
+
+@needs_fashion
+@needs_mnist
+def test_init_from_a_model_of_another_dataset_records_the_change(capsys):
+    from fsvae_sj.training import warm_start
+    cfg, init = warm_start("mnist-ann", {"dataset": "fashion-mnist", "limit_train": 64})
+    assert cfg.dataset == "fashion-mnist"
+    assert init.run_state.provenance[-1]["dataset"] == "mnist -> fashion-mnist"
+    assert "was trained on mnist; this run trains on fashion-mnist" in capsys.readouterr().err
+    _, same = warm_start("mnist-ann", {"limit_train": 64})
+    assert "dataset" not in same.run_state.provenance[-1]

@@ -29,8 +29,9 @@ from types import MappingProxyType
 import torch
 
 from ..authors import load_authors_checkpoint
-from ..checkpoint import CheckpointError, load_model, read_checkpoint, read_config, save_model
+from ..checkpoint import CheckpointError, load_model, read_checkpoint, read_config, read_metadata, save_model
 from ..config import FSVAEConfig
+from ..datasets import canonical
 from ..errors import FsvaeError
 from ..files import sha256_file
 from ..pretrained import register_weights_loader
@@ -293,6 +294,20 @@ def get_weights(name: str) -> Weights:
         raise ZooError(f"unknown model {name!r}; valid names: {', '.join(list_models())} (or a path to a "
                        f".safetensors file: a separator or a suffix, e.g. ./NAME){local}")
     return reg[name]
+
+
+def trained_on(name_or_path: str | os.PathLike) -> str | None:
+    """The dataset (its canonical name) a zoo entry or a checkpoint file of ours was trained on, from
+    the entry or the file's header (no weights read); None when it does not say. Names and paths
+    as :func:`load` reads them."""
+    if looks_like_path(name_or_path):
+        name = (read_metadata(name_or_path)[1].get("train_config") or {}).get("dataset")
+    else:
+        name = get_weights(str(name_or_path)).dataset
+    try:
+        return canonical(name) if isinstance(name, str) else None
+    except ValueError:   # a dataset this version does not know
+        return None
 
 
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:
