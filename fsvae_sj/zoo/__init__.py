@@ -15,11 +15,13 @@ Command line: ``python -m fsvae_sj.zoo list | info NAME | download NAME | verify
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import re
+import urllib.error
 import urllib.request
 import warnings
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ from ..checkpoint import CheckpointError, load_model, read_checkpoint, read_conf
 from ..config import FSVAEConfig
 from ..datasets import canonical
 from ..errors import FsvaeError
-from ..files import sha256_file
+from ..files import naming, sha256_file
 from ..pretrained import register_weights_loader
 
 _PACKAGE = Path(__file__).resolve().parent.parent
@@ -187,9 +189,11 @@ class Weights:
         records evaluations during training (drawn by :func:`fsvae_sj.publish.write_card`); else None."""
         return f"{self.name}_curve.png" if self.recipe.get("evaluations") else None
 
-    def card(self) -> str:
-        """A markdown model card generated from the entry (embedding :attr:`curve_file` if any)."""
-        arch = self.architecture()
+    def card(self, arch: dict | None = None) -> str:
+        """A markdown model card generated from the entry (embedding :attr:`curve_file` if any);
+        ``arch``: the architecture to show (default :meth:`architecture`; publishing gives its file's
+        before the file is in place)."""
+        arch = arch if arch is not None else self.architecture()
         curve = (f"\n![learning curve: AE Frechet distance and test recon MSE against CPU-hours]({self.curve_file})\n"
                  if self.curve_file else "")
         m = "\n".join(f"| {k} | {v} |" for k, v in self.metrics.items()) or "| (none measured) | |"
@@ -377,13 +381,17 @@ def fetch(w: Weights, cache: str | os.PathLike | None = None, offline: bool | No
 
 def _download(w: Weights, target: Path) -> Path:
     from filelock import FileLock
-    target.parent.mkdir(parents=True, exist_ok=True)
     lock = Path(str(target) + ".lock")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(lock)):
             return _download_locked(w, target)
+    except OSError as e:   # the cache folder cannot be made or written (read-only, full)
+        raise ZooError(f"{w.name}: cannot write the cache {target.parent} ({e}); set FSVAE_SJ_HOME to a writable "
+                       f"folder (or pass cache_dir=). " + _placement_help(w, target)) from None
     finally:
-        lock.unlink(missing_ok=True)   # nothing left behind in the cache
+        with contextlib.suppress(OSError):   # (none made when the folder could not be)
+            lock.unlink(missing_ok=True)   # nothing left behind in the cache
 
 
 def _download_locked(w: Weights, target: Path) -> Path:
@@ -408,8 +416,8 @@ def _download_locked(w: Weights, target: Path) -> Path:
                 continue
             os.replace(tmp, target)
             return target
-        except OSError as e:
-            errors.append(f"{url}: {e}")
+        except OSError as e:   # the network's errors, or writing the part (named: ENOSPC names no file)
+            errors.append(f"{url}: {e if e.filename or isinstance(e, urllib.error.URLError) else naming(e, tmp)}")
         finally:
             tmp.unlink(missing_ok=True)
     raise ZooError(f"could not fetch {w.name}: " + "; ".join(errors) + ". " + _placement_help(w, target))
@@ -470,8 +478,12 @@ def _load(name_or_path: str | os.PathLike, device: str | torch.device, cache_dir
         converted = path.with_name(path.stem + ".fsvae-sj.safetensors")
         if _derived_from(converted) != w.git_blob:
             model = load_authors_checkpoint(path, w.config)
-            save_model(model, converted, extra={"source": w.urls[0] if w.urls else w.file_name,
-                                                "git_blob": w.git_blob})
+            try:
+                save_model(model, converted, extra={"source": w.urls[0] if w.urls else w.file_name,
+                                                    "git_blob": w.git_blob})
+            except OSError as e:   # a read-only or full cache: serve it, convert again next time
+                warnings.warn(f"{w.name}: converted without caching the result ({e}); to cache it, set "
+                              f"FSVAE_SJ_HOME to a writable folder", RuntimeWarning, stacklevel=2)
             return _with_source(model.to(device).eval(), source)
         path = converted
     try:
