@@ -19,6 +19,7 @@ import functools
 import io
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +44,17 @@ class UsageError(FsvaeError):
 def command(main):
     """Wrap a tool's ``main(argv) -> int``: a refused input (:class:`~fsvae_sj.errors.FsvaeError`,
     and the ValueError / OSError a library raises for bad arguments or unreadable files) becomes
-    ``error: <message>`` on stderr and :data:`EXIT_USAGE`; Ctrl-C (that the tool did not take
+    ``error: <message>`` on stderr and :data:`EXIT_USAGE`; a warning is one ``warning: <message>``
+    line; Ctrl-C (that the tool did not take
     itself, as ``train`` takes the first) is one line and :data:`EXIT_INTERRUPTED`, with nothing
     half-written (every output is written atomically); anything else is a bug and keeps its
     traceback."""
     @functools.wraps(main)
     def wrapped(argv=None) -> int:
         try:
-            return main(argv)
+            with warnings.catch_warnings():   # a warning is one line too, not a source location
+                warnings.showwarning = _warning_line
+                return main(argv)
         except (FsvaeError, ValueError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE
@@ -59,6 +63,10 @@ def command(main):
                   file=sys.stderr)
             return EXIT_INTERRUPTED
     return wrapped
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def entry_point(main):
@@ -121,7 +129,7 @@ def fused_lif_flag(default: bool) -> argparse.ArgumentParser:
     p.add_argument("--fused-lif", type=_boolean, default=default, metavar="BOOL",
                    help="run the LIF neurons on torch.compile'd kernels: the same spikes, gradients equal to "
                         "rounding, faster over long work; compiles for seconds to a minute at start (kept in "
-                        "inductor's on-disk cache), needs a C++ compiler on the CPU, else warns and runs "
+                        "inductor's on-disk cache), needs a working C++ compiler on the CPU, else warns and runs "
                         f"eager (default {str(default).lower()})")
     return p
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -40,7 +41,33 @@ def run_compiled(fn, *args):
 
 
 def can_compile(device: torch.device) -> bool:
-    """Whether ``torch.compile`` can build kernels for ``device`` (Triton on CUDA, a C++ compiler on the CPU)."""
+    """Whether ``torch.compile`` can build kernels for ``device``: Triton on CUDA; on the CPU, the
+    C++ compiler inductor would use (``$CXX`` when torch was imported, else g++) must build a
+    shared library (:func:`cpu_compiler_problem`)."""
     if device.type == "cuda":
         return True  # Triton ships with CUDA builds of torch
-    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++", "c++"))
+    return cpu_compiler_problem() is None
+
+
+@functools.cache
+def cpu_compiler_problem() -> str | None:
+    """None if inductor's C++ compiler builds a shared library from a one-line source, else what
+    went wrong. Probed once per process (a compiler that exists but does not work, such as ``CXX``
+    pointing nowhere or a broken ``g++``, is found here instead of failing the first compiled call)."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        cxx = get_cpp_compiler()   # inductor's own choice; raises when none runs
+    except Exception as e:   # InvalidCxxCompiler and whatever a broken toolchain raises on import
+        return f"no working C++ compiler ({type(e).__name__}: {e})".replace(" ()", "")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "probe.cpp", Path(tmp) / "probe.so"
+        src.write_text("extern \"C\" int fsvae_sj_probe(int x) { return x + 1; }\n")
+        try:
+            r = subprocess.run([cxx, "-shared", "-fPIC", "-O0", str(src), "-o", str(out)],
+                               capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.SubprocessError) as e:
+            return f"the C++ compiler {cxx} did not run ({e})"
+        if r.returncode != 0 or not out.is_file():
+            last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
+            return f"the C++ compiler {cxx} failed on a one-line program (exit {r.returncode}: {last[0]})"
+    return None

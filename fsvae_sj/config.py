@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import FsvaeError
+from .errors import FsvaeError, warn
 from .files import atomic_write_text
 from .surrogate import PRESETS
 
@@ -234,6 +234,4 @@ def check_image_batch(x, cfg, dtype=None) -> None:
         raise ValueError(f"images range over [{float(lo):.3g}, {float(hi):.3g}]; expected [-1, 1] "
                          f"(from [0, 255]: x / 127.5 - 1; from [0, 1]: x * 2 - 1)")
     if x.shape[0] > 1 and lo >= 0:
-        import warnings
-        warnings.warn("no pixel is below 0: these look like [0, 1] images, but the model expects [-1, 1] "
-                      "(x * 2 - 1)", stacklevel=3)
+        warn("no pixel is below 0: these look like [0, 1] images, but the model expects [-1, 1] (x * 2 - 1)")

@@ -24,7 +24,6 @@ import os
 import pickle
 import subprocess
 import sys
-import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import FsvaeError
+from .errors import FsvaeError, warn
 from .files import atomic_write_bytes, sha256_file
 
 
@@ -162,8 +161,8 @@ def _mnist_from_wheel(split: str) -> tuple[np.ndarray, np.ndarray] | None:
         try:
             atomic_write_bytes(npz, buf.getvalue())
         except OSError as e:   # a read-only or full data home: the wheel serves, converted again next time
-            warnings.warn(f"MNIST is read from the wheel without caching its conversion ({e}); to cache it, set "
-                          f"FSVAE_SJ_DATA to a writable folder holding {MNIST_WHEEL}", RuntimeWarning, stacklevel=2)
+            warn(f"MNIST is read from the wheel without caching its conversion ({e}); to cache it, set "
+                 f"FSVAE_SJ_DATA to a writable folder holding {MNIST_WHEEL}", RuntimeWarning)
             return arrays[f"{split}_x"], arrays[f"{split}_y"]
     try:
         with np.load(npz) as d:

@@ -303,9 +303,10 @@ def test_a_bare_name_is_the_zoo_entry_even_beside_a_file_of_that_name(tmp_path, 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "fashion-mnist-ann").write_bytes(b"<html>junk</html>")     # a junk file named like an entry
     shutil.copyfile(zoo.ZOO_DIR / "mnist-ann.safetensors", tmp_path / "mnist")   # a real checkpoint named mnist
-    with pytest.warns(UserWarning, match=r"zoo entry 'fashion-mnist-ann'; the file ./fashion-mnist-ann .*not read"):
-        assert sample_main(["-n", "2", "--model", "fashion-mnist-ann", "--out", "s.png"]) == 0
-    assert "weights: zoo entry fashion-mnist-ann -> " in capsys.readouterr().out
+    assert sample_main(["-n", "2", "--model", "fashion-mnist-ann", "--out", "s.png"]) == 0
+    out, err = capsys.readouterr()
+    assert "weights: zoo entry fashion-mnist-ann -> " in out
+    assert err.startswith("warning: loading the zoo entry 'fashion-mnist-ann'; the file ./fashion-mnist-ann ")
     with pytest.warns(UserWarning, match="not read"):
         assert type(zoo.load("mnist")).__name__ == "FSVAE"                  # the entry, not the local ANN file
     assert type(zoo.load("./mnist")).__name__ == "ANNVAE"                   # a path: the file
@@ -496,3 +497,44 @@ def test_a_cache_that_cannot_be_written_names_fsvae_sj_home(tmp_path, monkeypatc
     with pytest.warns(RuntimeWarning, match="without caching.*FSVAE_SJ_HOME"):
         got = zoo.load("celeba", cache_dir=cache, offline=False)
     assert all(torch.equal(v, got.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+# -- 6. environment -----------------------------------------------------------------------------------------
+@pytest.fixture
+def broken_compiler(tmp_path, request):
+    """Inductor's C++ compiler replaced by one that exists but does not work; counts its runs."""
+    from torch._inductor import config
+
+    import fsvae_sj.compiled as compiled
+    runs = tmp_path / "runs"
+    cxx = tmp_path / "g++"
+    version_ok = 'if [ "$1" = "--version" ]; then echo "g++ 12"; exit 0; fi\n' if request.param == "compiles" else ""
+    cxx.write_text(f"#!/bin/sh\necho run >> {runs}\n{version_ok}echo 'cc1plus: fatal error' >&2\nexit 1\n")
+    cxx.chmod(0o755)
+    compiled.cpu_compiler_problem.cache_clear()
+    with config.patch({"cpp.cxx": (None, str(cxx))}):
+        yield runs
+    compiled.cpu_compiler_problem.cache_clear()
+
+
+@pytest.mark.parametrize("broken_compiler", ["runs", "compiles"], indirect=True)
+def test_a_compiler_that_does_not_work_warns_at_the_callers_line_and_runs_eager(tiny_cfg, broken_compiler):
+    from fsvae_sj.neurons import LIF, use_fused_kernels
+    m = FSVAE(tiny_cfg)
+    with pytest.warns(RuntimeWarning, match="stay on the eager kernels") as got:
+        use_fused_kernels(m)
+    assert got[0].filename == __file__                       # the user's line, not the package's
+    assert not any(x.fused for x in m.modules() if isinstance(x, LIF))
+    runs = broken_compiler.read_text().count("run")
+    with pytest.warns(RuntimeWarning):
+        use_fused_kernels(FSVAE(tiny_cfg))
+    assert broken_compiler.read_text().count("run") == runs   # probed once
+
+
+@needs_fashion
+@pytest.mark.parametrize("broken_compiler", ["compiles"], indirect=True)
+def test_training_with_a_broken_compiler_runs_eager_with_a_one_line_warning(tmp_path, capsys, broken_compiler):
+    args = [a if a != "false" else "true" for a in TINY]   # the default --fused-lif true
+    assert train_main(["--out", str(tmp_path / "run"), "--max-steps", "1"] + args) == 75
+    err = capsys.readouterr().err
+    assert "warning: the C++ compiler" in err and "stay on the eager kernels" in err

@@ -23,7 +23,6 @@ import os
 import re
 import urllib.error
 import urllib.request
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -34,7 +33,7 @@ from ..authors import load_authors_checkpoint
 from ..checkpoint import CheckpointError, load_model, read_checkpoint, read_config, read_metadata, save_model
 from ..config import FSVAEConfig
 from ..datasets import canonical
-from ..errors import FsvaeError
+from ..errors import FsvaeError, warn
 from ..files import naming, sha256_file
 from ..pretrained import register_weights_loader
 
@@ -468,8 +467,8 @@ def _load(name_or_path: str | os.PathLike, device: str | torch.device, cache_dir
         return _with_source(load_model(p, device), WeightsSource(str(name_or_path), p, kind="file"))
     w = get_weights(str(name_or_path))
     if p.exists():
-        warnings.warn(f"loading the zoo entry {name_or_path!r}; the file ./{p} in this folder was not read "
-                      f"(to load it, give it as a path: ./{p})", UserWarning, stacklevel=3)
+        warn(f"loading the zoo entry {name_or_path!r}; the file ./{p} in this folder was not read "
+             f"(to load it, give it as a path: ./{p})")
     path = fetch(w, cache_dir, offline)
     source = WeightsSource(str(name_or_path), path, w.sha256)
     if w.source_format == "authors":
@@ -482,8 +481,8 @@ def _load(name_or_path: str | os.PathLike, device: str | torch.device, cache_dir
                 save_model(model, converted, extra={"source": w.urls[0] if w.urls else w.file_name,
                                                     "git_blob": w.git_blob})
             except OSError as e:   # a read-only or full cache: serve it, convert again next time
-                warnings.warn(f"{w.name}: converted without caching the result ({e}); to cache it, set "
-                              f"FSVAE_SJ_HOME to a writable folder", RuntimeWarning, stacklevel=2)
+                warn(f"{w.name}: converted without caching the result ({e}); to cache it, set "
+                     f"FSVAE_SJ_HOME to a writable folder", RuntimeWarning)
             return _with_source(model.to(device).eval(), source)
         path = converted
     try:
