@@ -37,6 +37,7 @@ def build_parser():
 @_cli.command
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    out = _cli.writable(args.out, "--out") if args.out else None   # before the work, not after it
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     model = own = None
     if not args.real:
@@ -45,14 +46,14 @@ def main(argv=None) -> int:
         model = use_fused_kernels(_cli.load_model(args.model, _cli.resolve_device(args.device)), args.fused_lif)
         own = _cli.check_dataset(args.model, model, canonical(args.dataset), args.cross_dataset)
     res = evaluate(model, args.dataset, metrics, args.num, args.seed, args.real, args.data_root,
-                   download=args.download)
+                   download=args.download, progress=True)
     res["model"] = args.model
     res["model_dataset"] = own   # what the model was trained on (None: not recorded), beside res["dataset"]
     for key in ("recon_mse", "afd", "inception_score", "fid"):
         val = res[key]
         shown = f"{val:.4f}" if isinstance(val, float) else "n/a"
         print(f"{key:16s} {shown:>10s}  {res['protocol'].get(key) or res['notes'].get(key, 'not requested')}")
-    _cli.write_json(args.out, res)
+    _cli.write_json(out, res)
     return 0
 
 

@@ -35,6 +35,7 @@ def build_parser():
 @_cli.command
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    out = _cli.writable(args.out, "--out") if args.out else None   # before the work, not after it
     ds = canonical(args.dataset)
     device = _cli.resolve_device(args.device)
     fsvae = zoo.load(args.fsvae or ds, device=device)
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
         print(f"SpikingJelly {sj['fsvae']['spikingjelly']} op_counter: what this code executes")
         for key, label, fmt in _SJ_ROWS:
             _row(label, sj["fsvae"][key], sj["ann"][key], fmt)
-    _cli.write_json(args.out, res)
+    _cli.write_json(out, res)
     return 0
 
 

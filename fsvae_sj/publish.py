@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import math
+import os
 from pathlib import Path
 from types import MappingProxyType
 
@@ -68,8 +69,12 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     metadata, written by ``fsvae_sj.train``).
     """
     zoo.check_entry_name(name, "--name")   # it becomes zoo/NAME.*: checked before any work
+    folder = zoo.ZOO_DIR if zoo.ZOO_DIR.is_dir() else zoo.ZOO_DIR.parent
+    if not (folder.is_dir() and os.access(folder, os.W_OK)):
+        raise zoo.ZooError(f"cannot write the zoo folder {zoo.ZOO_DIR}; publish from a clone whose zoo/ is writable")
     run = Path(src) if Path(src).is_dir() else None
     src = _checkpoint_of(Path(src))
+    _say(f"checking {src}: finite weights, a generator that varies (64 seeded samples)")
     cfg, state, extra = read_checkpoint(src)
     # The learning curve and budget: the run's latest save knows more than its best one.
     log = read_checkpoint(run / "model.safetensors")[2] if run and (run / "model.safetensors").is_file() else extra
@@ -88,7 +93,8 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     if spread < MIN_SAMPLE_STD:
         raise PublishRefused(f"{src}: its 64 seeded samples hardly vary (mean per-pixel std {spread:.4f} < "
                              f"{MIN_SAMPLE_STD}): the generator is dead (untrained or too few steps); not published")
-    res = evaluate(model, dataset, ("recon", "afd"), num_samples=num_samples, seed=seed)
+    _say(f"measuring: AE Frechet of {num_samples} samples, recon MSE over the {dataset} test set")
+    res = evaluate(model, dataset, ("recon", "afd"), num_samples=num_samples, seed=seed, progress=True)
     data = src.read_bytes()   # the bytes published are the bytes hashed
     dest = zoo.ZOO_DIR / f"{name}.safetensors"
     arch = cfg.get("arch", "fsvae")
@@ -146,6 +152,7 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     with claim_folder(zoo.ZOO_DIR, "a zoo publish"):   # one publisher at a time: the comparison holds until written
         old_path = zoo.ZOO_DIR / f"{name}.json"
         if old_path.is_file() and not force and res["afd"] is not None:
+            _say(f"comparing with the current {name} entry")
             old = _current_afd(zoo.read_entry(old_path), dataset, num_samples, seed,
                                res["protocol"]["images"])
             if old is not None and res["afd"] > old:
@@ -153,6 +160,7 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
                                      f"{old:.3f} ({res['protocol']['images']}); not published (--force to replace it "
                                      f"anyway)")
         remove_stale_temporaries(zoo.ZOO_DIR)   # of a publish killed midway
+        _say(f"writing {dest}, .md and .json")
         with written_together() as put:   # all or nothing; the JSON, which lists the entry, last
             put(dest, data)
             for file_name, content in cards.items():
@@ -210,6 +218,12 @@ WEIGHTS_LABELS = {"raw": "raw", "ema": "ema (exponential moving average)",
                                     "{n} prior samples"}
 
 
+def _say(phase: str) -> None:
+    """A phase of the work, on stdout (progress bars and errors go to stderr): publishing takes
+    minutes, mostly in sampling and reconstruction."""
+    print(f"publish: {phase}", flush=True)
+
+
 def afd_projection(evals: list[dict], target: float) -> str:
     """CPU-hours at which a power law fitted to the best AE Frechet distance so far (raw or EMA,
     per evaluation) against CPU-hours reaches ``target``: an extrapolation, stated as one."""
@@ -245,7 +259,7 @@ def _current_afd(w: zoo.Weights, dataset: str, num_samples: int, seed: int, prot
     path = zoo.ZOO_DIR / w.file_name
     if not path.is_file():
         return None
-    return afd_score(generate(load_model(path), num_samples, seed), dataset)
+    return afd_score(generate(load_model(path), num_samples, seed, progress=True), dataset)
 
 
 def _default_notes(arch, dataset, tcfg, epoch, step, cpu_h, extra, paper, metrics) -> str:

@@ -538,3 +538,71 @@ def test_training_with_a_broken_compiler_runs_eager_with_a_one_line_warning(tmp_
     assert train_main(["--out", str(tmp_path / "run"), "--max-steps", "1"] + args) == 75
     err = capsys.readouterr().err
     assert "warning: the C++ compiler" in err and "stay on the eager kernels" in err
+
+
+# -- 8. memory and long work ----------------------------------------------------------------------------------
+def test_sample_streams_the_images_to_the_output_batch_by_batch(tmp_path, monkeypatch):
+    import numpy as np
+
+    from fsvae_sj import _cli
+    from fsvae_sj.sample import main as sample_main
+    real, on_disk = _cli.load_model, []
+
+    def load(name, device):   # the model, noting how much of the output is on disk at each batch
+        model = real(name, device)
+        sample = model.sample
+
+        def noting(n, **kw):
+            on_disk.append(sum(p.stat().st_size for p in tmp_path.glob(".s.npy.*.tmp")))
+            return sample(n, **kw)
+        model.sample = noting
+        return model
+    monkeypatch.setattr(_cli, "load_model", load)
+    assert sample_main(["-n", "10", "--batch-size", "4", "--model", "fashion-mnist-ann",
+                        "--out", str(tmp_path / "s.npy")]) == 0
+    image = 1 * 32 * 32 * 4
+    assert on_disk[0] == 0 and on_disk[1] >= 4 * image and on_disk[2] >= 8 * image   # not held until the end
+    monkeypatch.undo()
+    assert sample_main(["-n", "10", "--batch-size", "10", "--model", "fashion-mnist-ann",
+                        "--out", str(tmp_path / "one.npy")]) == 0
+    assert np.allclose(np.load(tmp_path / "s.npy"), np.load(tmp_path / "one.npy"), atol=1e-5)
+
+
+@needs_fashion
+def test_every_command_checks_its_output_before_the_work(tmp_path, monkeypatch, capsys):
+    import fsvae_sj.evaluate as evaluate_cli
+    import fsvae_sj.ops as ops_cli
+    from fsvae_sj.convert import main as convert_main
+    from fsvae_sj.zoo import ZOO_DIR
+    monkeypatch.setattr(evaluate_cli, "evaluate", lambda *a, **k: pytest.fail("evaluated before the check"))
+    monkeypatch.setattr(ops_cli, "compare", lambda *a, **k: pytest.fail("counted before the check"))
+    missing = tmp_path / "no-such-folder" / "out.json"
+    for main, args in [(evaluate_cli.main, ["--model", "fashion-mnist-ann", "--dataset", "fashion-mnist"]),
+                       (ops_cli.main, ["-n", "2"]),
+                       (convert_main, [str(ZOO_DIR / "mnist-ann.safetensors")])]:
+        out = ["-o", str(missing)] if main is not convert_main else [str(missing)]
+        assert_refused(main(args + out), capsys, f"output folder {missing.parent} does not exist")
+        assert_refused(main(args + (["-o", str(tmp_path)] if main is not convert_main else [str(tmp_path)])),
+                       capsys, f"{tmp_path} is a folder")
+    assert not missing.parent.exists()
+
+
+def test_zoo_publish_shows_each_phase_and_checks_the_zoo_folder_first(tmp_path, monkeypatch, capsys):
+    import fsvae_sj.publish as publish
+    from fsvae_sj import zoo
+    from fsvae_sj.zoo.__main__ import main as zoo_main
+    calls = []
+    measured = {"afd": 30.0, "recon_mse": 0.05, "protocol": {"images": "8 generated images, seed 0"}, "notes": {},
+                "versions": {}}
+    monkeypatch.setattr(publish, "evaluate", lambda *a, **k: calls.append(k) or measured)
+    src = str(zoo.ZOO_DIR / "fashion-mnist-ann.safetensors")
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "a-file" / "zoo")
+    assert_refused(zoo_main(["publish", src, "--name", "t"]), capsys, "cannot write the zoo folder")
+    assert calls == []
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    assert zoo_main(["publish", src, "--name", "t", "--num-samples", "8"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(":")[1].split()[0] for line in out.splitlines() if line.startswith("publish:")] == \
+        ["checking", "measuring", "writing"]
+    assert calls == [{"num_samples": 8, "seed": 0, "progress": True}]   # the long phases show their progress
