@@ -17,6 +17,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from . import _cli
+from .config import parse_file
 from .datasets import DATASETS
 from .losses import DISTANCES, MMD_REDUCTIONS
 from .model import ARCHITECTURES
@@ -81,8 +82,10 @@ def build_parser():
         "order, RNG); a resume may change only " + ", ".join(RESUMABLE_CHANGES) + ". "
         "--init-from continues from a zoo entry or a .safetensors when the run state is gone. "
         "Under torchrun it trains with DistributedDataParallel (Gloo on CPU, NCCL on GPU). "
+        "SIGTERM or Ctrl-C finishes the step, saves and exits with 75; a second Ctrl-C aborts at once "
+        "(the last save is kept). A start removes temporaries a killed save left in the run folder. "
         "Exit status: 0 finished, 75 stopped early and resumable, 3 non-finite loss or weights "
-        "(the last good state is kept), 2 a refused setting, missing data or unknown flags.",
+        "(the last good state is kept), 2 a refused setting, missing data or unknown flags, 130 aborted.",
         _cli.device_flag(), _cli.fused_lif_flag(default=True))
     d = TrainConfig()
     p.add_argument("--out", required=True, metavar="DIR",
@@ -135,8 +138,7 @@ def requested(args) -> dict:
     stated = {}
     if args.config:
         full = TrainConfig.load(args.config).to_dict()   # validates: unknown fields and bad values are refused
-        import yaml   # YAML is a superset of JSON: one parser for both
-        stated = {k: full[k] for k in (yaml.safe_load(Path(args.config).read_text()) or {})}
+        stated = {k: full[k] for k in parse_file(args.config)}
     return {**(RECIPES[args.recipe] if args.recipe else {}), **stated, **flags}
 
 
