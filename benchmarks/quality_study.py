@@ -259,6 +259,10 @@ def plot(res: dict, path: Path) -> None:
         x = [float(r["cpu_hours"]) - v["start_cpu_hours"] for r in rows]
         line, = ax.plot(x, [float(r["ema_afd"]) for r in rows], marker="o", label=f"{name} (EMA)")
         ax.plot(x, [float(r["afd"]) for r in rows], ls=":", color=line.get_color(), alpha=0.6)
+    for name, style in (("as-trained", "--"), ("decoder-on-prior", "-.")):
+        if name in res["statistics"]:
+            ax.axhline(res["statistics"][name]["test_s0"], color="black", ls=style, lw=1,
+                       label=f"start, {name.replace('-', ' ')} (no training)")
     ax.set_xlabel("CPU-hours since the shared start (training steps and evaluations)")
     ax.set_ylabel(f"AE Frechet, {res['samples']:,} samples (lower is better)")
     ax.set_title(f"{res['dataset']}: variants from one state (solid EMA, dotted raw)", fontsize=10)
