@@ -42,7 +42,7 @@ def make_alive(model, x, seed: int = 0):
     above the batch variance, so no decoder neuron fires and every sample is one constant
     image. After this the eval-mode network fires as in training, so its output depends on
     z and on the input; tests that compare outputs must use such a model (and assert it)."""
-    from fsvae_sj.tdbn import TdBN
+    from fsvae_sj.spiking.tdbn import TdBN
     bns = [m for m in model.modules() if isinstance(m, TdBN)]
     momenta = [m.momentum for m in bns]
     for m in bns:

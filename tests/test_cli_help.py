@@ -67,7 +67,7 @@ def test_train_help_states_the_defaults_the_code_uses():
     assert "default 1e-3 x batch size x processes / 250" in helps["lr"]
     assert TrainConfig(batch_size=500).base_lr(world=2) == pytest.approx(1e-3 * 500 * 2 / 250)
     assert TrainConfig().base_lr() == pytest.approx(1e-3)
-    from fsvae_sj.surrogate import Rect
+    from fsvae_sj.spiking.surrogate import Rect
     for preset, a in (("code", 1.0), ("paper", 0.2)):
         assert f"{preset} {a:g}" in helps["surrogate_a"]
         assert Rect.preset(preset, v_threshold=0.2).a == a   # what a None surrogate_a builds

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from fsvae_sj import FSVAEConfig
-from fsvae_sj.backend import reset_net
-from fsvae_sj.layers import SpikingBlock, deconv_block, linear_block
-from fsvae_sj.neurons import LIF
+from fsvae_sj.spiking.sj import reset_net
+from fsvae_sj.spiking.layers import SpikingBlock, deconv_block, linear_block
+from fsvae_sj.spiking.lif import LIF
 
 
 def near_threshold(blk, seed=0):

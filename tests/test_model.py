@@ -15,7 +15,7 @@ def images(n, cfg, seed=0):
 def active(cfg, seed=0):
     """An eval-mode model whose tdBN affine/statistics put every layer near threshold,
     so that spikes are neither all 0 nor all 1 (a fresh model's prior is silent)."""
-    from fsvae_sj.tdbn import TdBN
+    from fsvae_sj.spiking.tdbn import TdBN
     torch.manual_seed(seed)
     m = FSVAE(cfg)
     g = torch.Generator().manual_seed(seed)

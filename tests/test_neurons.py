@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from fsvae_sj import backend
-from fsvae_sj.neurons import LIF
-from fsvae_sj.surrogate import Rect, RectSpike
+from fsvae_sj.spiking import sj
+from fsvae_sj.spiking.lif import LIF
+from fsvae_sj.spiking.surrogate import Rect, RectSpike
 
 
 class _AuthorsSpike(torch.autograd.Function):
@@ -169,7 +169,7 @@ def test_bad_arguments():
         LIF(impl="cuda")
 
 
-@pytest.mark.skipif(backend.LEGACY, reason="FlexSN exists only in SpikingJelly 2")
+@pytest.mark.skipif(sj.LEGACY, reason="FlexSN exists only in SpikingJelly 2")
 def test_flexsn_core_matches_exact_path():
     """SpikingJelly 2's fused route for the custom surrogate (Triton on CUDA); on the
     CPU FlexSN runs the same core in a torch loop, which is what is checked here."""
@@ -186,7 +186,7 @@ def test_flexsn_core_matches_exact_path():
     torch.testing.assert_close(g1, g2, rtol=0, atol=1e-5)
 
 
-@pytest.mark.skipif(backend.LEGACY, reason="FlexSN exists only in SpikingJelly 2")
+@pytest.mark.skipif(sj.LEGACY, reason="FlexSN exists only in SpikingJelly 2")
 def test_flexsn_route_stores_v_seq():
     x = inputs().detach()
     flex = LIF(impl="spikingjelly", store_v_seq=True)
@@ -224,7 +224,7 @@ def test_cupy_surrogate_code_computes_the_cpu_gradient(preset, a, dtype):
     assert 0 < int((x.grad > 0).sum()) < len(over_th)   # the window is inside the range
 
 
-@pytest.mark.skipif(not backend.LEGACY, reason="the CuPy kernel generator is in the legacy SpikingJelly")
+@pytest.mark.skipif(not sj.LEGACY, reason="the CuPy kernel generator is in the legacy SpikingJelly")
 def test_legacy_cupy_kernel_is_built_from_our_surrogate_code():
     from spikingjelly.activation_based.auto_cuda import neuron_kernel as nk
     sg = Rect.preset("code", 0.2)
@@ -259,7 +259,7 @@ def test_surrogate_hooks_primitive_is_the_spiking_backward(preset, a):
 @pytest.mark.parametrize("layout", ["flat", "channels_last"])
 def test_fused_kernels_equal_the_eager_ones(layout):
     """torch.compile'd LIF: spikes, membrane state and carried state bit for bit; gradients to rounding."""
-    from fsvae_sj.neurons import use_fused_kernels
+    from fsvae_sj.spiking.lif import use_fused_kernels
     g = torch.Generator().manual_seed(3)
     if layout == "flat":
         x = torch.randn(16, 5, 70, generator=g) * 0.3
@@ -269,7 +269,7 @@ def test_fused_kernels_equal_the_eager_ones(layout):
     runs = []
     for fused in (False, True):
         lif = use_fused_kernels(LIF(surrogate=Rect.preset("paper", 0.2, 0.5), store_v_seq=True), fused)
-        assert lif.fused is fused
+        assert lif.route == ("compiled" if fused else "eager")
         xi = x.clone().requires_grad_(True)
         first = lif(xi[:10])
         second = lif(xi[10:])  # the membrane carried across calls
