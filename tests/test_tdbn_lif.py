@@ -8,19 +8,15 @@ from fsvae_sj.spiking.sj import reset_net
 from fsvae_sj.spiking.layers import deconv_block
 from fsvae_sj.spiking.lif import use_fused_kernels
 
+from conftest import near_threshold
+
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def block(dtype, seed=0):
     torch.manual_seed(seed)
     blk = use_fused_kernels(deconv_block(8, 6, FSVAEConfig()).to(dtype))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # statistics and affine that keep the block near threshold
-        blk.bn.weight.copy_(torch.rand(6, generator=g) + 0.5)
-        blk.bn.bias.copy_(torch.rand(6, generator=g) * 0.3)
-        blk.bn.running_mean.copy_(torch.randn(6, generator=g) * 0.1)
-        blk.bn.running_var.copy_(torch.rand(6, generator=g) + 0.5)
-    return blk
+    return near_threshold(blk, seed)
 
 
 def run(blk, s_in, fused: bool, grad=None):
