@@ -3,13 +3,16 @@
     git worktree add /tmp/brk HEAD && python tests/breaks.py /tmp/brk && git worktree remove --force /tmp/brk
 
 Each break is a one-line change that no test noticed before (issue 13); the named tests must
-fail with it and pass without it. Prints one line per break.
+fail with it and pass without it. Prints one line per break (each runs its tests: minutes, the
+training-parity ones longest). A break finds its code by the text it replaces, read loosely
+(:func:`pattern`: whitespace and line breaks may differ, brackets may gain a trailing comma), so
+a reformat does not lose it; ``tests/test_breaks.py`` checks that each finds its code exactly once.
 """
 import os
+import re
 import subprocess
 import sys
 
-B = sys.argv[1] if len(sys.argv) > 1 else "/tmp/brk"
 BREAKS = [
  ("1 sample CLI ignores --seed", "fsvae_sj/sample.py", "sample_generators(args.seed, n, start)", "sample_generators(0, n, start)", "tests/test_zoo_cli.py -k png_npy"),
  ("2 FSVAE.sample ignores seed/generator", "fsvae_sj/model.py", "g = seeding.resolve(seed, generator, int(n))", "g = seeding.resolve(None, None, int(n))", "tests/test_model.py -k seed_and_i"),
@@ -35,18 +38,53 @@ BREAKS = [
  ("I1 inference step keeps the membrane unreset", "fsvae_sj/spiking/lif.py", "s_out=spikes_t, v_out=v)", "s_out=spikes_t, v_out=None)", "tests/test_inference.py -k lif"),
  ("I2 inference path overwrites inputs it does not own", "fsvae_sj/spiking/layers.py", "owned = (y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()", "owned = (True", "tests/test_inference.py -k alone"),
 ]
-env = dict(os.environ, PYTHONPATH=B, OMP_NUM_THREADS="1")
-for name, f, old, new, test in BREAKS:
-    p = os.path.join(B, f)
-    s = open(p).read()
-    if old not in s:
-        print(name, "PATTERN NOT FOUND")
-        continue
-    open(p, "w").write(s.replace(old, new, 1))
-    try:
-        r = subprocess.run(f"cd {B} && timeout 300 nice -n 5 python -m pytest -q -x -p no:cacheprovider {test}",
-                           shell=True, env=env, capture_output=True, text=True)
-        tail = [line for line in r.stdout.splitlines() if "passed" in line or "failed" in line]
-        print(f"{name}: rc={r.returncode} {tail[-1] if tail else r.stdout[-300:]}", flush=True)
-    finally:
-        open(p, "w").write(s)
+
+
+def pattern(old: str) -> re.Pattern:
+    """``old`` as a regular expression whose group 1 is the code to replace: any run of whitespace
+    may differ (line breaks included), an opening bracket or a comma may be followed by a line
+    break, a closing bracket preceded by one and a trailing comma. An ``old`` that starts with
+    indentation starts a line; one that ends with a line break ends one."""
+    rx, loose = "", False   # loose: the previous token already allows whitespace after it
+    for tok in re.findall(r"\s+|.", old.strip(), flags=re.S):
+        if tok.isspace():
+            rx += "" if loose else r"\s+"
+        elif tok in ")]}":
+            rx += r",?\s*" + re.escape(tok)
+        else:
+            rx += re.escape(tok) + (r"\s*" if tok in "([{," else "")
+        loose = tok in "([{,"
+    start = r"^[ \t]*" if old[:1].isspace() else ""
+    end = r"[ \t]*$" if old.endswith("\n") else ""
+    return re.compile(f"{start}({rx}){end}", re.M)
+
+
+def apply(source: str, old: str, new: str) -> str:
+    """``source`` with the one place ``old`` matches (:func:`pattern`) replaced by ``new``; raises
+    LookupError naming how many places matched when that is not exactly one."""
+    found = list(pattern(old).finditer(source))
+    if len(found) != 1:
+        raise LookupError(f"pattern found {len(found)} times")
+    a, b = found[0].span(1)
+    return source[:a] + new.strip() + source[b:]
+
+
+if __name__ == "__main__":
+    B = sys.argv[1] if len(sys.argv) > 1 else "/tmp/brk"
+    env = dict(os.environ, PYTHONPATH=B, OMP_NUM_THREADS="1")
+    for name, f, old, new, test in BREAKS:
+        p = os.path.join(B, f)
+        s = open(p).read()
+        try:
+            broken = apply(s, old, new)
+        except LookupError as e:
+            print(name, "PATTERN NOT FOUND:", e)
+            continue
+        open(p, "w").write(broken)
+        try:
+            r = subprocess.run(f"cd {B} && timeout 300 nice -n 5 python -m pytest -q -x -p no:cacheprovider {test}",
+                               shell=True, env=env, capture_output=True, text=True)
+            tail = [line for line in r.stdout.splitlines() if "passed" in line or "failed" in line]
+            print(f"{name}: rc={r.returncode} {tail[-1] if tail else r.stdout[-300:]}", flush=True)
+        finally:
+            open(p, "w").write(s)
