@@ -1,6 +1,7 @@
 """Apply each listed break to a scratch copy of the code and check that a test fails.
 
     git worktree add /tmp/brk HEAD && python tests/breaks.py /tmp/brk && git worktree remove --force /tmp/brk
+    python tests/breaks.py /tmp/brk K2 F1     # only the breaks so named (the first word of the name)
 
 Each break is a one-line change that no test noticed before (issue 13); the named tests must
 fail with it and pass without it. Prints one line per break (each runs its tests: minutes, the
@@ -71,8 +72,11 @@ def apply(source: str, old: str, new: str) -> str:
 
 if __name__ == "__main__":
     B = sys.argv[1] if len(sys.argv) > 1 else "/tmp/brk"
+    chosen = set(sys.argv[2:])
     env = dict(os.environ, PYTHONPATH=B, OMP_NUM_THREADS="1")
     for name, f, old, new, test in BREAKS:
+        if chosen and name.split()[0] not in chosen:
+            continue
         p = os.path.join(B, f)
         s = open(p).read()
         try:

@@ -14,7 +14,7 @@ def test_fused_spikingjelly_path_matches_exact_on_cuda():
     x = (torch.randn(16, 64, 512, generator=g, device="cuda") * 0.3).requires_grad_()
     w = torch.randn(x.shape, generator=g, device="cuda")
     exact, fused = LIF().cuda().train(), LIF(impl="spikingjelly").cuda().train()
-    assert sj.fused_route(x, True) in ("cupy", "flexsn-triton")
+    assert sj.spikingjelly_kernel(x, True) in ("cupy", "flexsn-triton")
     s1, s2 = exact(x), fused(x)
     # fused kernels charge v - v / tau and fire at >=: spikes may differ at the threshold
     assert (s1 != s2).float().mean() < 1e-4

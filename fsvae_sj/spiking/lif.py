@@ -38,8 +38,7 @@ import warnings
 
 import torch
 
-from . import sj
-from . import equations
+from . import equations, sj
 from .compiled import can_compile, run_compiled
 from .surrogate import Rect, RectSpike, RectSpikeT
 
@@ -247,11 +246,11 @@ class LIF(sj.LIFNode):
         if self.store_v_seq and not sj.STORE_V_SEQ:
             raise RuntimeError(f"store_v_seq on lif_impl='spikingjelly' needs a SpikingJelly whose neurons "
                                f"store v_seq; the installed {sj.SJ_VERSION} does not (use route='eager')")
-        if sj.fused_route(x_seq, self.training) == "flexsn-triton":
+        if sj.spikingjelly_kernel(x_seq, self.training) == "flexsn-triton":
             return self._flexsn_forward(x_seq)
         if sj.LEGACY:
             # The legacy LIFNode binds its backend at construction; follow the tensor.
-            self.backend = "cupy" if sj.fused_route(x_seq, self.training) == "cupy" else "torch"
+            self.backend = "cupy" if sj.spikingjelly_kernel(x_seq, self.training) == "cupy" else "torch"
         return super().multi_step_forward(x_seq)
 
     def _flexsn_forward(self, x_seq: torch.Tensor) -> torch.Tensor:

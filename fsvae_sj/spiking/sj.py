@@ -47,12 +47,13 @@ LIF_NODE_KWARGS = {"backend": "torch"} if LEGACY else {}
 
 __all__ = [
     "GENERATION", "LEGACY", "SJ_VERSION", "STORE_V_SEQ", "LIFNode", "SurrogateFunctionBase",
-    "MemoryModule", "reset_net", "LIF_NODE_KWARGS", "fused_route", "make_flexsn", "sj_plot", "op_counter",
+    "MemoryModule", "reset_net", "LIF_NODE_KWARGS", "spikingjelly_kernel", "make_flexsn", "sj_plot", "op_counter",
 ]
 
 
-def fused_route(x: torch.Tensor, training: bool) -> str | None:
-    """Which fused SpikingJelly kernel would run ``x`` (None: the torch loop).
+def spikingjelly_kernel(x: torch.Tensor, training: bool) -> str | None:
+    """Which of SpikingJelly's own fused kernels would run ``x`` on the ``"spikingjelly"`` route:
+    ``"cupy"``, ``"flexsn-triton"`` or None (its torch loop).
 
     Legacy CuPy runs only multi-step training-mode calls (its eval mode is
     TorchScript). SpikingJelly 2 fuses a custom surrogate only through FlexSN.
