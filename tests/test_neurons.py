@@ -139,6 +139,7 @@ def test_rect_surrogate_gradient_formula(preset, a):
     v_th = 0.2
     sg = Rect.preset(preset, v_th, a)
     width = sg.a
+    assert width == (a or {"code": 1.0, "paper": 0.2}[preset]) and sg.alpha == 1.0 / width   # SpikingJelly's sharpness
     centre = 0.0 if preset == "code" else v_th
     u = torch.linspace(-1.5, 1.5, 3001)
     x = (u - v_th).requires_grad_()

@@ -63,14 +63,15 @@ class Rect(SurrogateFunctionBase):
     """Rectangle surrogate with width ``a`` (height ``1/a``) centred at ``offset``
     in SpikingJelly's ``x = u - V_th`` coordinates.
 
-    SpikingJelly's surrogate base assumes one parameter (``alpha``, here the width
-    ``a``); the second, ``offset``, is passed to the hooks beside it, by
-    :meth:`params` (the LIF routes read both through it)."""
+    ``alpha`` keeps SpikingJelly's meaning, the sharpness: ``1/a``, the height (its ``Rect(alpha)``
+    has width ``1/alpha``). The hooks take the width ``a`` and ``offset``, from :meth:`params`
+    (the LIF routes read both through it)."""
 
     def __init__(self, a: float = 1.0, offset: float = 0.0, spiking: bool = True):
         if not a > 0:
             raise ValueError(f"surrogate width a must be > 0, got {a}")
-        super().__init__(spiking=spiking, alpha=float(a))
+        super().__init__(spiking=spiking, alpha=1.0 / float(a))
+        self.a = float(a)
         self.offset = float(offset)
 
     @classmethod
@@ -81,35 +82,31 @@ class Rect(SurrogateFunctionBase):
         a = DEFAULT_A[name] if a is None else float(a)
         return cls(a=a, offset=-v_threshold if name == "code" else 0.0)
 
-    @property
-    def a(self) -> float:
-        return self.alpha
-
     def params(self) -> tuple[float, float]:
-        """``(alpha, offset)``: the arguments of the hooks and of :func:`rect_grad` after ``x``."""
-        return self.alpha, self.offset
+        """``(a, offset)``: the arguments of the hooks and of :func:`rect_grad` after ``x``."""
+        return self.a, self.offset
 
     def extra_repr(self) -> str:
-        return f"a={self.alpha}, offset={self.offset}, spiking={self.spiking}"
+        return f"a={self.a}, offset={self.offset}, spiking={self.spiking}"
 
     @staticmethod
-    def spiking_function(x: torch.Tensor, alpha: float, offset: float) -> torch.Tensor:
+    def spiking_function(x: torch.Tensor, a: float, offset: float) -> torch.Tensor:
         """Heaviside ``x > 0`` forward, :func:`rect_grad` backward."""
-        return RectSpike.apply(x, alpha, offset)
+        return RectSpike.apply(x, a, offset)
 
     @staticmethod
-    def primitive_function(x: torch.Tensor, alpha: float, offset: float) -> torch.Tensor:
+    def primitive_function(x: torch.Tensor, a: float, offset: float) -> torch.Tensor:
         """The clipped ramp whose derivative is the rectangle."""
-        return ((x - offset) / alpha + 0.5).clamp(0.0, 1.0)
+        return ((x - offset) / a + 0.5).clamp(0.0, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Both generations' base forward pass ``alpha`` alone; ours passes both parameters.
+        # Both generations' base forward pass ``alpha`` alone; ours passes the width and the offset.
         fn = self.spiking_function if self.spiking else self.primitive_function
         return fn(x, *self.params())
 
     def cuda_codes(self, y: str, x: str, dtype: str) -> str:
         """Backward code for the legacy CuPy LIF kernel (``x`` is ``h - v_th``)."""
-        half, height, off = (_float_literal(v) for v in (self.alpha / 2, 1.0 / self.alpha, self.offset))
+        half, height, off = (_float_literal(v) for v in (self.a / 2, 1.0 / self.a, self.offset))
         if dtype == "float":
             return f"{y} = (fabsf({x} - {off}) < {half}) ? {height} : 0.0f;"
         if dtype == "half2":
