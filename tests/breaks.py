@@ -29,7 +29,7 @@ BREAKS = [
  ("P1 tdBN training statistics on channels-last input", "fsvae_sj/spiking/tdbn.py", "flat = x.flatten(0, 1).contiguous()", "flat = x.flatten(0, 1)", "tests/test_train_parity.py"),
  ("P2 training step drops the MMD's PSP", "fsvae_sj/losses.py", "d = (psp(q_bar, tau_syn) - psp(p_bar, tau_syn)) ** 2", "d = (q_bar - p_bar) ** 2", "tests/test_train_parity.py -k float64"),
  ("K3 resume restarts", "fsvae_sj/training.py", "    if (run / STATE).is_file():\n        rs = _load_state", "    if False:\n        rs = _load_state", "tests/test_train.py -k stop_anywhere"),
- ("F1 eval tdBN in another operation order", "fsvae_sj/spiking/equations.py", "return y.mul_(gain).div_(std).mul_(weight)", "return y.mul_(gain / std).mul_(weight)", "tests/test_convert.py -k fixture"),
+ ("F1 eval tdBN in another operation order", "fsvae_sj/spiking/equations.py", "return y.mul_(gain).div_(std).mul_(weight)", "return y.mul_(gain / std).mul_(weight)", "tests/test_tdbn.py -k eval"),
  ("F2 fused tdBN backward drops the statistics' term", "fsvae_sj/spiking/equations.py", "grad_y.copy_((gy - sum_gy / n - xhat * (sum_gy_xhat / n)) * (invstd * weight))", "grad_y.copy_((gy - sum_gy / n) * (invstd * weight))", "tests/test_train_parity.py -k fused"),
  ("F3 fused statistics accumulated in float32", "fsvae_sj/spiking/equations.py", "torch.var_mean(x.to(torch.float64), dim=(0, 1), correction=0)", "torch.var_mean(x, dim=(0, 1), correction=0)", "tests/test_tdbn_lif.py -k float32"),
  ("R1 read-out backward with the weights reversed in time", "fsvae_sj/model.py", "coef.view(-1, *(1,) * grad.dim())", "coef.flip(0).view(-1, *(1,) * grad.dim())", "tests/test_layers.py -k readout"),
