@@ -144,7 +144,7 @@ class SpikingBlock(nn.Module):
 
     def fire(self, y: torch.Tensor, owned: bool = False) -> torch.Tensor:
         """tdBN then LIF on the weighted input ``y [T, N, C, ...]``: spikes of the same shape
-        (one compiled pass for convolution blocks on the LIF's fused kernels, see
+        (one compiled pass for convolution blocks on the LIF's "compiled" route, see
         :mod:`fsvae_sj.spiking.fused_block`; step by step in place in eval mode without autograd, see
         :meth:`_fire_inference`). ``owned``: ``y`` belongs to this call (a fresh weight-layer
         output), so the inference path may overwrite it with the spikes."""
@@ -156,7 +156,7 @@ class SpikingBlock(nn.Module):
 
     def _infers(self, y: torch.Tensor) -> bool:
         """Whether :meth:`_fire_inference` can stand in for ``self.lif(self.bn(y))``: no autograd,
-        tdBN in eval mode, the exact LIF on its eager kernels without ``v_seq``, these exact
+        tdBN in eval mode, the LIF on the ``"eager"`` route without ``v_seq``, these exact
         classes (subclasses may change the dynamics), no hook observing the modules, and an
         input (and a kept membrane) that the modules would accept (else they raise)."""
         bn, lif = self.bn, self.lif

@@ -163,7 +163,7 @@ def _flexsn_step(x, v, decay, v_th, a, offset):
 class LIF(sj.LIFNode):
     """Multi-step FSVAE LIF node (``[T, N, ...]`` in, spikes out).
 
-    ``surrogate`` is a :class:`~fsvae_sj.surrogate.Rect`; its default is the
+    ``surrogate`` is a :class:`~fsvae_sj.spiking.surrogate.Rect`; its default is the
     authors' code preset. ``store_v_seq``: keep the last call's membrane sequence
     as ``self.v_seq`` (see the module's docstring); off by default, free when off.
     """
