@@ -93,6 +93,16 @@ def test_spiking_imports_nothing_above_it():
     assert not wrong, wrong
 
 
+def test_every_package_ships_in_the_wheel():
+    """setup.cfg lists packages by hand: a new wing missing there would be missing from the wheel."""
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(PACKAGE.parent / "setup.cfg")
+    listed = set(cfg["options"]["packages"].split())
+    packages = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    assert packages <= listed, sorted(packages - listed)
+
+
 def test_nothing_imports_the_package_facade():
     """``fsvae_sj/__init__.py`` re-exports; a module importing it would sit above everything."""
     assert not [m for m, deps in import_graph().items() if "fsvae_sj" in deps]
