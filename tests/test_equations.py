@@ -1,12 +1,13 @@
 """The neuron's equations exist once: change the charge in fsvae_sj/spiking/equations.py and every
-route follows (eager, in-place inference, compiled, FlexSN's core, the tdBN + LIF block)."""
+route follows (eager, in-place inference, compiled, FlexSN's core, the tdBN + LIF block, the block's
+inference path)."""
 import pytest
 import torch
 
 from fsvae_sj import FSVAEConfig
 from fsvae_sj.spiking import equations, fused_block, lif as lif_module
 from fsvae_sj.spiking.compiled import can_compile
-from fsvae_sj.spiking.layers import deconv_block
+from fsvae_sj.spiking.layers import SpikingBlock, deconv_block
 from fsvae_sj.spiking.lif import LIF, use_fused_kernels
 from fsvae_sj.spiking.sj import reset_net
 from fsvae_sj.spiking.surrogate import Rect
@@ -61,23 +62,32 @@ def test_flexsn_core_follows_the_one_charge(monkeypatch):
     assert torch.equal(patched[0], plain_twice[0]) and torch.equal(patched[1], plain_twice[1])
 
 
-@pytest.mark.skipif(not COMPILES, reason="the tdBN + LIF block runs on torch.compile, which needs a C++ compiler")
-@pytest.mark.parametrize("training", [True, False])
-def test_the_fused_tdbn_lif_block_follows_the_one_charge(training, monkeypatch):
-    """Doubling the charged input equals doubling tdBN's output, exactly: weight and bias times 2."""
-    y = _inputs()
-    blk = use_fused_kernels(deconv_block(4, 4, FSVAEConfig())).train(training)
+BLOCK_PATHS = ["inference"] + (["fused-training", "fused-eval"] if COMPILES else [])
+
+
+@pytest.mark.parametrize("path", BLOCK_PATHS)
+def test_the_spiking_block_paths_follow_the_one_charge(path, monkeypatch):
+    """A block's own paths (the tdBN + LIF pass on the compiled route, the in-place inference path
+    in eval mode without autograd): doubling the charged input equals doubling tdBN's output,
+    exactly (weight and bias times 2)."""
+    y, training, fused = _inputs(), path == "fused-training", path.startswith("fused")
+
+    def make():
+        blk = deconv_block(4, 4, FSVAEConfig()).train(training)
+        return use_fused_kernels(blk) if fused else blk
+
+    blk, twice = make(), make()
     with torch.no_grad():
         blk.bn.running_mean.uniform_(-0.05, 0.05, generator=torch.Generator().manual_seed(6))
         blk.bn.running_var.fill_(0.02)
         blk.bn.bias.uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(7))
-    twice = use_fused_kernels(deconv_block(4, 4, FSVAEConfig())).train(training)
     twice.load_state_dict(blk.state_dict())
     with torch.no_grad():
         twice.bn.weight.mul_(2)
         twice.bn.bias.mul_(2)
-    fused, block_pass = [], fused_block.tdbn_lif
-    monkeypatch.setattr(fused_block, "tdbn_lif", lambda *a: fused.append(1) or block_pass(*a))
+    calls, block_pass, inference = [], fused_block.tdbn_lif, SpikingBlock._fire_inference
+    monkeypatch.setattr(fused_block, "tdbn_lif", lambda *a: calls.append("fused") or block_pass(*a))
+    monkeypatch.setattr(SpikingBlock, "_fire_inference", lambda *a: calls.append("inference") or inference(*a))
 
     def run(block):
         reset_net(block)
@@ -87,5 +97,6 @@ def test_the_fused_tdbn_lif_block_follows_the_one_charge(training, monkeypatch):
     plain, plain_twice = run(blk), run(twice)
     _doubled_charge(monkeypatch)
     patched = run(blk)
-    assert len(fused) == 3 and 0.02 < float(plain.mean()) < float(plain_twice.mean())
+    assert calls == ["fused" if fused else "inference"] * 3
+    assert 0.02 < float(plain.mean()) < float(plain_twice.mean())
     assert not torch.equal(patched, plain) and torch.equal(patched, plain_twice)

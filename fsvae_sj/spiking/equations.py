@@ -87,9 +87,12 @@ def charge_grad(h: torch.Tensor, grad_spike: torch.Tensor, grad_v: torch.Tensor,
     """d loss / d h_t through fire and reset (rectangle surrogate of width ``a`` at ``offset``): with
     ``s_t = 1[h_t > V_th]`` and ``v_t = h_t (1 - s_t)``,
     ``dL/dh_t = s'(h_t) (dL/ds_t - h_t dL/dv_t) + (1 - s_t) dL/dv_t``."""
-    through_spike = (grad_spike - h * grad_v) * rect_grad(h - v_th, a, offset)
     not_fired = torch.where(h > v_th, 0.0, grad_v)
-    return through_spike + not_fired if out is None else torch.add(through_spike, not_fired, out=out)
+    if out is None:
+        return (grad_spike - h * grad_v) * rect_grad(h - v_th, a, offset) + not_fired
+    torch.mul(h, grad_v, out=out)
+    torch.sub(grad_spike, out, out=out)
+    return out.mul_(rect_grad(h - v_th, a, offset)).add_(not_fired)
 
 
 def charge_grad_v(grad_h: torch.Tensor, decay: float) -> torch.Tensor:
