@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from fsvae_sj.spiking import sj
+from fsvae_sj.spiking.compiled import can_compile
 from fsvae_sj.spiking.lif import LIF
 from fsvae_sj.spiking.surrogate import Rect, RectSpike
 
@@ -168,6 +169,25 @@ def test_bad_arguments():
         Rect.preset("nope", 0.2)
     with pytest.raises(ValueError, match="impl"):
         LIF(impl="cuda")
+    with pytest.raises(ValueError, match="route 'cupy'"):
+        LIF(route="cupy")
+    with pytest.raises(ValueError, match="impl='spikingjelly' is route='spikingjelly'"):
+        LIF(impl="spikingjelly", route="eager")
+
+
+def test_one_visible_route():
+    """``route`` among ``supported_routes``; the config's ``lif_impl`` spelling maps onto it."""
+    from fsvae_sj.spiking.lif import use_fused_kernels
+    assert LIF().supported_routes == ("eager", "compiled", "spikingjelly")
+    assert [(n.route, n.impl) for n in (LIF(), LIF(impl="spikingjelly"), LIF(route="compiled"))] == \
+        [("eager", "exact"), ("spikingjelly", "spikingjelly"), ("compiled", "exact")]
+    lif = LIF()
+    with pytest.raises(ValueError, match="route"):
+        lif.route = "fused"
+    assert lif.route == "eager" and "route=eager" in repr(lif)
+    net = torch.nn.Sequential(LIF(), LIF(impl="spikingjelly"))
+    assert [m.route for m in use_fused_kernels(net, can_compile(torch.device("cpu")))] == \
+        ["compiled" if can_compile(torch.device("cpu")) else "eager", "spikingjelly"]
 
 
 @pytest.mark.skipif(sj.LEGACY, reason="FlexSN exists only in SpikingJelly 2")

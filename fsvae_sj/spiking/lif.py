@@ -166,6 +166,9 @@ class LIF(sj.LIFNode):
     ``surrogate`` is a :class:`~fsvae_sj.spiking.surrogate.Rect`; its default is the
     authors' code preset. ``store_v_seq``: keep the last call's membrane sequence
     as ``self.v_seq`` (see the module's docstring); off by default, free when off.
+    ``route``: ``"eager"`` (default), ``"compiled"`` or ``"spikingjelly"`` (:attr:`supported_routes`);
+    ``impl`` is the model config's older spelling (``"exact"``: eager, ``"spikingjelly"``).
+    Raises ValueError for an unknown route or impl, the two disagreeing, or ``decay`` outside (0, 1).
     """
 
     def __init__(self, v_threshold: float = 0.2, decay: float = 0.25,
@@ -173,6 +176,8 @@ class LIF(sj.LIFNode):
                  route: str | None = None):
         if impl not in IMPLS:
             raise ValueError(f"unknown LIF impl {impl!r}; expected one of {IMPLS}")
+        if impl == "spikingjelly" and route not in (None, "spikingjelly"):
+            raise ValueError(f"impl='spikingjelly' is route='spikingjelly', not route={route!r}: give one of the two")
         if not 0.0 < decay < 1.0:
             raise ValueError(f"membrane decay must be in (0, 1), got {decay}")
         surrogate = surrogate if surrogate is not None else Rect.preset("code", v_threshold)
