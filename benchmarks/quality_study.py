@@ -41,6 +41,8 @@ VARIANTS = {
     "cosine": ["--lr-schedule", "cosine", "--lr-min-ratio", "0.01", "--lr-decay-steps", "{steps}"],
     "authors-lr-cosine": ["--lr", "2.56e-4", "--lr-schedule", "cosine", "--lr-min-ratio", "0.01",
                           "--lr-decay-steps", "{steps}"],
+    "warmup-50": ["--lr-warmup-steps", "50"],     # the restarted optimiser eased in
+    "authors-lr-warmup-50": ["--lr", "2.56e-4", "--lr-warmup-steps", "50"],
     "scheduled-0.3": ["--scheduled-start", "0.3", "--scheduled-end", "0.3"],   # the ramp's planned end
     "scheduled-0.5": ["--scheduled-start", "0.5", "--scheduled-end", "0.5"],   # the prior on its own more
 }
@@ -267,7 +269,7 @@ def plot(res: dict, path: Path) -> None:
 
 
 def replace_section(path: Path, body: str) -> None:
-    text = path.read_text()
+    text = path.read_text() if path.is_file() else ""
     block = f"{MARK_BEGIN}\n{body}\n{MARK_END}"
     if MARK_BEGIN in text:
         head, rest = text.split(MARK_BEGIN, 1)

@@ -17,6 +17,9 @@ def _act(c: int) -> list[nn.Module]:
 
 
 class ANNVAE(nn.Module):
+    """The paper's ANN baseline. Keeps no state between calls: in eval mode several threads may
+    call ``sample`` and ``reconstruct`` on one model at once (training mode updates BatchNorm)."""
+
     def __init__(self, config: ANNVAEConfig | None = None, **overrides):
         super().__init__()
         self.config = cfg = resolve(ANNVAEConfig, config, overrides)

@@ -17,7 +17,7 @@ import torch
 
 from .config import FSVAEConfig
 from .errors import CheckpointError
-from .model import FSVAE, load_state_strict
+from .model import FSVAE, check_state, load_state_strict
 
 # Buffers of the authors' model that hold constants, not weights.
 _CONSTANT_KEYS = ("prior.initial_input", "posterior.initial_input", "membrane_output_layer.coef")
@@ -30,9 +30,9 @@ def _read_state_dict(src) -> dict[str, torch.Tensor]:
     if not isinstance(src, bytes) and str(src).endswith(".safetensors"):
         raise CheckpointError(f"{src} is a .safetensors file, already in a loadable format: load it with "
                               f"fsvae_sj.zoo.load(path) or --model {src}; convert takes the authors' .pth")
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
     try:
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
         sd = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"cannot read {src if not isinstance(src, bytes) else 'checkpoint bytes'} "
@@ -53,10 +53,13 @@ def infer_config(sd: dict[str, torch.Tensor]) -> FSVAEConfig:
         latent = int(sd["before_latent_layer.weight"].shape[0])
         k = int(sd["prior.layers.2.weight"].shape[0]) // latent
         n_steps = int(sd["membrane_output_layer.coef"].shape[-1])
+        return FSVAEConfig(in_channels=in_channels, image_size=2 * 2 ** len(widths), hidden_dims=tuple(widths),
+                           latent_dim=latent, k=k, n_steps=n_steps)
     except KeyError as e:
         raise CheckpointError(f"not an FSVAE checkpoint in the authors' format: no key {e}") from e
-    return FSVAEConfig(in_channels=in_channels, image_size=2 * 2 ** len(widths), hidden_dims=tuple(widths),
-                       latent_dim=latent, k=k, n_steps=n_steps)
+    except (IndexError, ZeroDivisionError, ValueError) as e:   # tensors of impossible shapes
+        raise CheckpointError(f"not an FSVAE checkpoint in the authors' format: its shapes describe no FSVAE "
+                              f"({type(e).__name__}: {e})") from e
 
 
 def convert_state_dict(sd: dict[str, torch.Tensor], config: FSVAEConfig | None = None
@@ -74,7 +77,8 @@ def convert_state_dict(sd: dict[str, torch.Tensor], config: FSVAEConfig | None =
             raise CheckpointError("checkpoint is of another architecture: "
                                   + ", ".join(f"{a}: expected {e}, checkpoint has {g}" for a, (e, g) in diff.items()))
     _check_constants(sd, config)
-    own = FSVAE(config).state_dict()
+    with torch.device("meta"):   # the names only: nothing allocated
+        own = FSVAE(config).state_dict()
     out = {}
     for key, value in sd.items():
         if key in _CONSTANT_KEYS:
@@ -102,10 +106,16 @@ def _check_constants(sd, config: FSVAEConfig) -> None:
 
 def load_authors_checkpoint(src, config: FSVAEConfig | None = None,
                             device: str | torch.device = "cpu") -> FSVAE:
-    """An eval-mode FSVAE holding the authors' weights from a path, bytes or state_dict."""
-    config, state = convert_state_dict(_read_state_dict(src), config)
+    """An eval-mode FSVAE holding the authors' weights from a path, bytes or state_dict; raises
+    :class:`CheckpointError` naming the file (a path) for anything else, before building the model."""
+    source = str(src) if isinstance(src, (str, os.PathLike)) else "the authors' checkpoint"
+    try:
+        config, state = convert_state_dict(_read_state_dict(src), config)
+        check_state(config, state, source=f"{source} (converted)")
+    except CheckpointError as e:
+        raise CheckpointError(str(e) if source in str(e) else f"{source}: {e}") from None
     model = FSVAE(config)
-    load_state_strict(model, state, source="authors' checkpoint (converted)")
+    load_state_strict(model, state, source=f"{source} (converted)")
     return model.to(device).eval()
 
 

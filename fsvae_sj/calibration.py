@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .locks import serialised
 from .seeding import sample_generators
 from .spiking.tdbn import TdBN
 
@@ -29,6 +30,7 @@ def decoder_parts(model) -> list[torch.nn.Module]:
 
 
 @torch.no_grad()
+@serialised   # holds the model's lock: its decoder is in training mode meanwhile, and other threads wait
 def calibrate_decoder(model, n: int = 2000, batch_size: int = 250, seed: int = CALIBRATION_SEED):
     """Re-estimate the decoder's tdBN running statistics (mean and unbiased variance per channel)
     as exact averages over ``ceil(n / batch_size)`` batches of the prior's eval-mode samples

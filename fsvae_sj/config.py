@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
+import re
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import FsvaeError
+from .errors import FsvaeError, warn
 from .files import atomic_write_text
-from .surrogate import PRESETS
+from .spiking.surrogate import PRESETS
 
 
 class ConfigError(FsvaeError, ValueError):
@@ -24,12 +29,63 @@ def _coerce(cls, data: dict[str, Any]):
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; valid fields: {sorted(known)}")
-    kwargs = {}
-    for name, value in data.items():
-        if name == "hidden_dims":
-            value = tuple(int(v) for v in value)
-        kwargs[name] = value
-    return cls(**kwargs)
+    return cls(**data)
+
+
+def _typed(owner: str, name: str, value, hint):
+    """``value`` as a field of type ``hint`` holds it (an int for a float field becomes a float,
+    a list for a tuple a tuple), else ConfigError naming the field, the value and its type."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is bool:
+        ok, want = isinstance(value, bool), "true or false"
+    elif hint is int:
+        ok, want = number and isinstance(value, int), "an integer"
+    elif hint is float:
+        ok, want = number and math.isfinite(value), "a finite number"
+        value = float(value) if ok else value
+    elif hint is str:
+        ok, want = isinstance(value, str), "a string"
+    elif typing.get_origin(hint) is tuple:
+        ok, want = (isinstance(value, (list, tuple)) and
+                    all(isinstance(v, int) and not isinstance(v, bool) for v in value)), "a list of integers"
+        value = tuple(value) if ok else value
+    else:
+        raise TypeError(f"{owner}.{name}: no check for fields of type {hint}")   # a new field's type: add it here
+    if not ok:
+        raise ConfigError(f"{owner} field {name} must be {want}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def parse_file(path: str | os.PathLike) -> Any:
+    """The JSON or YAML (by suffix) content of ``path``; YAML numbers as YAML 1.2 reads them
+    (``1e-3`` is a float, where PyYAML's YAML 1.1 makes it a string). Raises ConfigError
+    naming the file when it cannot be parsed, OSError when it cannot be read."""
+    path = Path(path)
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            return yaml.load(text, Loader=_yaml_loader())
+        return json.loads(text)
+    except Exception as e:  # the parser's own message says where
+        raise ConfigError(f"cannot parse config {path}: {e}") from e
+
+
+@functools.cache
+def _yaml_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+    # YAML 1.2's floats without a dot (1e-3, 5E+4); the safe loader's other resolvers stay
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+    return Loader
 
 
 class _Serialisable:
@@ -56,17 +112,19 @@ class _Serialisable:
 
     @classmethod
     def load(cls, path: str | os.PathLike):
-        path = Path(path)
-        text = path.read_text()
+        """The config a JSON or YAML file holds (:func:`parse_file`); ConfigError naming the file
+        and the field for anything else."""
+        data = parse_file(path)
         try:
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except Exception as e:  # the parser's own message says where
-            raise ConfigError(f"cannot parse config {path}: {e}") from e
-        return cls.from_dict(data)
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+    def _check_types(self) -> None:
+        """Every field of the annotated type (the first check of ``__post_init__``, before any range)."""
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            object.__setattr__(self, f.name, _typed(type(self).__name__, f.name, getattr(self, f.name), hints[f.name]))
 
 
 @dataclass(frozen=True)
@@ -88,6 +146,8 @@ class FSVAEConfig(_Serialisable):
     arch: str = field(default="fsvae")
 
     def __post_init__(self):
+        self._check_types()
+
         def need(cond, msg):
             if not cond:
                 raise ConfigError(msg)
@@ -105,7 +165,8 @@ class FSVAEConfig(_Serialisable):
         need(self.surrogate_a is None or self.surrogate_a > 0, f"surrogate_a must be > 0, got {self.surrogate_a}")
         need(0 < self.decay < 1, f"decay must be in (0, 1), got {self.decay}")
         need(self.v_threshold > 0, f"v_threshold must be > 0, got {self.v_threshold}")
-        from .neurons import IMPLS
+        need(0 < self.readout_decay <= 1, f"readout_decay must be in (0, 1], got {self.readout_decay}")
+        from .spiking.lif import IMPLS
         need(self.lif_impl in IMPLS, f"lif_impl must be one of {IMPLS}, got {self.lif_impl!r}")
 
     @classmethod
@@ -135,12 +196,14 @@ class ANNVAEConfig(_Serialisable):
     arch: str = field(default="ann-vae")
 
     def __post_init__(self):
+        self._check_types()
         if self.arch != "ann-vae":
             raise ConfigError(f"ANNVAEConfig.arch must be 'ann-vae', got {self.arch!r}")
         if self.image_size != 2 * 2 ** len(self.hidden_dims):
             raise ConfigError(f"image_size {self.image_size} does not fit hidden_dims {self.hidden_dims}")
-        if self.in_channels < 1 or self.latent_dim < 1:
-            raise ConfigError("in_channels and latent_dim must be >= 1")
+        if self.in_channels < 1 or self.latent_dim < 1 or not self.hidden_dims or min(self.hidden_dims) < 1:
+            raise ConfigError(f"in_channels, latent_dim and hidden_dims must be >= 1, got {self.in_channels}, "
+                              f"{self.latent_dim}, {self.hidden_dims}")
 
     @classmethod
     def for_images(cls, in_channels: int, image_size: int) -> "ANNVAEConfig":
@@ -171,6 +234,4 @@ def check_image_batch(x, cfg, dtype=None) -> None:
         raise ValueError(f"images range over [{float(lo):.3g}, {float(hi):.3g}]; expected [-1, 1] "
                          f"(from [0, 255]: x / 127.5 - 1; from [0, 1]: x * 2 - 1)")
     if x.shape[0] > 1 and lo >= 0:
-        import warnings
-        warnings.warn("no pixel is below 0: these look like [0, 1] images, but the model expects [-1, 1] "
-                      "(x * 2 - 1)", stacklevel=3)
+        warn("no pixel is below 0: these look like [0, 1] images, but the model expects [-1, 1] (x * 2 - 1)")

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     if not (args.src and args.dst):
         p.error("give SRC and DST, or --check-fixture FILE")
+    _cli.writable(args.dst, "DST", "model.safetensors")   # before reading and converting
     model = load_authors_checkpoint(args.src)
     digest = save_model(model, args.dst, extra={"source": os.path.basename(args.src)})
     print(f"wrote {args.dst} ({model.config.hidden_dims}, sha256 {digest})")

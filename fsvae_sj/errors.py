@@ -3,8 +3,27 @@
 Each concrete error also derives from the built-in it stands for (``ValueError``,
 ``FileNotFoundError``, ...), so callers that caught those keep working. The
 command-line tools print an ``FsvaeError`` as one line on stderr and exit with 2.
+What the package only warns about goes through :func:`warn`, which points at the user's line.
 """
 from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside fsvae_sj: the warning names the
+    user's line that led here, not the package's (a fixed ``stacklevel`` cannot, since the depth
+    differs by entry point). The command-line tools print it as one ``warning: ...`` line."""
+    depth = 1
+    frame = sys._getframe(depth)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        depth += 1
+        frame = frame.f_back
+    warnings.warn(message, category, stacklevel=depth + 1)
 
 
 class FsvaeError(Exception):
@@ -16,4 +35,4 @@ class CheckpointError(FsvaeError, ValueError):
     (Here, not in ``checkpoint``: the registry that loads state strictly sits below that module.)"""
 
 
-__all__ = ["CheckpointError", "FsvaeError"]
+__all__ = ["CheckpointError", "FsvaeError", "warn"]

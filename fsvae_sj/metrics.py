@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import backend
+from .spiking import sj
 from ._version import __version__
-from .datasets import DATASETS, batch_of, canonical, make_dataset
+from .datasets import DATASETS, batch_of, canonical, check_model_fits, make_dataset
 from .seeding import sample_generators
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "afd"
@@ -176,16 +176,18 @@ def _clean_fid(images: torch.Tensor, dataset: str) -> float:
 
 # -- the evaluation itself ------------------------------------------------------------------
 @torch.no_grad()
-def recon_mse(model, test_set, batch_size: int = 250, seed: int = 0) -> float:
+def recon_mse(model, test_set, batch_size: int = 250, seed: int = 0, progress: bool = False) -> float:
     """Eval-mode reconstruction MSE over ``test_set`` (mean over all pixels, images in [-1, 1]).
 
-    The model's training/eval mode is restored afterwards."""
+    The model's training/eval mode is restored afterwards; ``progress``: a progress bar on stderr."""
+    from tqdm import tqdm
     core = model.module if hasattr(model, "module") else model
     was = core.training
     core.eval()
     total, count = 0.0, 0
     device = next(core.parameters()).device
-    for i in range(0, len(test_set), batch_size):
+    for i in tqdm(range(0, len(test_set), batch_size), desc=f"recon MSE, {len(test_set)} test images",
+                  unit="batch", disable=not progress):
         idx = torch.arange(i, min(i + batch_size, len(test_set)))
         x = batch_of(test_set, idx).to(device)
         gens = sample_generators(seed, len(idx), start=i)   # image i's draws: (seed, i), any batch size
@@ -196,16 +198,24 @@ def recon_mse(model, test_set, batch_size: int = 250, seed: int = 0) -> float:
 
 
 @torch.no_grad()
-def generate(model, n: int, seed: int, batch_size: int = 500) -> torch.Tensor:
-    """``n`` samples ``[n, C, H, W]`` (CPU); image i depends only on (seed, i)."""
+def generate(model, n: int, seed: int, batch_size: int = 500, progress: bool = False) -> torch.Tensor:
+    """``n`` samples ``[n, C, H, W]`` (CPU); image i depends only on (seed, i); ``progress``: a
+    progress bar on stderr."""
+    from tqdm import tqdm
     return torch.cat([model.sample(m, generator=sample_generators(seed, m, start=i)).cpu()
-                      for i in range(0, n, batch_size) for m in [min(batch_size, n - i)]])
+                      for i in tqdm(range(0, n, batch_size), desc=f"{n} samples", unit="batch", disable=not progress)
+                      for m in [min(batch_size, n - i)]])
 
 
 def evaluate(model, dataset: str, metrics=("recon", "afd"), num_samples: int = 5000, seed: int = 0,
-             real: bool = False, data_root=None, test_limit: int | None = None, download: bool = False) -> dict:
-    """The requested metrics with their protocol; unavailable ones are None with a note."""
+             real: bool = False, data_root=None, test_limit: int | None = None, download: bool = False,
+             progress: bool = False) -> dict:
+    """The requested metrics with their protocol; unavailable ones are None with a note. Raises
+    ValueError before any work for a model that cannot take the dataset's images. ``progress``:
+    a progress bar on stderr for each long phase (sampling, reconstruction)."""
     dataset = canonical(dataset)
+    if model is not None and not real:
+        check_model_fits((model.module if hasattr(model, "module") else model).config, dataset)
     bad = sorted(set(metrics) - set(METRICS))
     if bad:
         raise ValueError(f"unknown metric(s) {bad}; expected some of {METRICS}")
@@ -220,13 +230,13 @@ def evaluate(model, dataset: str, metrics=("recon", "afd"), num_samples: int = 5
         else:
             if num_samples < 2:
                 raise ValueError(f"num_samples must be >= 2 for a Frechet distance or score, got {num_samples}")
-            images = generate(model, num_samples, seed)
+            images = generate(model, num_samples, seed, progress=progress)
             result["protocol"]["images"] = f"{num_samples} generated images, seed {seed}"
     if "recon" in metrics:
         if real or model is None:
             result["notes"]["recon_mse"] = "not computed for real images"
         else:
-            result["recon_mse"] = recon_mse(model, test, seed=seed)
+            result["recon_mse"] = recon_mse(model, test, seed=seed, progress=progress)
             result["protocol"]["recon_mse"] = (f"MSE in [-1, 1] over all {len(test)} {dataset} test images, "
                                                f"eval mode, posterior seed {seed}")
     if "afd" in metrics:
@@ -252,5 +262,5 @@ def evaluate(model, dataset: str, metrics=("recon", "afd"), num_samples: int = 5
 
 
 def _versions() -> dict:
-    return {"fsvae_sj": __version__, "torch": torch.__version__, "spikingjelly": backend.SJ_VERSION,
+    return {"fsvae_sj": __version__, "torch": torch.__version__, "spikingjelly": sj.SJ_VERSION,
             "numpy": np.__version__}

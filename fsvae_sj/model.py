@@ -11,12 +11,13 @@ from torch import nn
 from torch.profiler import record_function
 
 from . import seeding
-from .backend import reset_net
+from .spiking.sj import reset_net
 from .ann import ANNVAE
 from .bernoulli import LOOPS, BernoulliSampler
 from .config import ANNVAEConfig, ConfigError, FSVAEConfig, check_image_batch, resolve
 from .errors import CheckpointError
-from .layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
+from .spiking.layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
+from .locks import serialised
 from .losses import LossSettings, fsvae_loss
 from .pretrained import load_as
 
@@ -72,6 +73,11 @@ class FSVAE(nn.Module):
 
     ``loop`` chooses how eval-mode autoregressive sampling runs:
     ``"incremental"`` (O(T), default) or ``"prefix"`` (the authors' O(T^2) reference).
+
+    Threads: the neurons keep their membrane potentials in the modules during a call, so
+    ``encode``, ``decode``, ``forward`` (and ``loss``), ``sample`` and ``reconstruct`` take the
+    model's lock (:mod:`fsvae_sj.locks`): calls from several threads on one model run one at a
+    time, each with the result it gets alone; separate models run in parallel.
     """
 
     def __init__(self, config: FSVAEConfig | None = None, **overrides):
@@ -109,6 +115,7 @@ class FSVAE(nn.Module):
             raise ValueError("latent input to the decoder must be spikes (only 0 and 1)")
 
     # -- the three parts -----------------------------------------------------------
+    @serialised
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder spike train ``[T, N, latent]`` of images ``[N, C, H, W]``."""
         check_image_batch(x, self.config, self.encoder[0].layer.weight.dtype)
@@ -124,6 +131,7 @@ class FSVAE(nn.Module):
         cur = rest(cur)
         return self.before_latent_layer(cur.flatten(2))
 
+    @serialised
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images ``[N, C, H, W]`` (tanh of the membrane read-out) from spikes ``[T, N, latent]``."""
         self.check_latents(z)
@@ -159,6 +167,7 @@ class FSVAE(nn.Module):
         return out + conv.bias.view(1, -1, 1, 1) * coef.sum()
 
     # -- training forward, sampling, reconstruction -----------------------------------
+    @serialised
     def forward(self, x: torch.Tensor, scheduled_p: float = 0.0,
                 generator: torch.Generator | None = None) -> FSVAEOutput:
         """Encode, sample z from q, run p on z (scheduled sampling in training), decode."""
@@ -182,6 +191,7 @@ class FSVAE(nn.Module):
         return losses
 
     @torch.no_grad()
+    @serialised
     def sample(self, n: int, *, generator: seeding.Generators = None, seed: int | None = None,
                return_latents: bool = False):
         """``n`` images ``[n, C, H, W]`` in [-1, 1] from the prior (eval mode); with
@@ -206,6 +216,7 @@ class FSVAE(nn.Module):
         return (images, z) if return_latents else images
 
     @torch.no_grad()
+    @serialised
     def reconstruct(self, x: torch.Tensor, *, generator: seeding.Generators = None,
                     seed: int | None = None) -> torch.Tensor:
         """Eval-mode reconstructions ``[N, C, H, W]`` of images ``[N, C, H, W]`` in [-1, 1];
@@ -283,14 +294,30 @@ def build_model(config) -> nn.Module:
     return architecture(config.arch).model(config)
 
 
+def check_state(config, state: dict[str, torch.Tensor], source: str) -> None:
+    """Check ``state`` against the model ``config`` describes, before that model is built:
+    the same keys, shapes, and floating-point tensors where the model has them. The model is
+    laid out on the meta device (no memory). Raises :class:`~fsvae_sj.errors.CheckpointError`
+    listing what does not fit (``source`` names the file)."""
+    with torch.device("meta"):
+        own = build_model(config).state_dict()
+    _refuse_mismatch(own, state, source)
+
+
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """``model.load_state_dict(state)`` after checking every key and shape; raises
     :class:`~fsvae_sj.errors.CheckpointError` listing what does not fit (``source`` names the file)."""
-    own = model.state_dict()
+    _refuse_mismatch(model.state_dict(), state, source)
+    model.load_state_dict(state, strict=True)
+
+
+def _refuse_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str) -> None:
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or bad:
+    common = set(own) & set(state)
+    bad = sorted(k for k in common if own[k].shape != state[k].shape)
+    kind = sorted(k for k in common - set(bad) if own[k].is_floating_point() != state[k].is_floating_point())
+    if missing or unexpected or bad or kind:
         details = []
         if missing:
             details.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")
@@ -298,5 +325,6 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
             details.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
         for k in bad[:8]:
             details.append(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+        for k in kind[:8]:
+            details.append(f"{k}: checkpoint dtype {state[k].dtype} vs model {own[k].dtype}")
         raise CheckpointError(f"{source} does not fit this architecture: " + "; ".join(details))
-    model.load_state_dict(state, strict=True)

@@ -7,7 +7,8 @@ The counting rules are :mod:`fsvae_sj.opcount`.
 """
 from __future__ import annotations
 
-from . import _cli, backend, zoo
+from . import _cli, zoo
+from .spiking.sj import SJ_VERSION
 from .datasets import canonical, make_dataset
 from .opcount import PAPER_RATIOS_MNIST, compare
 
@@ -17,7 +18,7 @@ def build_parser():
                            "the ANN VAE, beside the paper's ratios.",
                     _cli.count_flag(16, "test images counted", "--num-images"),
                     _cli.output_flag("write the result here as JSON, atomically (default: printed only)", "--json"),
-                    _cli.device_flag())
+                    _cli.device_flag(), _cli.cross_dataset_flag())
     p.add_argument("--dataset", default="mnist", help="test images to count on: " + _cli.data_help("mnist"))
     p.add_argument("--fsvae", default=None, metavar="NAME|PATH",
                    help="the FSVAE: zoo name or path (default: the dataset's zoo model, e.g. mnist)")
@@ -35,10 +36,13 @@ def build_parser():
 @_cli.command
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    out = _cli.writable(args.out, "--out") if args.out else None   # before the work, not after it
     ds = canonical(args.dataset)
     device = _cli.resolve_device(args.device)
     fsvae = zoo.load(args.fsvae or ds, device=device)
     ann = zoo.load(args.ann or f"{ds}-ann", device=device)
+    _cli.check_dataset(args.fsvae or ds, fsvae, ds, args.cross_dataset, "--fsvae")
+    _cli.check_dataset(args.ann or f"{ds}-ann", ann, ds, args.cross_dataset, "--ann")
     x = make_dataset(ds, "test", limit=_cli.positive(args.num, "-n")).images.to(device)
     res = compare(fsvae, ann, x, args.transposed_rule, args.loop)
     print(f"per image, {args.num} {ds} test images, transposed-conv rule {args.transposed_rule!r}, "
@@ -50,12 +54,12 @@ def main(argv=None) -> int:
     _row("energy (uJ)", res["energy_paper_rule_uJ"]["fsvae"], res["energy_paper_rule_uJ"]["ann"], ",.2f")
     sj = res["spikingjelly"]
     if sj is None:
-        print(f"SpikingJelly {backend.SJ_VERSION} has no op_counter: the paper's rule only")
+        print(f"SpikingJelly {SJ_VERSION} has no op_counter: the paper's rule only")
     else:
         print(f"SpikingJelly {sj['fsvae']['spikingjelly']} op_counter: what this code executes")
         for key, label, fmt in _SJ_ROWS:
             _row(label, sj["fsvae"][key], sj["ann"][key], fmt)
-    _cli.write_json(args.out, res)
+    _cli.write_json(out, res)
     return 0
 
 

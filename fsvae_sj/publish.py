@@ -6,10 +6,11 @@ that must not become an entry, measures them with the cards' protocol and writes
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 from types import MappingProxyType
 
@@ -19,7 +20,8 @@ import torch
 from . import viz, zoo
 from .checkpoint import load_model, read_checkpoint
 from .datasets import DATASETS, canonical
-from .files import atomic_write_json, atomic_write_text, sha256_file
+from .files import remove_stale_temporaries, written_together
+from .locks import claim_folder
 from .metrics import PAPER_TABLE1, afd_score, evaluate, generate
 
 
@@ -61,12 +63,18 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     whose 64 seeded samples do not vary (mean per-pixel std < ``MIN_SAMPLE_STD``), and,
     unless ``force``, an AE Frechet distance worse than the entry it would replace.
     Measures recon MSE on the whole test set and AE Frechet on ``num_samples`` samples
-    (seed ``seed``) with :func:`fsvae_sj.evaluate.evaluate`, then copies the file and writes
-    ``zoo/<name>.json`` and ``zoo/<name>.md`` (the learning curve and budget come from the
-    checkpoint's metadata, written by ``fsvae_sj.train``).
+    (seed ``seed``) with :func:`fsvae_sj.evaluate.evaluate`, then writes ``zoo/<name>.safetensors``,
+    ``.md`` and ``.json`` all or nothing (a full disk leaves the zoo as it was), holding the zoo
+    folder against other publishers (the learning curve and budget come from the checkpoint's
+    metadata, written by ``fsvae_sj.train``).
     """
+    zoo.check_entry_name(name, "--name")   # it becomes zoo/NAME.*: checked before any work
+    folder = zoo.ZOO_DIR if zoo.ZOO_DIR.is_dir() else zoo.ZOO_DIR.parent
+    if not (folder.is_dir() and os.access(folder, os.W_OK)):
+        raise zoo.ZooError(f"cannot write the zoo folder {zoo.ZOO_DIR}; publish from a clone whose zoo/ is writable")
     run = Path(src) if Path(src).is_dir() else None
     src = _checkpoint_of(Path(src))
+    _say(f"checking {src}: finite weights, a generator that varies (64 seeded samples)")
     cfg, state, extra = read_checkpoint(src)
     # The learning curve and budget: the run's latest save knows more than its best one.
     log = read_checkpoint(run / "model.safetensors")[2] if run and (run / "model.safetensors").is_file() else extra
@@ -77,25 +85,18 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     dataset = dataset or tcfg.get("dataset")
     if not dataset:
         raise zoo.ZooError(f"{src} does not say its dataset; pass --dataset")
+    if tcfg.get("dataset") and canonical(dataset) != canonical(tcfg["dataset"]):
+        raise PublishRefused(f"{src} was trained on {tcfg['dataset']}, not {dataset}: its card would name the wrong "
+                             f"data; publish it without --dataset")
     model = load_model(src)
     spread = sample_spread(model)
     if spread < MIN_SAMPLE_STD:
         raise PublishRefused(f"{src}: its 64 seeded samples hardly vary (mean per-pixel std {spread:.4f} < "
                              f"{MIN_SAMPLE_STD}): the generator is dead (untrained or too few steps); not published")
-    res = evaluate(model, dataset, ("recon", "afd"), num_samples=num_samples, seed=seed)
-    old_path = zoo.ZOO_DIR / f"{name}.json"
-    if old_path.is_file() and not force and res["afd"] is not None:
-        old = _current_afd(zoo.Weights.from_json(json.loads(old_path.read_text())), dataset, num_samples, seed,
-                           res["protocol"]["images"])
-        if old is not None and res["afd"] > old:
-            raise PublishRefused(f"{src}: AE Frechet {res['afd']:.3f} is worse than the current {name} entry's "
-                                 f"{old:.3f} ({res['protocol']['images']}); not published (--force to replace it "
-                                 f"anyway)")
+    _say(f"measuring: AE Frechet of {num_samples} samples, recon MSE over the {dataset} test set")
+    res = evaluate(model, dataset, ("recon", "afd"), num_samples=num_samples, seed=seed, progress=True)
+    data = src.read_bytes()   # the bytes published are the bytes hashed
     dest = zoo.ZOO_DIR / f"{name}.safetensors"
-    zoo.ZOO_DIR.mkdir(exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
     arch = cfg.get("arch", "fsvae")
     history = log.get("history") or []
     evals = log.get("evals") or []
@@ -129,7 +130,7 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
                "inception_score": None, "fid": None, "sample_spread": round(spread, 4)}
     w = zoo.Weights(
         name=name, version=version or f"e{epoch}s{step}",
-        file_name=dest.name, sha256=sha256_file(dest), size=dest.stat().st_size,
+        file_name=dest.name, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
         dataset=dataset, split="train (60,000 images)",
         transforms=DATASETS[canonical(dataset)].transforms,
         license_weights="MIT (fsvae-sj)",
@@ -146,25 +147,54 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
         recipe=MappingProxyType(recipe),
         notes=notes or _default_notes("FSVAE" if arch == "fsvae" else "ANN VAE", dataset, tcfg, epoch, step,
                                       cpu_h, extra, paper, metrics))
-    atomic_write_json(zoo.ZOO_DIR / f"{name}.json", w.to_json())
-    write_card(w)
+    cards = card_files(w, arch=cfg)   # the architecture as its file states it: the file is not in place yet
+    zoo.ZOO_DIR.mkdir(exist_ok=True)
+    with claim_folder(zoo.ZOO_DIR, "a zoo publish"):   # one publisher at a time: the comparison holds until written
+        old_path = zoo.ZOO_DIR / f"{name}.json"
+        if old_path.is_file() and not force and res["afd"] is not None:
+            _say(f"comparing with the current {name} entry")
+            old = _current_afd(zoo.read_entry(old_path), dataset, num_samples, seed,
+                               res["protocol"]["images"])
+            if old is not None and res["afd"] > old:
+                raise PublishRefused(f"{src}: AE Frechet {res['afd']:.3f} is worse than the current {name} entry's "
+                                     f"{old:.3f} ({res['protocol']['images']}); not published (--force to replace it "
+                                     f"anyway)")
+        remove_stale_temporaries(zoo.ZOO_DIR)   # of a publish killed midway
+        _say(f"writing {dest}, .md and .json")
+        with written_together() as put:   # all or nothing; the JSON, which lists the entry, last
+            put(dest, data)
+            for file_name, content in cards.items():
+                put(zoo.ZOO_DIR / file_name, content)
+            put(old_path, (json.dumps(w.to_json(), indent=2) + "\n").encode())
     return w
 
 
 def write_card(w: zoo.Weights, folder: Path | None = None) -> Path:
     """Write the entry's card ``<folder>/<name>.md`` and, if it has one (:attr:`zoo.Weights.curve_file`),
-    the learning-curve PNG the card embeds, drawn from the entry's recorded evaluations and per-epoch
-    log only (nothing is measured; :func:`fsvae_sj.viz.learning_curve`). ``folder`` defaults to the
-    zoo's. For a shipped entry: ``write_card(zoo.get_weights("mnist"))``. Returns the card's path."""
+    the learning-curve PNG the card embeds (:func:`card_files`), both or neither. ``folder`` defaults
+    to the zoo's. For a shipped entry: ``write_card(zoo.get_weights("mnist"))``. Returns the card's path."""
     folder = Path(folder) if folder is not None else zoo.ZOO_DIR
+    with written_together() as put:
+        for file_name, content in card_files(w).items():
+            put(folder / file_name, content)
+    return folder / f"{w.name}.md"
+
+
+def card_files(w: zoo.Weights, arch: dict | None = None) -> dict[str, bytes]:
+    """File name -> content of the entry's card (``arch`` as in :meth:`zoo.Weights.card`) and, if it
+    has one, its learning-curve PNG, drawn from the entry's recorded evaluations and per-epoch log
+    only (nothing is measured; :func:`fsvae_sj.viz.learning_curve`)."""
+    files = {}
     if w.curve_file:
         fig = learning_curve_of(w)
         try:
-            viz.save(fig, folder / w.curve_file)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", bbox_inches="tight")   # as viz.save writes it
+            files[w.curve_file] = buf.getvalue()
         finally:
             plt.close(fig)
-    atomic_write_text(folder / f"{w.name}.md", w.card())
-    return folder / f"{w.name}.md"
+    files[f"{w.name}.md"] = w.card(arch).encode()
+    return files
 
 
 def learning_curve_of(w: zoo.Weights, dpi: int = 80):
@@ -186,6 +216,12 @@ def learning_curve_of(w: zoo.Weights, dpi: int = 80):
 WEIGHTS_LABELS = {"raw": "raw", "ema": "ema (exponential moving average)",
                   "ema-calibrated": "ema (exponential moving average), decoder tdBN statistics re-estimated on "
                                     "{n} prior samples"}
+
+
+def _say(phase: str) -> None:
+    """A phase of the work, on stdout (progress bars and errors go to stderr): publishing takes
+    minutes, mostly in sampling and reconstruction."""
+    print(f"publish: {phase}", flush=True)
 
 
 def afd_projection(evals: list[dict], target: float) -> str:
@@ -223,7 +259,7 @@ def _current_afd(w: zoo.Weights, dataset: str, num_samples: int, seed: int, prot
     path = zoo.ZOO_DIR / w.file_name
     if not path.is_file():
         return None
-    return afd_score(generate(load_model(path), num_samples, seed), dataset)
+    return afd_score(generate(load_model(path), num_samples, seed, progress=True), dataset)
 
 
 def _default_notes(arch, dataset, tcfg, epoch, step, cpu_h, extra, paper, metrics) -> str:

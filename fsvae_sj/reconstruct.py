@@ -4,25 +4,11 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from . import _cli, zoo
-from .checkpoint import read_checkpoint
 from .datasets import canonical, make_dataset
 from .seeding import sample_generators
-
-
-def dataset_of(model: str) -> str:
-    """The dataset a zoo entry or one of our checkpoints was trained on."""
-    if Path(model).is_file():
-        name = read_checkpoint(model)[2].get("train_config", {}).get("dataset")
-    else:
-        name = zoo.get_weights(model).dataset
-    if not name:
-        raise _cli.UsageError(f"{model} does not record its dataset; pass --dataset")
-    return name.lower()
 
 
 def build_parser():
@@ -31,7 +17,8 @@ def build_parser():
                                    "reconstructions, shape (n, C, H, W) in [-1, 1].",
                     _cli.model_flag(), _cli.count_flag(32, "test images"), _cli.seed_flag(),
                     _cli.output_flag("output file (default: reconstructions.png / .npy)"),
-                    _cli.image_flags(), _cli.device_flag(), _cli.data_root_flag())
+                    _cli.image_flags(), _cli.device_flag(), _cli.data_root_flag(),
+                    _cli.cross_dataset_flag())
     p.add_argument("--dataset", default=None, help="test set to reconstruct: " + _cli.data_help("the model's own"))
     return p
 
@@ -40,9 +27,13 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     out = _cli.check_image_args(args, "reconstructions")
-    dataset = canonical(args.dataset or dataset_of(args.model))
+    dataset = args.dataset or zoo.trained_on(args.model)
+    if not dataset:
+        raise _cli.UsageError(f"{args.model} does not record its dataset; pass --dataset")
+    dataset = canonical(dataset)
     device = _cli.resolve_device(args.device)
     model = _cli.load_model(args.model, device)
+    _cli.check_dataset(args.model, model, dataset, args.cross_dataset)
     test = make_dataset(dataset, "test", args.data_root, limit=args.num)
     x = torch.stack([test[i][0] for i in range(len(test))]).to(device)
     # image i's posterior draws depend on (seed, i) only: any --batch-size gives the same images

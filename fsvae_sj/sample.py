@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from . import _cli
@@ -13,7 +12,9 @@ from .seeding import sample_generators
 
 
 def build_parser():
-    p = _cli.parser("sample", "Generate images with a pretrained FSVAE (or ANN VAE) from the zoo.",
+    p = _cli.parser("sample", "Generate images with a pretrained FSVAE (or ANN VAE) from the zoo. The images go "
+                              "to the output batch by batch, so the memory needed does not grow with -n: "
+                              + _cli.BATCH_MEMORY + ".",
                     _cli.model_flag(), _cli.count_flag(64, "images"), _cli.seed_flag(),
                     _cli.output_flag("output file (default: samples.png / samples.npy)"),
                     _cli.image_flags(), _cli.device_flag())
@@ -35,22 +36,23 @@ def main(argv=None) -> int:
     model = _cli.load_model(args.model, _cli.resolve_device(args.device))
 
     from tqdm import tqdm
-    images, latents = [], []
-    with tqdm(total=args.num, unit="img", disable=args.num <= args.batch_size) as bar:
+    latents = []   # kept only for --save-latents, compactly: uint8 spikes (FSVAE) or float32 (ANN VAE)
+    # The images go to the output batch by batch: memory grows with --batch-size, not with -n.
+    with tqdm(total=args.num, unit="img", disable=args.num <= args.batch_size) as bar, \
+            _cli.image_sink(out, args.format, args.num, args.nrow) as put:
         for start in range(0, args.num, args.batch_size):
             n = min(args.batch_size, args.num - start)
             # image i depends on (seed, i) only: any --batch-size gives the same images
             x, z = model.sample(n, generator=sample_generators(args.seed, n, start), return_latents=True)
-            images.append(x)
-            latents.append(z)
+            put(x)
+            if latents_out is not None:
+                latents.append(z.cpu().to(torch.uint8 if z.dim() == 3 else torch.float32))
+            del x, z
             bar.update(n)
-    images = torch.cat(images)
-    _cli.write_images(images, out, args.format, args.nrow)
     if latents_out is not None:
         spiking = latents[0].dim() == 3  # FSVAE: [T, n, latent] spikes; ANN VAE: [n, latent]
-        z = torch.cat(latents, dim=1 if spiking else 0).cpu().numpy()
-        _cli.save_npy(latents_out, z.astype(np.uint8 if spiking else np.float32))
-    print(f"wrote {len(images)} images to {out}" + (f" and latents to {latents_out}" if latents_out else ""))
+        _cli.save_npy(latents_out, torch.cat(latents, dim=1 if spiking else 0).numpy())
+    print(f"wrote {args.num} images to {out}" + (f" and latents to {latents_out}" if latents_out else ""))
     return 0
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 import torch.distributed as dist
 
 from . import _cli
+from .config import parse_file
 from .datasets import DATASETS
 from .losses import DISTANCES, MMD_REDUCTIONS
 from .model import ARCHITECTURES
-from .surrogate import DEFAULT_A, PRESETS
+from .spiking.surrogate import DEFAULT_A, PRESETS
 from .training import (EXIT_FINISHED, EXIT_NONFINITE, EXIT_STOPPED, RECIPES, RESUMABLE_CHANGES, TrainConfig,
                        resolve_config, run_training)
 
@@ -57,6 +58,8 @@ FIELD_HELP = {
     "lr_schedule": "learning-rate schedule: constant or cosine (from --lr down to --lr x --lr-min-ratio)",
     "lr_min_ratio": "cosine schedule's last learning rate as a fraction of --lr",
     "lr_decay_steps": "optimiser steps over which the cosine schedule decays (0: until the end of --epochs)",
+    "lr_warmup_steps": "optimiser steps of a linear learning-rate ramp at the start of this run (after --init-from "
+                       "the optimiser restarts: its first steps are large); 0: none",
     "eval_every": "also evaluate every N optimiser steps, into evals.csv (0: at epoch ends only)",
     "eval_samples": "samples for the AE Frechet distance of each evaluation, 0 or >= 2 (0: none)",
     "calibrate_decoder": "also score, at each evaluation, the EMA with its decoder's tdBN statistics re-estimated on "
@@ -79,8 +82,10 @@ def build_parser():
         "order, RNG); a resume may change only " + ", ".join(RESUMABLE_CHANGES) + ". "
         "--init-from continues from a zoo entry or a .safetensors when the run state is gone. "
         "Under torchrun it trains with DistributedDataParallel (Gloo on CPU, NCCL on GPU). "
+        "SIGTERM or Ctrl-C finishes the step, saves and exits with 75; a second Ctrl-C aborts at once "
+        "(the last save is kept). A start removes temporaries a killed save left in the run folder. "
         "Exit status: 0 finished, 75 stopped early and resumable, 3 non-finite loss or weights "
-        "(the last good state is kept), 2 a refused setting, missing data or unknown flags.",
+        "(the last good state is kept), 2 a refused setting, missing data or unknown flags, 130 aborted.",
         _cli.device_flag(), _cli.fused_lif_flag(default=True))
     d = TrainConfig()
     p.add_argument("--out", required=True, metavar="DIR",
@@ -133,8 +138,7 @@ def requested(args) -> dict:
     stated = {}
     if args.config:
         full = TrainConfig.load(args.config).to_dict()   # validates: unknown fields and bad values are refused
-        import yaml   # YAML is a superset of JSON: one parser for both
-        stated = {k: full[k] for k in (yaml.safe_load(Path(args.config).read_text()) or {})}
+        stated = {k: full[k] for k in parse_file(args.config)}
     return {**(RECIPES[args.recipe] if args.recipe else {}), **stated, **flags}
 
 

@@ -37,14 +37,16 @@ from .calibration import calibrate_decoder
 from .checkpoint import read_checkpoint, save_model
 from .config import ConfigError, _Serialisable
 from .datasets import DATASETS, batch_of, canonical, make_dataset
-from .files import atomic_write_bytes, sha256_file
-from .losses import LossSettings
+from .errors import CheckpointError
+from .files import atomic_write_bytes, remove_stale_temporaries, sha256_file
+from .locks import claim_folder
+from .losses import DISTANCES, MMD_REDUCTIONS, LossSettings
 from .metrics import afd_scores, generate, recon_mse
 from .model import ARCHITECTURES, architecture, build_model, load_state_strict
-from .neurons import use_fused_kernels
+from .spiking.lif import use_fused_kernels
 
 STATE = "state.pt"
-# Exit statuses of the command line: finished; stopped early (SIGTERM, --time-budget, --max-steps; run
+# Exit statuses of the command line: finished; stopped early (SIGTERM, Ctrl-C, --time-budget, --max-steps; run
 # again to resume, as EX_TEMPFAIL says); a non-finite loss or weights (last good state kept).
 EXIT_FINISHED, EXIT_STOPPED, EXIT_NONFINITE = 0, 75, 3
 
@@ -71,6 +73,9 @@ class TrainConfig(_Serialisable):
     (``torch.optim.swa_utils.AveragedModel``, buffers included); None: off.
     ``lr_schedule``: ``"constant"`` or ``"cosine"`` (from ``lr`` at the run's first step
     to ``lr * lr_min_ratio`` after ``lr_decay_steps`` steps, or at the end of ``epochs`` if 0).
+    ``lr_warmup_steps``: a linear ramp of the learning rate over the run's first steps: a restarted
+    AdamW's first steps move every weight by about ``lr`` whatever its gradient's size (its moment
+    estimates are fresh), which knocked trained weights back (benchmarks/RESULTS.md, quality study).
     ``eval_every``: also evaluate every N optimiser steps (0: at epoch ends only);
     ``eval_samples``: samples for the AE Frechet distance of each evaluation (0: none).
     ``calibrate_decoder``: also evaluate (and keep as ``best.safetensors`` when it wins) the EMA
@@ -102,15 +107,33 @@ class TrainConfig(_Serialisable):
     lr_schedule: str = "constant"
     lr_min_ratio: float = 0.01
     lr_decay_steps: int = 0
+    lr_warmup_steps: int = 0
     eval_every: int = 0
     eval_samples: int = 1000
     calibrate_decoder: int = 0
 
     def __post_init__(self):
+        self._check_types()
+        ranges = {"epochs": (self.epochs >= 1, ">= 1"), "n_steps": (self.n_steps >= 1, ">= 1"),
+                  "seed": (self.seed >= 0, ">= 0"), "lr": (self.lr is None or self.lr > 0, "> 0 or null"),
+                  "weight_decay": (self.weight_decay >= 0, ">= 0"),
+                  "scheduled_start": (0 <= self.scheduled_start <= 1, "in [0, 1]"),
+                  "scheduled_end": (0 <= self.scheduled_end <= 1, "in [0, 1]"),
+                  "distance": (self.distance in DISTANCES, f"one of {DISTANCES}"),
+                  "mmd_reduction": (self.mmd_reduction in MMD_REDUCTIONS, f"one of {MMD_REDUCTIONS}"),
+                  "limit_test": (self.limit_test is None or self.limit_test >= 1, ">= 1 or null"),
+                  "save_every": (self.save_every >= 0, ">= 0"), "eval_every": (self.eval_every >= 0, ">= 0"),
+                  "lr_min_ratio": (0 <= self.lr_min_ratio <= 1, "in [0, 1]"),
+                  "lr_decay_steps": (self.lr_decay_steps >= 0, ">= 0")}
+        for name, (ok, want) in ranges.items():
+            if not ok:
+                raise ConfigError(f"TrainConfig field {name} must be {want}, got {getattr(self, name)!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.eval_samples == 1 or self.eval_samples < 0:
             raise ValueError(f"eval_samples must be 0 (no AE Frechet) or >= 2, got {self.eval_samples}")
+        if self.lr_warmup_steps < 0:
+            raise ValueError(f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
         if self.calibrate_decoder < 0 or self.calibrate_decoder == 1:
             raise ValueError(f"calibrate_decoder must be 0 (off) or >= 2 samples, got {self.calibrate_decoder}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -144,15 +167,19 @@ def scheduled_p(cfg: TrainConfig, epoch: int) -> float:
 
 
 def learning_rate(cfg: TrainConfig, global_step: int, first_step: int, total_steps: int, world: int = 1) -> float:
-    """The learning rate of optimiser step ``global_step`` (counted over the whole run)."""
+    """The learning rate of optimiser step ``global_step`` (counted over the whole run): the
+    schedule's, times ``(k + 1) / (lr_warmup_steps + 1)`` for the k-th step of the run while
+    ``k < lr_warmup_steps``."""
     lr = cfg.base_lr(world)
+    k = global_step - first_step
+    warm = (k + 1) / (cfg.lr_warmup_steps + 1) if 0 <= k < cfg.lr_warmup_steps else 1.0
     if cfg.lr_decay_steps:
         total_steps = first_step + cfg.lr_decay_steps
     if cfg.lr_schedule == "constant" or total_steps <= first_step:
-        return lr
-    t = min(max((global_step - first_step) / (total_steps - first_step), 0.0), 1.0)
+        return lr * warm
+    t = min(max(k / (total_steps - first_step), 0.0), 1.0)
     lo = lr * cfg.lr_min_ratio
-    return lo + (lr - lo) * 0.5 * (1 + math.cos(math.pi * t))
+    return (lo + (lr - lo) * 0.5 * (1 + math.cos(math.pi * t))) * warm
 
 
 def batches_per_epoch(n: int, batch_size: int) -> int:
@@ -300,14 +327,33 @@ def _save_state(run: Path, model, opt, ema, cfg, rs: RunState, gen, rank: int, w
         save_model(ema.module, run / "ema.safetensors", extra={**extra, "weights": "ema"})
 
 
+def read_state(path: Path) -> dict:
+    """A run's ``state.pt`` (tensors and plain values only: ``weights_only``); raises
+    :class:`~fsvae_sj.errors.CheckpointError` naming the file and the ways on when it is cut short,
+    corrupt or lacks a part."""
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # torch's readers raise RuntimeError, EOFError, UnpicklingError, ...
+        raise CheckpointError(
+            f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'empty'}): cut "
+            f"short or corrupt. To go on from the last saved weights, start a new run with --out NEW --init-from "
+            f"{path.parent / 'model.safetensors'}; or delete {path} to start this run again") from None
+    missing = [k for k in ("train_config", "model", "optimizer", "gen", "torch_rng") if not isinstance(st, dict)
+               or k not in st]
+    if missing:
+        raise CheckpointError(f"{path} is not a run state of ours (no {', '.join(missing)}); delete it, or start "
+                              f"a new run with --init-from {path.parent / 'model.safetensors'}")
+    return st
+
+
 def _load_state(run: Path, cfg: TrainConfig, model, opt, ema, gen, rank: int, world: int) -> RunState:
-    st = torch.load(run / STATE, map_location="cpu", weights_only=True)
+    st = read_state(run / STATE)
     saved_world = len(st["gen"]) if isinstance(st["gen"], list) else 1
     if saved_world != world:
         raise ValueError(f"{run / STATE} was written by {saved_world} process(es), this is {world}: the batches, "
                          f"data shards and learning rate depend on it; resume with {saved_world} or use "
                          f"--init-from in a new run")
-    model.load_state_dict(st["model"])
+    load_state_strict(model, st["model"], source=str(run / STATE))
     opt.load_state_dict(st["optimizer"])
     torch.set_rng_state(st["torch_rng"])
     gens = st["gen"]  # one state per rank (a single tensor in the first format)
@@ -352,8 +398,10 @@ def _save_grids(run: Path, model, x: torch.Tensor, epoch: int) -> dict[str, Path
         recon = model.reconstruct(x, seed=0).cpu()
     x = x.cpu()
     grids = {name: run / f"{name}_epoch{epoch:03d}.png" for name in ("sample", "recon")}
-    save_image((samples + 1) / 2, grids["sample"], nrow=8)
-    save_image((torch.cat([x[:32], recon]) + 1) / 2, grids["recon"], nrow=8)
+    for name, images in (("sample", samples), ("recon", torch.cat([x[:32], recon]))):
+        buf = io.BytesIO()   # written whole or not at all, like every file of the run
+        save_image((images + 1) / 2, buf, format="png", nrow=8)
+        atomic_write_bytes(grids[name], buf.getvalue())
     return grids
 
 
@@ -422,11 +470,11 @@ class _Session:
 
 @dataclass
 class _Limits:
-    """When this invocation stops early, at a step boundary (SIGTERM, time budget, step count)."""
+    """When this invocation stops early, at a step boundary (SIGTERM or Ctrl-C, time budget, step count)."""
 
     time_budget: float | None
     max_steps: int | None
-    stop_requested: object          # () -> bool: SIGTERM arrived
+    stop_requested: object          # () -> the name of the stopping signal that arrived, or None
     cpu_budget: float | None = None  # CPU seconds of this invocation's training steps
     start: float = dataclasses.field(default_factory=time.time)
     steps_run: int = 0
@@ -442,7 +490,7 @@ class _Limits:
         if self.cpu_budget is not None and self.cpu_used + self.last_step_cpu > self.cpu_budget:
             return "cpu_budget"
         if self.stop_requested():
-            return "stopped by SIGTERM"
+            return f"stopped by {self.stop_requested()}"
         return None
 
 
@@ -453,36 +501,45 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
     cleanly at a step boundary when ``time_budget`` wall seconds are used, ``cpu_budget`` CPU
     seconds of training steps (this process, all threads; evaluations and saves not counted: equal
     compute for recipes compared side by side) or ``max_steps`` is reached (status "time_budget" /
-    "cpu_budget" / "max_steps"), or on SIGTERM. ``init`` starts a new run from another
+    "cpu_budget" / "max_steps"), or on SIGTERM or a first Ctrl-C. ``init`` starts a new run from another
     run's weights (see :func:`warm_start`). ``fused_lif``: the LIF neurons on torch.compile'd
     kernels (:func:`fsvae_sj.neurons.use_fused_kernels`: the same spikes, gradients to rounding;
     compiles once per process). Raises FloatingPointError on a non-finite loss."""
-    s = _setup(cfg, run, device, init, fused_lif)
-    with _stop_on_sigterm() as stop_requested:
-        limits = _Limits(time_budget, max_steps, stop_requested, cpu_budget)
-        status = "finished"
-        while status == "finished" and s.rs.epoch < cfg.epochs:
-            status = _train_epoch(s, limits, progress)
-            if status == "finished":
-                _end_epoch(s)
-    s.save()
-    if s.rank == 0:
-        _write_csv(run / "log.csv", s.rs.history)
-        s.tb.close()
-        print(f"{status}: epoch {s.rs.epoch}, step {s.rs.step}; state in {run / STATE}")
-    if s.world > 1:
-        _check_replicas(s.model, run, s.rank, s.world)
-    return {"status": status, "epoch": s.rs.epoch, "step": s.rs.step, "steps_run": limits.steps_run}
+    with contextlib.ExitStack() as claim:   # the run folder is this process's until it returns
+        s = _setup(cfg, run, device, init, fused_lif, claim)
+        with _stop_on_signals() as stop_requested:
+            limits = _Limits(time_budget, max_steps, stop_requested, cpu_budget)
+            status = "finished"
+            while status == "finished" and s.rs.epoch < cfg.epochs:
+                status = _train_epoch(s, limits, progress)
+                if status == "finished":
+                    _end_epoch(s)
+        s.save()
+        if s.rank == 0:
+            _write_csv(run / "log.csv", s.rs.history)
+            s.tb.close()
+            print(f"{status}: epoch {s.rs.epoch}, step {s.rs.step}; state in {run / STATE}")
+        if s.world > 1:
+            _check_replicas(s.model, run, s.rank, s.world)
+        return {"status": status, "epoch": s.rs.epoch, "step": s.rs.step, "steps_run": limits.steps_run}
 
 
-def _setup(cfg: TrainConfig, run: Path, device: str, init: WarmStart | None, fused_lif: bool) -> _Session:
-    """Data, model, optimiser, EMA and run state: resumed from ``run/state.pt``, else new."""
+def _setup(cfg: TrainConfig, run: Path, device: str, init: WarmStart | None, fused_lif: bool,
+           claim: contextlib.ExitStack) -> _Session:
+    """Data, model, optimiser, EMA and run state: resumed from ``run/state.pt``, else new. Rank 0
+    claims the run folder in ``claim`` (a second process training into it is refused)."""
     rank, world, device = _dist_info(device)
     # data first: a missing dataset must not leave an empty run folder behind
     train_set = make_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.limit_train)
     test_set = make_dataset(cfg.dataset, "test", cfg.data_root, cfg.download, cfg.limit_test)
     n_batches = batches_per_epoch(len(train_set) // world, cfg.batch_size)
     run.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        claim.enter_context(claim_folder(run, "a training run"))
+        stale = remove_stale_temporaries(run)   # left by a save that was killed (kill -9, power loss)
+        if stale:
+            print(f"removed {len(stale)} temporary file(s) left by an interrupted save in {run}: "
+                  f"{', '.join(p.name for p in stale)}", file=sys.stderr)
     model = use_fused_kernels(build(cfg).to(device), fused_lif)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.base_lr(world), betas=(0.9, 0.999),
                             weight_decay=cfg.weight_decay)
@@ -610,11 +667,12 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
     The weights (tdBN statistics included) are loaded exactly; the epoch, step, learning
     curve and CPU time are carried over from the checkpoint's metadata (or the zoo entry's
     recipe); the optimiser restarts, and the run records that. The recipe comes from the
-    source unless ``cfg_overrides`` changes it; the architecture must match.
+    source unless ``cfg_overrides`` changes it; the architecture must match; a change of dataset
+    is recorded in the provenance (and said on stderr).
     """
     p = Path(name_or_path)
     recipe = {}
-    if p.suffix == ".safetensors" or p.is_file():
+    if zoo.looks_like_path(name_or_path):   # the zoo's one rule for names and paths
         if not p.is_file():
             raise ValueError(f"--init-from: no file at {p}")
         path = p
@@ -651,6 +709,12 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
     provenance.append({"event": "warm start, optimiser restarted", "from": str(name_or_path), "sha256": sha,
                        "weights": extra.get("weights", "raw"), "epoch": epoch, "step": step,
                        "cpu_hours": round(cpu_seconds / 3600, 4)})
+    source_data = canonical(tc.get("dataset", TrainConfig.dataset))
+    if source_data != canonical(cfg.dataset):   # fine-tuning elsewhere: the carried curve is the source's
+        provenance[-1]["dataset"] = f"{source_data} -> {canonical(cfg.dataset)}"
+        print(f"note: --init-from {name_or_path} was trained on {source_data}; this run trains on "
+              f"{canonical(cfg.dataset)} (recorded in its provenance; epochs and learning curve carried over are "
+              f"{source_data}'s)", file=sys.stderr)
     rs = RunState(epoch=epoch, step=step, history=history, evals=list(extra.get("evals") or []),
                   elapsed=float(extra.get("elapsed", 0.0)), cpu_seconds=cpu_seconds,
                   first_step=epoch * n_batches + step, provenance=provenance)
@@ -658,17 +722,24 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
 
 
 @contextlib.contextmanager
-def _stop_on_sigterm():
-    """While training, SIGTERM makes the loop finish its step, save and return (main thread
-    only); the previous handler is restored afterwards."""
-    flag = []
+def _stop_on_signals():
+    """While training, SIGTERM and a first Ctrl-C (SIGINT) make the loop finish its step, save and
+    return; a second Ctrl-C raises KeyboardInterrupt at once (main thread only). The previous
+    handlers are restored afterwards. (The handler only records: printing from it could land
+    inside a progress bar's own write to stderr.)"""
+    got = []
+
+    def stop(signum, frame):
+        got.append(signal.Signals(signum).name)
+        if signum == signal.SIGINT:   # the next one aborts
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.append(signum)) if main else None
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
     try:
-        yield lambda: bool(flag)
+        yield lambda: got[0] if got else None
     finally:
-        if main:   # None: a handler installed outside Python, which cannot be put back from here
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for sig, handler in previous.items():   # None: installed outside Python, cannot be put back from here
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _check_replicas(model, run: Path, rank: int, world: int) -> None:
@@ -679,7 +750,8 @@ def _check_replicas(model, run: Path, rank: int, world: int) -> None:
     digests = [None] * world
     dist.all_gather_object(digests, digest)
     if rank == 0:
-        (run / "replicas.json").write_text(json.dumps({"world_size": world, "param_sha256": digests}) + "\n")
+        digest_json = json.dumps({"world_size": world, "param_sha256": digests}) + "\n"
+        atomic_write_bytes(run / "replicas.json", digest_json.encode())
     if len(set(digests)) != 1:
         raise RuntimeError(f"replicas diverged: {digests}")
 
@@ -692,7 +764,7 @@ def resolve_config(run: Path, asked: dict, init_from: str | None = None) -> tupl
     state = Path(run) / STATE
     init = None
     if state.is_file():
-        saved = torch.load(state, map_location="cpu", weights_only=True)["train_config"]
+        saved = read_state(state)["train_config"]
         wanted = {**saved, **asked}
         changed = [k for k in config_differences(saved, wanted) if k not in RESUMABLE_CHANGES]
         # A weight average may join a run that had none: it changes nothing the run learns.

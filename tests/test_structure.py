@@ -112,6 +112,12 @@ def test_every_package_ships_in_the_wheel():
     assert packages <= listed, sorted(packages - listed)
 
 
+def test_no_module_of_ours_imports_an_old_address():
+    """The shims serve users; the package imports each thing from its home."""
+    wrong = {m: sorted(deps & SHIMS) for m, deps in import_graph().items() if deps & SHIMS}
+    assert not wrong, wrong
+
+
 def test_nothing_imports_the_package_facade():
     """``fsvae_sj/__init__.py`` re-exports; a module importing it would sit above everything."""
     assert not [m for m, deps in import_graph().items() if "fsvae_sj" in deps]

@@ -276,3 +276,16 @@ def test_tensorboard_events_mirror_the_csvs_across_a_kill_and_resume(tmp_path):
             shown = Image.open(io.BytesIO(logged.encoded_image_string)).convert("RGB")
             written = Image.open(run / f"{name}_epoch{epoch:03d}.png").convert("RGB")
             assert shown.size == written.size and shown.tobytes() == written.tobytes()
+
+
+def test_learning_rate_warmup_ramps_from_the_runs_first_step_then_follows_the_schedule():
+    from fsvae_sj.training import learning_rate
+    cfg = TrainConfig(lr=1e-3, lr_warmup_steps=3)
+    assert [learning_rate(cfg, 100 + k, 100, 10_000) for k in range(5)] == pytest.approx(
+        [0.25e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3])
+    cos = TrainConfig(lr=1e-3, lr_warmup_steps=1, lr_schedule="cosine", lr_min_ratio=0.0, lr_decay_steps=4)
+    # step k of the run: cosine (1 + cos(pi k / 4)) / 2 x 1e-3, halved at k = 0 by the ramp
+    assert [learning_rate(cos, 10 + k, 10, 0) for k in range(5)] == pytest.approx(
+        [0.5e-3, 0.853553e-3, 0.5e-3, 0.146447e-3, 0.0], abs=1e-9)
+    with pytest.raises(ValueError, match="lr_warmup_steps"):
+        TrainConfig(lr_warmup_steps=-1)

@@ -216,7 +216,7 @@ def test_loading_by_name_hashes_the_file_once(monkeypatch, capsys, tmp_path):
     _cli.load_model("mnist", "cpu")
     w = zoo.get_weights("mnist")
     assert calls == [zoo.ZOO_DIR / w.file_name]
-    assert capsys.readouterr().out == f"weights: mnist -> {zoo.ZOO_DIR / w.file_name} (sha256 {w.sha256})\n"
+    assert capsys.readouterr().out == f"weights: zoo entry mnist -> {zoo.ZOO_DIR / w.file_name} (sha256 {w.sha256})\n"
     calls.clear()
     _cli.load_model(str(zoo.ZOO_DIR / "mnist.safetensors"), "cpu")   # a path: hashed once, for the line
     assert calls == [zoo.ZOO_DIR / "mnist.safetensors"]

@@ -34,12 +34,11 @@ membrane after the reset).
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 
+from ..errors import warn
 from . import equations, sj
-from .compiled import can_compile, run_compiled
+from .compiled import can_compile, cpu_compiler_problem, run_compiled
 from .surrogate import Rect, RectSpike, RectSpikeT
 
 # The routes a LIF runs on (its ``route``), as SpikingJelly's ``backend`` / ``supported_backends``.
@@ -285,11 +284,11 @@ def use_fused_kernels(module: torch.nn.Module, enabled: bool = True) -> torch.nn
     rounding; on the CPU a training step is much faster (benchmarks/RESULTS.md). The
     first call of each sequence length compiles (seconds to a minute; inductor's
     on-disk cache makes later processes quick), so it pays for long runs (training,
-    evaluation), not for a quick sample. Needs a C++ compiler on the CPU (Triton on CUDA).
-    Returns ``module``."""
+    evaluation), not for a quick sample. Needs a working C++ compiler on the CPU (Triton on
+    CUDA): without one it warns (at the caller's line) and stays eager. Returns ``module``."""
     if enabled and not can_compile(next(module.parameters(), torch.empty(0)).device):
-        warnings.warn("no C++ compiler found (torch.compile needs one on the CPU): the LIF neurons stay "
-                      "on the eager kernels", RuntimeWarning, stacklevel=2)
+        warn(f"{cpu_compiler_problem()}: torch.compile needs one on the CPU, so the LIF neurons stay on the "
+             f"eager kernels (the same spikes, slower training; --fused-lif false silences this)", RuntimeWarning)
         enabled = False
     for m in module.modules():
         if isinstance(m, LIF) and m.route != "spikingjelly":

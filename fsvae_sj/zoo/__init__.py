@@ -15,10 +15,13 @@ Command line: ``python -m fsvae_sj.zoo list | info NAME | download NAME | verify
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
+import re
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +30,11 @@ from types import MappingProxyType
 import torch
 
 from ..authors import load_authors_checkpoint
-from ..checkpoint import CheckpointError, load_model, read_checkpoint, read_config, save_model
+from ..checkpoint import CheckpointError, load_model, read_checkpoint, read_config, read_metadata, save_model
 from ..config import FSVAEConfig
-from ..errors import FsvaeError
-from ..files import sha256_file
+from ..datasets import canonical
+from ..errors import FsvaeError, warn
+from ..files import naming, sha256_file
 from ..pretrained import register_weights_loader
 
 _PACKAGE = Path(__file__).resolve().parent.parent
@@ -53,6 +57,40 @@ SJ_CITATION = ("Fang et al. SpikingJelly: An open-source machine learning infras
 
 class ZooError(FsvaeError, RuntimeError):
     """An unknown name, a file that is missing, corrupt or cannot be fetched."""
+
+
+# What may name an entry: it becomes file names (zoo/NAME.json, .md, .safetensors) and must never
+# look like a path (no separator, no dot): ``load`` tells names and paths apart by that alone.
+_ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def looks_like_path(name_or_path: str | os.PathLike) -> bool:
+    """Whether ``load`` and every ``--model``/``--init-from`` take ``name_or_path`` as a file: a
+    ``Path``, or a string with a folder separator or a suffix (``./mnist``, ``m.safetensors``).
+    Anything else is a zoo name, even when a file of that name sits in the working folder (model
+    hubs resolve names the same way: a name never silently means a local file)."""
+    if isinstance(name_or_path, os.PathLike):
+        return True
+    s = str(name_or_path)
+    return any(sep and sep in s for sep in (os.sep, os.altsep, "/")) or Path(s).suffix != ""
+
+
+def check_entry_name(name: str, what: str = "entry name") -> str:
+    """``name`` if it can name a zoo entry (letters, digits, ``-`` and ``_``; it becomes file names), else
+    :class:`ZooError` saying why."""
+    if not isinstance(name, str) or not _ENTRY_NAME.fullmatch(name) or name == "DEFAULT":
+        raise ZooError(f"{what} {name!r} cannot name a zoo entry: use letters, digits, '-' and '_' (no folder "
+                       f"separator, '.' or '..'; not DEFAULT), since it becomes the file names zoo/NAME.*")
+    return name
+
+
+def check_file_name(name: str, what: str = "file_name") -> str:
+    """``name`` if it is a plain file name (no folder part, not hidden, not ``..``), else ZooError."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith(".") or \
+            any(sep and sep in name for sep in (os.sep, os.altsep, "/", "\\")):
+        raise ZooError(f"{what} {name!r} must be a plain file name (no folder separator, not hidden, not '..'): "
+                       f"it is joined to the zoo and cache folders")
+    return name
 
 
 @dataclass(frozen=True)
@@ -85,8 +123,26 @@ class Weights:
     notes: str = ""
     citation: tuple[str, ...] = (FSVAE_CITATION, SJ_CITATION)
 
+    def __post_init__(self):
+        # What becomes a path or decides what is trusted is checked; the card's prose is not.
+        check_entry_name(self.name, "name")
+        for a in self.aliases:
+            check_entry_name(a, "alias")
+        check_file_name(self.file_name)
+        for key, digits in (("sha256", 64), ("git_blob", 40)):
+            v = getattr(self, key)
+            if v is not None and not (isinstance(v, str) and re.fullmatch(f"[0-9a-f]{{{digits}}}", v)):
+                raise ZooError(f"{key} must be {digits} lowercase hex digits or null, got {v!r}")
+        if self.size is not None and not (isinstance(self.size, int) and self.size >= 0):
+            raise ZooError(f"size must be a byte count >= 0 or null, got {self.size!r}")
+        if self.source_format not in ("fsvae-sj", "authors"):
+            raise ZooError(f"source_format must be 'fsvae-sj' or 'authors', got {self.source_format!r}")
+
     @classmethod
     def from_json(cls, data: dict) -> "Weights":
+        """The entry a zoo JSON file holds; ZooError for unknown fields and bad values."""
+        if not isinstance(data, dict):
+            raise ZooError(f"expected a JSON object, got {type(data).__name__}")
         d = dict(data)
         # Entries written before the config was stored once repeat the weights file's config
         # here; the file is the source of truth, so the copy is ignored.
@@ -96,7 +152,13 @@ class Weights:
         for k in ("aliases", "urls", "citation"):
             if k in d:
                 d[k] = tuple(d[k])
-        return cls(**d)
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__) - {"config"})
+        if unknown or "config" in d:
+            raise ZooError(f"unknown field(s) {unknown or ['config']}; valid: {sorted(cls.__dataclass_fields__)}")
+        try:
+            return cls(**d)
+        except TypeError as e:   # a required field missing
+            raise ZooError(str(e)) from None
 
     def to_json(self) -> dict:
         out = {}
@@ -126,9 +188,11 @@ class Weights:
         records evaluations during training (drawn by :func:`fsvae_sj.publish.write_card`); else None."""
         return f"{self.name}_curve.png" if self.recipe.get("evaluations") else None
 
-    def card(self) -> str:
-        """A markdown model card generated from the entry (embedding :attr:`curve_file` if any)."""
-        arch = self.architecture()
+    def card(self, arch: dict | None = None) -> str:
+        """A markdown model card generated from the entry (embedding :attr:`curve_file` if any);
+        ``arch``: the architecture to show (default :meth:`architecture`; publishing gives its file's
+        before the file is in place)."""
+        arch = arch if arch is not None else self.architecture()
         curve = (f"\n![learning curve: AE Frechet distance and test recon MSE against CPU-hours]({self.curve_file})\n"
                  if self.curve_file else "")
         m = "\n".join(f"| {k} | {v} |" for k, v in self.metrics.items()) or "| (none measured) | |"
@@ -203,12 +267,20 @@ def _registry() -> dict[str, Weights]:
     entries = _builtin_entries()
     if ZOO_DIR.is_dir():
         for p in sorted(ZOO_DIR.glob("*.json")):
-            entries.append(Weights.from_json(json.loads(p.read_text())))
+            entries.append(read_entry(p))
     reg = {}
     for e in entries:
         for key in (e.name, *e.aliases):
             reg[key] = e
     return reg
+
+
+def read_entry(path: Path) -> Weights:
+    """The entry of one zoo JSON file; ZooError naming the file and the field for anything else."""
+    try:
+        return Weights.from_json(json.loads(path.read_text()))
+    except (ValueError, ZooError) as e:   # bad JSON, or a field
+        raise ZooError(f"zoo entry {path}: {e}") from None
 
 
 def list_models() -> list[str]:
@@ -220,8 +292,25 @@ def get_weights(name: str) -> Weights:
     if name == "DEFAULT":
         name = DEFAULT
     if name not in reg:
-        raise ZooError(f"unknown model {name!r}; valid names: {', '.join(list_models())} (or a path to a .safetensors file)")
+        local = (f"; there is a file {name!r} in this folder: give it as a path, ./{name}"
+                 if Path(name).is_file() else "")
+        raise ZooError(f"unknown model {name!r}; valid names: {', '.join(list_models())} (or a path to a "
+                       f".safetensors file: a separator or a suffix, e.g. ./NAME){local}")
     return reg[name]
+
+
+def trained_on(name_or_path: str | os.PathLike) -> str | None:
+    """The dataset (its canonical name) a zoo entry or a checkpoint file of ours was trained on, from
+    the entry or the file's header (no weights read); None when it does not say. Names and paths
+    as :func:`load` reads them."""
+    if looks_like_path(name_or_path):
+        name = (read_metadata(name_or_path)[1].get("train_config") or {}).get("dataset")
+    else:
+        name = get_weights(str(name_or_path)).dataset
+    try:
+        return canonical(name) if isinstance(name, str) else None
+    except ValueError:   # a dataset this version does not know
+        return None
 
 
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:
@@ -291,19 +380,25 @@ def fetch(w: Weights, cache: str | os.PathLike | None = None, offline: bool | No
 
 def _download(w: Weights, target: Path) -> Path:
     from filelock import FileLock
-    target.parent.mkdir(parents=True, exist_ok=True)
     lock = Path(str(target) + ".lock")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(lock)):
             return _download_locked(w, target)
+    except OSError as e:   # the cache folder cannot be made or written (read-only, full)
+        raise ZooError(f"{w.name}: cannot write the cache {target.parent} ({e}); set FSVAE_SJ_HOME to a writable "
+                       f"folder (or pass cache_dir=). " + _placement_help(w, target)) from None
     finally:
-        lock.unlink(missing_ok=True)   # nothing left behind in the cache
+        with contextlib.suppress(OSError):   # (none made when the folder could not be)
+            lock.unlink(missing_ok=True)   # nothing left behind in the cache
 
 
 def _download_locked(w: Weights, target: Path) -> Path:
     from tqdm import tqdm
     if target.is_file() and verify(w, target) is None:  # another process finished it
         return target
+    for stale in target.parent.glob(f".{target.name}.*.part"):   # a download killed midway (we hold the lock)
+        stale.unlink(missing_ok=True)
     errors = []
     for url in w.urls:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
@@ -320,8 +415,8 @@ def _download_locked(w: Weights, target: Path) -> Path:
                 continue
             os.replace(tmp, target)
             return target
-        except OSError as e:
-            errors.append(f"{url}: {e}")
+        except OSError as e:   # the network's errors, or writing the part (named: ENOSPC names no file)
+            errors.append(f"{url}: {e if e.filename or isinstance(e, urllib.error.URLError) else naming(e, tmp)}")
         finally:
             tmp.unlink(missing_ok=True)
     raise ZooError(f"could not fetch {w.name}: " + "; ".join(errors) + ". " + _placement_help(w, target))
@@ -335,6 +430,7 @@ class WeightsSource:
     name: str
     path: Path
     recorded_sha256: str | None = None   # the entry's, already checked by fetch()
+    kind: str = "zoo entry"              # or "file": how the name was read (looks_like_path)
 
     @functools.cached_property
     def sha256(self) -> str:
@@ -350,6 +446,8 @@ def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.devic
 
     One way down: resolve the entry, fetch and verify its file, read, build, return. The model's
     ``weights_source`` (:class:`WeightsSource`) says which file it came from and its SHA-256.
+    A path must look like one (:func:`looks_like_path`); a bare name is always a zoo entry, and
+    a file of that name in the working folder gets a warning saying it was not read.
     ``FSVAE.from_pretrained`` and ``ANNVAE.from_pretrained`` load through here. Raises
     :class:`ZooError` for an unknown name (listing the valid ones), a missing or corrupt file,
     or a ``dtype`` that is not floating point."""
@@ -363,11 +461,14 @@ def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.devic
 def _load(name_or_path: str | os.PathLike, device: str | torch.device, cache_dir: str | os.PathLike | None,
           offline: bool | None) -> torch.nn.Module:
     p = Path(name_or_path)
-    if p.suffix in (".safetensors", ".pth", ".pt") or p.is_file():
+    if looks_like_path(name_or_path):
         if not p.is_file():
             raise ZooError(f"no file at {p}")
-        return _with_source(load_model(p, device), WeightsSource(str(name_or_path), p))
+        return _with_source(load_model(p, device), WeightsSource(str(name_or_path), p, kind="file"))
     w = get_weights(str(name_or_path))
+    if p.exists():
+        warn(f"loading the zoo entry {name_or_path!r}; the file ./{p} in this folder was not read "
+             f"(to load it, give it as a path: ./{p})")
     path = fetch(w, cache_dir, offline)
     source = WeightsSource(str(name_or_path), path, w.sha256)
     if w.source_format == "authors":
@@ -376,8 +477,12 @@ def _load(name_or_path: str | os.PathLike, device: str | torch.device, cache_dir
         converted = path.with_name(path.stem + ".fsvae-sj.safetensors")
         if _derived_from(converted) != w.git_blob:
             model = load_authors_checkpoint(path, w.config)
-            save_model(model, converted, extra={"source": w.urls[0] if w.urls else w.file_name,
-                                                "git_blob": w.git_blob})
+            try:
+                save_model(model, converted, extra={"source": w.urls[0] if w.urls else w.file_name,
+                                                    "git_blob": w.git_blob})
+            except OSError as e:   # a read-only or full cache: serve it, convert again next time
+                warn(f"{w.name}: converted without caching the result ({e}); to cache it, set "
+                     f"FSVAE_SJ_HOME to a writable folder", RuntimeWarning)
             return _with_source(model.to(device).eval(), source)
         path = converted
     try:
