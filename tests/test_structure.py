@@ -8,9 +8,18 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fsvae_sj"
-# The command-line layer and the thin mains on it; everything else is library.
-CLI = {"fsvae_sj._cli", "fsvae_sj.sample", "fsvae_sj.reconstruct", "fsvae_sj.evaluate", "fsvae_sj.train",
-       "fsvae_sj.convert", "fsvae_sj.ops", "fsvae_sj.data", "fsvae_sj.zoo.__main__"}
+# The command-line layer and the commands on it (read from ``_cli.COMMANDS``, the one list of them);
+# everything else is library.
+
+
+def _commands() -> dict[str, str]:
+    for node in ast.parse((PACKAGE / "_cli.py").read_text()).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["COMMANDS"]:
+            return ast.literal_eval(node.value)
+    raise LookupError("fsvae_sj/_cli.py has no COMMANDS")
+
+
+CLI = {"fsvae_sj._cli", *_commands().values()}
 MAX_FLOORS = 10
 # The base modules beside the wings: any module may import them; they import only each other.
 BASE = {"fsvae_sj.errors", "fsvae_sj.files", "fsvae_sj.seeding"}
