@@ -13,13 +13,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import FsvaeError, warn
+from .errors import ConfigError, warn
 from .files import atomic_write_text
 from .spiking.surrogate import PRESETS
-
-
-class ConfigError(FsvaeError, ValueError):
-    """A configuration that cannot describe a model."""
 
 
 def _coerce(cls, data: dict[str, Any]):

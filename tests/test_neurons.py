@@ -163,6 +163,16 @@ def test_paper_preset_changes_lif_gradient_not_spikes():
 
 
 def test_bad_arguments():
+    """Refused on purpose: FsvaeError subclasses (so the commands print them as one line), still ValueErrors."""
+    from fsvae_sj.errors import ConfigError, InputError
+    with pytest.raises(ConfigError, match="width a"):
+        Rect(a=-1)
+    with pytest.raises(ConfigError, match="decay"):
+        LIF(decay=1.0)
+    lif = LIF()
+    lif(torch.zeros(2, 3, 4))
+    with pytest.raises(InputError, match="reset_net"):
+        lif(torch.zeros(2, 3, 5))
     with pytest.raises(ValueError, match="width a"):
         Rect(a=0)
     with pytest.raises(ValueError, match="preset"):

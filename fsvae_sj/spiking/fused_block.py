@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InputError
 from . import equations
 from .compiled import run_compiled
 from .tdbn import TdBN
@@ -139,7 +140,7 @@ def tdbn_lif(bn: TdBN, lif: nn.Module, x: torch.Tensor) -> torch.Tensor:
     xs = _as_trc(x)
     if bn.training:
         if xs.shape[0] * xs.shape[1] < 2:  # as batch_norm: no variance from one value
-            raise ValueError(f"tdBN in training mode needs more than 1 value per channel, got input "
+            raise InputError(f"tdBN in training mode needs more than 1 value per channel, got input "
                              f"of shape {tuple(x.shape)}")
         a, offset = lif.surrogate_function.params()
         weight = bn.weight * (bn.alpha * bn.v_threshold)

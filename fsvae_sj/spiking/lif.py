@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import warn
+from ..errors import ConfigError, InputError, warn
 from . import equations, sj
 from .compiled import can_compile, cpu_compiler_problem, run_compiled
 from .surrogate import Rect, RectSpike, RectSpikeT
@@ -167,18 +167,19 @@ class LIF(sj.LIFNode):
     as ``self.v_seq`` (see the module's docstring); off by default, free when off.
     ``route``: ``"eager"`` (default), ``"compiled"`` or ``"spikingjelly"`` (:attr:`supported_routes`);
     ``impl`` is the model config's older spelling (``"exact"``: eager, ``"spikingjelly"``).
-    Raises ValueError for an unknown route or impl, the two disagreeing, or ``decay`` outside (0, 1).
+    Raises ConfigError (a ValueError) for an unknown route or impl, the two disagreeing, or ``decay``
+    outside (0, 1).
     """
 
     def __init__(self, v_threshold: float = 0.2, decay: float = 0.25,
                  surrogate: Rect | None = None, impl: str = "exact", store_v_seq: bool = False,
                  route: str | None = None):
         if impl not in IMPLS:
-            raise ValueError(f"unknown LIF impl {impl!r}; expected one of {IMPLS}")
+            raise ConfigError(f"unknown LIF impl {impl!r}; expected one of {IMPLS}")
         if impl == "spikingjelly" and route not in (None, "spikingjelly"):
-            raise ValueError(f"impl='spikingjelly' is route='spikingjelly', not route={route!r}: give one of the two")
+            raise ConfigError(f"impl='spikingjelly' is route='spikingjelly', not route={route!r}: give one of the two")
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"membrane decay must be in (0, 1), got {decay}")
+            raise ConfigError(f"membrane decay must be in (0, 1), got {decay}")
         surrogate = surrogate if surrogate is not None else Rect.preset("code", v_threshold)
         super().__init__(tau=1.0 / (1.0 - decay), decay_input=False, v_threshold=v_threshold,
                          v_reset=0.0, surrogate_function=surrogate, detach_reset=False,
@@ -196,14 +197,14 @@ class LIF(sj.LIFNode):
 
     @property
     def route(self) -> str:
-        """Which kernels run this neuron (see the module's docstring); raises ValueError when set
+        """Which kernels run this neuron (see the module's docstring); raises ConfigError when set
         to a value not in :attr:`supported_routes`."""
         return self._route
 
     @route.setter
     def route(self, value: str) -> None:
         if value not in ROUTES:
-            raise ValueError(f"unknown LIF route {value!r}; expected one of {ROUTES}")
+            raise ConfigError(f"unknown LIF route {value!r}; expected one of {ROUTES}")
         self._route = value
 
     @property
@@ -224,7 +225,7 @@ class LIF(sj.LIFNode):
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         # numel, not shape: the fused routes may keep the membrane flattened
         if isinstance(self.v, torch.Tensor) and self.v.numel() != x_seq[0].numel():
-            raise ValueError(f"this LIF holds a membrane potential of shape {tuple(self.v.shape)} from an earlier "
+            raise InputError(f"this LIF holds a membrane potential of shape {tuple(self.v.shape)} from an earlier "
                              f"call, but the input step has shape {tuple(x_seq.shape[1:])}: call "
                              f"spikingjelly's functional.reset_net(model) (or .reset()) between sequences")
         if self.route == "spikingjelly":
@@ -248,7 +249,7 @@ class LIF(sj.LIFNode):
 
     def _spikingjelly_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if self.store_v_seq and not sj.STORE_V_SEQ:
-            raise RuntimeError(f"store_v_seq on lif_impl='spikingjelly' needs a SpikingJelly whose neurons "
+            raise ConfigError(f"store_v_seq on lif_impl='spikingjelly' needs a SpikingJelly whose neurons "
                                f"store v_seq; the installed {sj.SJ_VERSION} does not (use route='eager')")
         if sj.spikingjelly_kernel(x_seq, self.training) == "flexsn-triton":
             return self._flexsn_forward(x_seq)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
 from .equations import rect_grad
 from .sj import SurrogateFunctionBase
 
@@ -69,7 +70,7 @@ class Rect(SurrogateFunctionBase):
 
     def __init__(self, a: float = 1.0, offset: float = 0.0, spiking: bool = True):
         if not a > 0:
-            raise ValueError(f"surrogate width a must be > 0, got {a}")
+            raise ConfigError(f"surrogate width a must be > 0, got {a}")
         super().__init__(spiking=spiking, alpha=1.0 / float(a))
         self.a = float(a)
         self.offset = float(offset)
@@ -78,7 +79,7 @@ class Rect(SurrogateFunctionBase):
     def preset(cls, name: str, v_threshold: float, a: float | None = None) -> "Rect":
         """``"code"`` (centred at u = 0) or ``"paper"`` (centred at u = V_th)."""
         if name not in PRESETS:
-            raise ValueError(f"unknown surrogate preset {name!r}; expected one of {PRESETS}")
+            raise ConfigError(f"unknown surrogate preset {name!r}; expected one of {PRESETS}")
         a = DEFAULT_A[name] if a is None else float(a)
         return cls(a=a, offset=-v_threshold if name == "code" else 0.0)
 

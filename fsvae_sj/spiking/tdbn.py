@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from . import equations
 
 
@@ -41,7 +42,7 @@ class TdBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 3 or x.shape[2] != self.num_features:
-            raise ValueError(f"TdBN expects [T, N, {self.num_features}, ...], got {tuple(x.shape)}")
+            raise InputError(f"TdBN expects [T, N, {self.num_features}, ...], got {tuple(x.shape)}")
         if self.training:
             self.num_batches_tracked.add_(1)
             # Statistics from a contiguous (NCHW) copy: on the CPU, batch_norm's channels-last
