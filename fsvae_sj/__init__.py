@@ -1,7 +1,7 @@
 """fsvae-sj: the Fully Spiking VAE (Kamata et al., AAAI 2022) on SpikingJelly.
 
-Where things live (the README's table has them all): ``neurons`` (the LIF), ``surrogate``
-(rectangle surrogate), ``tdbn``, ``layers``, ``bernoulli`` (autoregressive Bernoulli
+Where things live (the README's table has them all): ``spiking`` (the neuron's equations, the LIF,
+the rectangle surrogate, tdBN, the time-first layers), ``bernoulli`` (autoregressive Bernoulli
 posterior/prior), ``model`` (FSVAE and the architecture registry), ``ann`` (ANN VAE baseline),
 ``losses``, ``checkpoint`` (our safetensors format), ``authors`` (the authors' checkpoints),
 ``zoo`` (pretrained models: ``fsvae_sj.zoo.load``, ``FSVAE.from_pretrained``), ``datasets``,
@@ -14,9 +14,7 @@ from .checkpoint import load_model, save_model
 from .config import ANNVAEConfig, ConfigError, FSVAEConfig
 from .errors import FsvaeError
 from .model import FSVAE, FSVAELarge, FSVAEOutput
-from .neurons import LIF
-from .surrogate import Rect
-from .tdbn import TdBN
+from .spiking import LIF, Rect, TdBN
 
 from . import zoo
 

@@ -32,6 +32,12 @@ from .datasets import DATASETS, check_model_fits
 from .errors import FsvaeError
 from .files import atomic_write_bytes, atomic_write_json, atomic_writer
 
+# The commands, kept here once: tool name -> the module ``python -m`` runs. Each is also the console
+# script ``fsvae-<tool>`` (setup.cfg's entry points, tests/test_cli_help.py checks they agree).
+COMMANDS = {"sample": "fsvae_sj.sample", "reconstruct": "fsvae_sj.reconstruct", "evaluate": "fsvae_sj.evaluate",
+            "train": "fsvae_sj.train", "zoo": "fsvae_sj.zoo.__main__", "convert": "fsvae_sj.convert",
+            "ops": "fsvae_sj.ops", "data": "fsvae_sj.data"}
+
 EXIT_USAGE = 2
 # The image tools' default batch: the memory a sampling call needs grows with it (activations
 # [T, batch, C, H, W] per layer), the output's does not (streamed). Measured with

@@ -41,8 +41,3 @@ def reexec_with_tcmalloc() -> None:
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
-
-def run_cli(main) -> None:
-    """``python -m fsvae_sj.X``: re-execute under tcmalloc if possible, then exit with ``main()``."""
-    reexec_with_tcmalloc()
-    sys.exit(main())

@@ -21,8 +21,8 @@ from torch import nn
 from torch.profiler import record_function
 
 from . import seeding
-from .backend import reset_net
-from .layers import linear_block
+from .spiking.layers import linear_block
+from .spiking.sj import reset_net
 
 LOOPS = ("incremental", "prefix")
 

@@ -17,7 +17,7 @@ import torch
 
 from .locks import serialised
 from .seeding import sample_generators
-from .tdbn import TdBN
+from .spiking.tdbn import TdBN
 
 # Calibration draws from its own streams: seed 0 is the evaluation protocol's, and statistics
 # estimated on the very samples that are then scored would flatter the score.

@@ -13,13 +13,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import FsvaeError, warn
+from .errors import ConfigError, warn
 from .files import atomic_write_text
-from .surrogate import PRESETS
-
-
-class ConfigError(FsvaeError, ValueError):
-    """A configuration that cannot describe a model."""
+from .spiking.surrogate import PRESETS
 
 
 def _coerce(cls, data: dict[str, Any]):
@@ -166,7 +162,7 @@ class FSVAEConfig(_Serialisable):
         need(0 < self.decay < 1, f"decay must be in (0, 1), got {self.decay}")
         need(self.v_threshold > 0, f"v_threshold must be > 0, got {self.v_threshold}")
         need(0 < self.readout_decay <= 1, f"readout_decay must be in (0, 1], got {self.readout_decay}")
-        from .neurons import IMPLS
+        from .spiking.lif import IMPLS
         need(self.lif_impl in IMPLS, f"lif_impl must be one of {IMPLS}, got {self.lif_impl!r}")
 
     @classmethod

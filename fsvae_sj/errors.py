@@ -35,4 +35,14 @@ class CheckpointError(FsvaeError, ValueError):
     (Here, not in ``checkpoint``: the registry that loads state strictly sits below that module.)"""
 
 
-__all__ = ["CheckpointError", "FsvaeError", "warn"]
+class ConfigError(FsvaeError, ValueError):
+    """A configuration that cannot describe a model, or a setting a module cannot take (an unknown
+    LIF route, a surrogate width <= 0). (Here, not in ``config``: the spiking modules below it refuse
+    their settings with it too.)"""
+
+
+class InputError(FsvaeError, ValueError):
+    """A tensor a module cannot take: the wrong shape, a membrane kept from another sequence."""
+
+
+__all__ = ["CheckpointError", "ConfigError", "FsvaeError", "InputError", "warn"]

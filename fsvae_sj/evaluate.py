@@ -11,7 +11,7 @@ from __future__ import annotations
 from . import _cli
 from .datasets import DATASETS, canonical
 from .metrics import METRICS, evaluate
-from .neurons import use_fused_kernels
+from .spiking.lif import use_fused_kernels
 
 
 def build_parser():

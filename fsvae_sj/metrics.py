@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import backend
+from .spiking import sj
 from ._version import __version__
 from .datasets import DATASETS, batch_of, canonical, check_model_fits, make_dataset
 from .seeding import sample_generators
@@ -262,5 +262,5 @@ def evaluate(model, dataset: str, metrics=("recon", "afd"), num_samples: int = 5
 
 
 def _versions() -> dict:
-    return {"fsvae_sj": __version__, "torch": torch.__version__, "spikingjelly": backend.SJ_VERSION,
+    return {"fsvae_sj": __version__, "torch": torch.__version__, "spikingjelly": sj.SJ_VERSION,
             "numpy": np.__version__}

@@ -11,12 +11,12 @@ from torch import nn
 from torch.profiler import record_function
 
 from . import seeding
-from .backend import reset_net
+from .spiking.sj import reset_net
 from .ann import ANNVAE
 from .bernoulli import LOOPS, BernoulliSampler
 from .config import ANNVAEConfig, ConfigError, FSVAEConfig, check_image_batch, resolve
 from .errors import CheckpointError
-from .layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
+from .spiking.layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
 from .locks import serialised
 from .losses import LossSettings, fsvae_loss
 from .pretrained import load_as

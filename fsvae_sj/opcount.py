@@ -33,8 +33,8 @@ import contextlib
 import torch
 from torch import nn
 
-from . import backend
-from .neurons import LIF
+from .spiking import sj
+from .spiking.lif import LIF
 
 PJ_PER_AC, PJ_PER_MAC = 0.9, 4.6
 PAPER_RATIOS_MNIST = {"additions": 6.8, "multiplications": 1 / 13}
@@ -181,7 +181,7 @@ def count_spikingjelly(model, x: torch.Tensor, loop: str | None = None) -> dict 
     FSVAE's and ANNVAE's do: SpikingJelly names its scopes from the outermost module called).
     ``loop`` as in :func:`count_fsvae` (None: the model's own). None on SpikingJelly 0.0.0.0.14,
     which has no op_counter."""
-    oc = backend.op_counter()
+    oc = sj.op_counter()
     if oc is None:
         return None
     model.eval()
@@ -199,7 +199,7 @@ def count_spikingjelly(model, x: torch.Tensor, loop: str | None = None) -> dict 
             "memory_bytes": report.counts["memory_access_bytes"] / n,
             "energy_compute_uJ": report.energy_compute_pj / n / 1e6,
             "energy_with_memory_uJ": report.energy_total_pj / n / 1e6,
-            "layers": layers, "spikingjelly": backend.SJ_VERSION}
+            "layers": layers, "spikingjelly": sj.SJ_VERSION}
 
 
 def energy_pj(acs: float, macs: float) -> float:

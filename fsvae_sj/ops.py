@@ -7,7 +7,8 @@ The counting rules are :mod:`fsvae_sj.opcount`.
 """
 from __future__ import annotations
 
-from . import _cli, backend, zoo
+from . import _cli, zoo
+from .spiking.sj import SJ_VERSION
 from .datasets import canonical, make_dataset
 from .opcount import PAPER_RATIOS_MNIST, compare
 
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     _row("energy (uJ)", res["energy_paper_rule_uJ"]["fsvae"], res["energy_paper_rule_uJ"]["ann"], ",.2f")
     sj = res["spikingjelly"]
     if sj is None:
-        print(f"SpikingJelly {backend.SJ_VERSION} has no op_counter: the paper's rule only")
+        print(f"SpikingJelly {SJ_VERSION} has no op_counter: the paper's rule only")
     else:
         print(f"SpikingJelly {sj['fsvae']['spikingjelly']} op_counter: what this code executes")
         for key, label, fmt in _SJ_ROWS:

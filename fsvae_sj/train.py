@@ -21,7 +21,7 @@ from .config import parse_file
 from .datasets import DATASETS
 from .losses import DISTANCES, MMD_REDUCTIONS
 from .model import ARCHITECTURES
-from .surrogate import DEFAULT_A, PRESETS
+from .spiking.surrogate import DEFAULT_A, PRESETS
 from .training import (EXIT_FINISHED, EXIT_NONFINITE, EXIT_STOPPED, RECIPES, RESUMABLE_CHANGES, TrainConfig,
                        resolve_config, run_training)
 

@@ -43,7 +43,7 @@ from .locks import claim_folder
 from .losses import DISTANCES, MMD_REDUCTIONS, LossSettings
 from .metrics import afd_scores, generate, recon_mse
 from .model import ARCHITECTURES, architecture, build_model, load_state_strict
-from .neurons import use_fused_kernels
+from .spiking.lif import use_fused_kernels
 
 STATE = "state.pt"
 # Exit statuses of the command line: finished; stopped early (SIGTERM, Ctrl-C, --time-budget, --max-steps; run

@@ -16,10 +16,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .backend import sj_plot
+from .spiking.sj import sj_plot
 from .files import atomic_write_bytes
 from .losses import psp
-from .neurons import LIF
+from .spiking.lif import LIF
 from .opcount import PJ_PER_AC, PJ_PER_MAC
 
 
@@ -179,7 +179,7 @@ def membrane_trace(inputs, lif: LIF, neuron: int = 0, title: str | None = None, 
     probe = copy.deepcopy(lif)
     probe.reset()
     # the exact route keeps the membrane before the reset (SpikingJelly's route keeps it after)
-    probe.impl, probe.fused, probe.store_v_seq = "exact", False, True
+    probe.route, probe.store_v_seq = "eager", True
     with torch.no_grad():
         spikes = probe(x)
     return sj_plot("plot_one_neuron_v_s", _np(probe.v_seq[:, 0]), _np(spikes[:, 0]), v_threshold=lif.v_threshold,

@@ -42,7 +42,7 @@ def make_alive(model, x, seed: int = 0):
     above the batch variance, so no decoder neuron fires and every sample is one constant
     image. After this the eval-mode network fires as in training, so its output depends on
     z and on the input; tests that compare outputs must use such a model (and assert it)."""
-    from fsvae_sj.tdbn import TdBN
+    from fsvae_sj.spiking.tdbn import TdBN
     bns = [m for m in model.modules() if isinstance(m, TdBN)]
     momenta = [m.momentum for m in bns]
     for m in bns:
@@ -53,6 +53,23 @@ def make_alive(model, x, seed: int = 0):
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     return model.eval()
+
+
+def near_threshold(module, seed: int = 0, bias: float = 0.3):
+    """Give every tdBN in ``module`` (in module order, one generator seeded ``seed``) an affine and
+    running statistics that keep its neurons near threshold in eval mode, so that spikes are
+    neither all 0 nor all 1 (a fresh model's prior is silent): weight U(0.5, 1.5), bias
+    U(0, ``bias``), running mean N(0, 0.1^2), running variance U(0.5, 1.5). Returns ``module``."""
+    from fsvae_sj.spiking.tdbn import TdBN
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in (m for m in module.modules() if isinstance(m, TdBN)):
+            n = bn.num_features
+            bn.weight.copy_(torch.rand(n, generator=g) + 0.5)
+            bn.bias.copy_(torch.rand(n, generator=g) * bias)
+            bn.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+    return module
 
 
 def assert_refused(status, capsys, match: str) -> None:

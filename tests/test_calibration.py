@@ -6,7 +6,7 @@ from fsvae_sj.calibration import calibrate_decoder, decoder_parts
 from fsvae_sj.config import FSVAEConfig
 from fsvae_sj.model import FSVAE
 from fsvae_sj.seeding import sample_generators
-from fsvae_sj.tdbn import TdBN
+from fsvae_sj.spiking.tdbn import TdBN
 
 
 def small_model(seed=0):

@@ -4,9 +4,8 @@ import importlib
 
 import pytest
 
+from fsvae_sj._cli import COMMANDS
 from fsvae_sj.training import TrainConfig
-
-COMMANDS = ("sample", "reconstruct", "evaluate", "train", "zoo.__main__", "convert", "ops", "data")
 
 
 def arguments(parser: argparse.ArgumentParser, path: str):
@@ -25,9 +24,8 @@ def arguments(parser: argparse.ArgumentParser, path: str):
 
 
 def all_arguments():
-    for name in COMMANDS:
-        module = importlib.import_module(f"fsvae_sj.{name}")
-        yield from arguments(module.build_parser(), name.removesuffix(".__main__"))
+    for name, module in COMMANDS.items():
+        yield from arguments(importlib.import_module(module).build_parser(), name)
 
 
 def test_every_flag_has_help_that_states_its_default():
@@ -67,9 +65,25 @@ def test_train_help_states_the_defaults_the_code_uses():
     assert "default 1e-3 x batch size x processes / 250" in helps["lr"]
     assert TrainConfig(batch_size=500).base_lr(world=2) == pytest.approx(1e-3 * 500 * 2 / 250)
     assert TrainConfig().base_lr() == pytest.approx(1e-3)
-    from fsvae_sj.surrogate import Rect
+    from fsvae_sj.spiking.surrogate import Rect
     for preset, a in (("code", 1.0), ("paper", 0.2)):
         assert f"{preset} {a:g}" in helps["surrogate_a"]
         assert Rect.preset(preset, v_threshold=0.2).a == a   # what a None surrogate_a builds
     for field in ("epochs", "batch_size", "eval_samples", "mmd_reduction"):
         assert f"(default {getattr(TrainConfig(), field)})" in helps[field]
+
+
+def test_the_command_list_is_kept_once():
+    """setup.cfg's console scripts and the README's list of them follow ``_cli.COMMANDS`` (so does
+    tests/test_structure.py's command layer, read from it)."""
+    import configparser
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    scripts = dict(line.split(" = ") for line in cfg["options.entry_points"]["console_scripts"].split("\n") if line)
+    assert scripts == {f"fsvae-{name}": f"{module}:cli" for name, module in COMMANDS.items()}
+    readme = (root / "README.md").read_text()
+    assert set(re.findall(r"`(fsvae-[a-z]+)`", readme)) >= set(scripts), "the README names every console script"

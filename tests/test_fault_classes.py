@@ -505,7 +505,7 @@ def broken_compiler(tmp_path, request):
     """Inductor's C++ compiler replaced by one that exists but does not work; counts its runs."""
     from torch._inductor import config
 
-    import fsvae_sj.compiled as compiled
+    import fsvae_sj.spiking.compiled as compiled
     runs = tmp_path / "runs"
     cxx = tmp_path / "g++"
     version_ok = 'if [ "$1" = "--version" ]; then echo "g++ 12"; exit 0; fi\n' if request.param == "compiles" else ""
@@ -519,12 +519,12 @@ def broken_compiler(tmp_path, request):
 
 @pytest.mark.parametrize("broken_compiler", ["runs", "compiles"], indirect=True)
 def test_a_compiler_that_does_not_work_warns_at_the_callers_line_and_runs_eager(tiny_cfg, broken_compiler):
-    from fsvae_sj.neurons import LIF, use_fused_kernels
+    from fsvae_sj.spiking.lif import LIF, use_fused_kernels
     m = FSVAE(tiny_cfg)
     with pytest.warns(RuntimeWarning, match="stay on the eager kernels") as got:
         use_fused_kernels(m)
     assert got[0].filename == __file__                       # the user's line, not the package's
-    assert not any(x.fused for x in m.modules() if isinstance(x, LIF))
+    assert all(x.route == "eager" for x in m.modules() if isinstance(x, LIF))
     runs = broken_compiler.read_text().count("run")
     with pytest.warns(RuntimeWarning):
         use_fused_kernels(FSVAE(tiny_cfg))

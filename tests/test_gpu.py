@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from fsvae_sj import FSVAE, FSVAEConfig, backend
-from fsvae_sj.neurons import LIF
+from fsvae_sj import FSVAE, FSVAEConfig
+from fsvae_sj.spiking import sj
+from fsvae_sj.spiking.lif import LIF
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -13,7 +14,7 @@ def test_fused_spikingjelly_path_matches_exact_on_cuda():
     x = (torch.randn(16, 64, 512, generator=g, device="cuda") * 0.3).requires_grad_()
     w = torch.randn(x.shape, generator=g, device="cuda")
     exact, fused = LIF().cuda().train(), LIF(impl="spikingjelly").cuda().train()
-    assert backend.fused_route(x, True) in ("cupy", "flexsn-triton")
+    assert sj.spikingjelly_kernel(x, True) in ("cupy", "flexsn-triton")
     s1, s2 = exact(x), fused(x)
     # fused kernels charge v - v / tau and fire at >=: spikes may differ at the threshold
     assert (s1 != s2).float().mean() < 1e-4
@@ -42,7 +43,7 @@ def test_compiled_kernels_on_cuda_agree_with_the_eager_modules():
     latent spikes of a seeded sample equal (Triton may round a division differently)."""
     from conftest import make_alive
     from fsvae_sj.losses import fsvae_loss
-    from fsvae_sj.neurons import use_fused_kernels
+    from fsvae_sj.spiking.lif import use_fused_kernels
 
     torch.manual_seed(0)
     x = torch.rand(16, 1, 32, 32, device="cuda") * 2 - 1

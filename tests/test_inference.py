@@ -4,28 +4,18 @@ import pytest
 import torch
 
 from fsvae_sj import FSVAEConfig
-from fsvae_sj.backend import reset_net
-from fsvae_sj.layers import SpikingBlock, deconv_block, linear_block
-from fsvae_sj.neurons import LIF
+from fsvae_sj.spiking.sj import reset_net
+from fsvae_sj.spiking.layers import SpikingBlock, deconv_block, linear_block
+from fsvae_sj.spiking.lif import LIF
 
-
-def near_threshold(blk, seed=0):
-    """tdBN statistics and affine that keep the block's membranes near threshold, in eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    n = blk.bn.num_features
-    with torch.no_grad():
-        blk.bn.weight.copy_(torch.rand(n, generator=g) + 0.5)
-        blk.bn.bias.copy_(torch.rand(n, generator=g) * 0.3)
-        blk.bn.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-        blk.bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-    return blk.eval()
+from conftest import near_threshold
 
 
 def make(kind, dtype, seed=0):
     torch.manual_seed(seed)
     cfg = FSVAEConfig()
     blk = deconv_block(8, 6, cfg) if kind == "conv" else linear_block(12, 40, cfg, alpha=2.0)
-    blk = near_threshold(blk.to(dtype), seed)
+    blk = near_threshold(blk.to(dtype), seed).eval()
     g = torch.Generator().manual_seed(seed + 1)
     shape = (16, 5, 8, 7, 7) if kind == "conv" else (16, 5, 12)
     return blk, (torch.rand(shape, generator=g) > 0.6).to(dtype)
@@ -114,7 +104,7 @@ def test_a_weight_layer_output_kept_by_a_hook_is_not_overwritten(inference_calls
 
 
 def test_an_identity_layer_leaves_the_input_alone(inference_calls):
-    blk = near_threshold(SpikingBlock(torch.nn.Identity(), 40, FSVAEConfig()))
+    blk = near_threshold(SpikingBlock(torch.nn.Identity(), 40, FSVAEConfig())).eval()
     x = torch.rand(16, 5, 40, generator=torch.Generator().manual_seed(0)) * 0.6
     before = x.clone()
     ref, _ = modules(blk, x)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from fsvae_sj import FSVAE
-from fsvae_sj.layers import ConvTranspose2d
+from fsvae_sj.spiking.layers import ConvTranspose2d
 
 
 @pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format], ids=["channels_last", "nchw"])
@@ -67,7 +67,7 @@ def test_readout_gradient_is_each_steps_weight_times_the_image_gradient(tiny_cfg
 
 
 def test_spike_inputs_are_kept_as_bool_and_give_the_same_gradients():
-    from fsvae_sj.layers import _SavedAsBool, per_step
+    from fsvae_sj.spiking.layers import _SavedAsBool, per_step
 
     torch.manual_seed(0)
     x = (torch.rand(4, 3, 8, 6, 6) > 0.6).float()
@@ -91,7 +91,7 @@ def test_spike_inputs_are_kept_as_bool_and_give_the_same_gradients():
 
 @pytest.mark.parametrize("values", ["analog", "counts", "signed", "nan"])
 def test_inputs_that_are_not_spikes_keep_their_gradients(values):
-    from fsvae_sj.layers import per_step
+    from fsvae_sj.spiking.layers import per_step
 
     g = torch.Generator().manual_seed(0)
     x = {"analog": torch.rand(3, 2, 4, 5, 5, generator=g),

@@ -13,21 +13,10 @@ def images(n, cfg, seed=0):
 
 
 def active(cfg, seed=0):
-    """An eval-mode model whose tdBN affine/statistics put every layer near threshold,
-    so that spikes are neither all 0 nor all 1 (a fresh model's prior is silent)."""
-    from fsvae_sj.tdbn import TdBN
+    """An eval-mode model whose tdBN affine/statistics put every layer near threshold."""
+    from conftest import near_threshold
     torch.manual_seed(seed)
-    m = FSVAE(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, TdBN):
-                n = mod.num_features
-                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.bias.copy_(torch.rand(n, generator=g) * 0.4)
-                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-    return m.eval()
+    return near_threshold(FSVAE(cfg), seed, bias=0.4).eval()
 
 
 def test_parameter_counts_match_the_authors():

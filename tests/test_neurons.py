@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from fsvae_sj import backend
-from fsvae_sj.neurons import LIF
-from fsvae_sj.surrogate import Rect, RectSpike
+from fsvae_sj.spiking import sj
+from fsvae_sj.spiking.compiled import can_compile
+from fsvae_sj.spiking.lif import LIF
+from fsvae_sj.spiking.surrogate import Rect, RectSpike
 
 
 class _AuthorsSpike(torch.autograd.Function):
@@ -139,6 +140,7 @@ def test_rect_surrogate_gradient_formula(preset, a):
     v_th = 0.2
     sg = Rect.preset(preset, v_th, a)
     width = sg.a
+    assert width == (a or {"code": 1.0, "paper": 0.2}[preset]) and sg.alpha == 1.0 / width   # SpikingJelly's sharpness
     centre = 0.0 if preset == "code" else v_th
     u = torch.linspace(-1.5, 1.5, 3001)
     x = (u - v_th).requires_grad_()
@@ -161,15 +163,44 @@ def test_paper_preset_changes_lif_gradient_not_spikes():
 
 
 def test_bad_arguments():
+    """Refused on purpose: FsvaeError subclasses (so the commands print them as one line), still ValueErrors."""
+    from fsvae_sj.errors import ConfigError, InputError
+    with pytest.raises(ConfigError, match="width a"):
+        Rect(a=-1)
+    with pytest.raises(ConfigError, match="decay"):
+        LIF(decay=1.0)
+    lif = LIF()
+    lif(torch.zeros(2, 3, 4))
+    with pytest.raises(InputError, match="reset_net"):
+        lif(torch.zeros(2, 3, 5))
     with pytest.raises(ValueError, match="width a"):
         Rect(a=0)
     with pytest.raises(ValueError, match="preset"):
         Rect.preset("nope", 0.2)
     with pytest.raises(ValueError, match="impl"):
         LIF(impl="cuda")
+    with pytest.raises(ValueError, match="route 'cupy'"):
+        LIF(route="cupy")
+    with pytest.raises(ValueError, match="impl='spikingjelly' is route='spikingjelly'"):
+        LIF(impl="spikingjelly", route="eager")
 
 
-@pytest.mark.skipif(backend.LEGACY, reason="FlexSN exists only in SpikingJelly 2")
+def test_one_visible_route():
+    """``route`` among ``supported_routes``; the config's ``lif_impl`` spelling maps onto it."""
+    from fsvae_sj.spiking.lif import use_fused_kernels
+    assert LIF().supported_routes == ("eager", "compiled", "spikingjelly")
+    assert [(n.route, n.impl) for n in (LIF(), LIF(impl="spikingjelly"), LIF(route="compiled"))] == \
+        [("eager", "exact"), ("spikingjelly", "spikingjelly"), ("compiled", "exact")]
+    lif = LIF()
+    with pytest.raises(ValueError, match="route"):
+        lif.route = "fused"
+    assert lif.route == "eager" and "route=eager" in repr(lif)
+    net = torch.nn.Sequential(LIF(), LIF(impl="spikingjelly"))
+    assert [m.route for m in use_fused_kernels(net, can_compile(torch.device("cpu")))] == \
+        ["compiled" if can_compile(torch.device("cpu")) else "eager", "spikingjelly"]
+
+
+@pytest.mark.skipif(sj.LEGACY, reason="FlexSN exists only in SpikingJelly 2")
 def test_flexsn_core_matches_exact_path():
     """SpikingJelly 2's fused route for the custom surrogate (Triton on CUDA); on the
     CPU FlexSN runs the same core in a torch loop, which is what is checked here."""
@@ -186,7 +217,7 @@ def test_flexsn_core_matches_exact_path():
     torch.testing.assert_close(g1, g2, rtol=0, atol=1e-5)
 
 
-@pytest.mark.skipif(backend.LEGACY, reason="FlexSN exists only in SpikingJelly 2")
+@pytest.mark.skipif(sj.LEGACY, reason="FlexSN exists only in SpikingJelly 2")
 def test_flexsn_route_stores_v_seq():
     x = inputs().detach()
     flex = LIF(impl="spikingjelly", store_v_seq=True)
@@ -224,7 +255,7 @@ def test_cupy_surrogate_code_computes_the_cpu_gradient(preset, a, dtype):
     assert 0 < int((x.grad > 0).sum()) < len(over_th)   # the window is inside the range
 
 
-@pytest.mark.skipif(not backend.LEGACY, reason="the CuPy kernel generator is in the legacy SpikingJelly")
+@pytest.mark.skipif(not sj.LEGACY, reason="the CuPy kernel generator is in the legacy SpikingJelly")
 def test_legacy_cupy_kernel_is_built_from_our_surrogate_code():
     from spikingjelly.activation_based.auto_cuda import neuron_kernel as nk
     sg = Rect.preset("code", 0.2)
@@ -259,7 +290,7 @@ def test_surrogate_hooks_primitive_is_the_spiking_backward(preset, a):
 @pytest.mark.parametrize("layout", ["flat", "channels_last"])
 def test_fused_kernels_equal_the_eager_ones(layout):
     """torch.compile'd LIF: spikes, membrane state and carried state bit for bit; gradients to rounding."""
-    from fsvae_sj.neurons import use_fused_kernels
+    from fsvae_sj.spiking.lif import use_fused_kernels
     g = torch.Generator().manual_seed(3)
     if layout == "flat":
         x = torch.randn(16, 5, 70, generator=g) * 0.3
@@ -269,7 +300,7 @@ def test_fused_kernels_equal_the_eager_ones(layout):
     runs = []
     for fused in (False, True):
         lif = use_fused_kernels(LIF(surrogate=Rect.preset("paper", 0.2, 0.5), store_v_seq=True), fused)
-        assert lif.fused is fused
+        assert lif.route == ("compiled" if fused else "eager")
         xi = x.clone().requires_grad_(True)
         first = lif(xi[:10])
         second = lif(xi[10:])  # the membrane carried across calls

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from fsvae_sj.tdbn import TdBN
+from fsvae_sj.spiking.tdbn import TdBN
 
 
 def authors_tdbn(x_tl, mean, var, w, b, alpha, eps=1e-5, v_th=0.2):

@@ -2,10 +2,13 @@
 import pytest
 import torch
 
-from fsvae_sj import FSVAE, FSVAEConfig, tdbn_lif
-from fsvae_sj.backend import reset_net
-from fsvae_sj.layers import deconv_block
-from fsvae_sj.neurons import use_fused_kernels
+from fsvae_sj import FSVAE, FSVAEConfig
+from fsvae_sj.spiking import fused_block
+from fsvae_sj.spiking.sj import reset_net
+from fsvae_sj.spiking.layers import deconv_block
+from fsvae_sj.spiking.lif import use_fused_kernels
+
+from conftest import near_threshold
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -13,13 +16,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def block(dtype, seed=0):
     torch.manual_seed(seed)
     blk = use_fused_kernels(deconv_block(8, 6, FSVAEConfig()).to(dtype))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # statistics and affine that keep the block near threshold
-        blk.bn.weight.copy_(torch.rand(6, generator=g) + 0.5)
-        blk.bn.bias.copy_(torch.rand(6, generator=g) * 0.3)
-        blk.bn.running_mean.copy_(torch.randn(6, generator=g) * 0.1)
-        blk.bn.running_var.copy_(torch.rand(6, generator=g) + 0.5)
-    return blk
+    return near_threshold(blk, seed)
 
 
 def run(blk, s_in, fused: bool, grad=None):
@@ -30,18 +27,18 @@ def run(blk, s_in, fused: bool, grad=None):
     stats = (blk.bn.running_mean.clone(), blk.bn.running_var.clone())
     x = s_in.clone().requires_grad_(grad is not None)
     calls = []
-    fire = tdbn_lif.tdbn_lif
-    tdbn_lif.tdbn_lif = lambda *a: calls.append(1) or fire(*a)
-    real_applies = tdbn_lif.applies
+    fire = fused_block.tdbn_lif
+    fused_block.tdbn_lif = lambda *a: calls.append(1) or fire(*a)
+    real_applies = fused_block.applies
     if not fused:
-        tdbn_lif.applies = lambda *a: False
+        fused_block.applies = lambda *a: False
     try:
         with torch.set_grad_enabled(grad is not None):
             y = blk(x)
             if grad is not None:
                 (y * grad).sum().backward()
     finally:
-        tdbn_lif.tdbn_lif, tdbn_lif.applies = fire, real_applies
+        fused_block.tdbn_lif, fused_block.applies = fire, real_applies
     assert len(calls) == int(fused)
     out = {"spikes": y.detach(), "v": blk.lif.v.detach().clone(),
            "running_mean": blk.bn.running_mean.clone(), "running_var": blk.bn.running_var.clone()}
@@ -105,32 +102,32 @@ def test_when_the_fused_path_applies():
     blk = block(torch.float32).train()
     x = spikes_in(torch.float32).flatten(0, 1).contiguous(memory_format=torch.channels_last)
     y = blk.layer(x).unflatten(0, (16, 5))
-    assert tdbn_lif.applies(blk.bn, blk.lif, y)
-    assert tdbn_lif.applies(blk.bn, blk.lif, y[:1].expand(16, *y.shape[1:]))  # one image over T
-    assert not tdbn_lif.applies(blk.bn, blk.lif, y.contiguous())  # NCHW steps
+    assert fused_block.applies(blk.bn, blk.lif, y)
+    assert fused_block.applies(blk.bn, blk.lif, y[:1].expand(16, *y.shape[1:]))  # one image over T
+    assert not fused_block.applies(blk.bn, blk.lif, y.contiguous())  # NCHW steps
     blk.lif.store_v_seq = True
-    assert not tdbn_lif.applies(blk.bn, blk.lif, y)
+    assert not fused_block.applies(blk.bn, blk.lif, y)
     blk.lif.store_v_seq = False
     handle = blk.lif.register_forward_hook(lambda *a: None)  # e.g. opcount's spike counter
-    assert not tdbn_lif.applies(blk.bn, blk.lif, y)
+    assert not fused_block.applies(blk.bn, blk.lif, y)
     handle.remove()
     handle = blk.bn.register_full_backward_hook(lambda *a: None)  # e.g. a gradient monitor
-    assert not tdbn_lif.applies(blk.bn, blk.lif, y)
+    assert not fused_block.applies(blk.bn, blk.lif, y)
     handle.remove()
     handle = torch.nn.modules.module.register_module_forward_hook(lambda *a: None)  # global
-    assert not tdbn_lif.applies(blk.bn, blk.lif, y)
+    assert not fused_block.applies(blk.bn, blk.lif, y)
     handle.remove()
-    assert tdbn_lif.applies(blk.bn, blk.lif, y)
+    assert fused_block.applies(blk.bn, blk.lif, y)
     blk.lif.v = torch.zeros_like(y[0])  # a membrane kept from an earlier call
-    assert not tdbn_lif.applies(blk.bn, blk.lif, y)
+    assert not fused_block.applies(blk.bn, blk.lif, y)
     reset_net(blk)
     use_fused_kernels(blk, False)
-    assert not tdbn_lif.applies(blk.bn, blk.lif, y)
+    assert not fused_block.applies(blk.bn, blk.lif, y)
     use_fused_kernels(blk, True)
     blk.eval()
-    assert not tdbn_lif.applies(blk.bn, blk.lif, y)  # eval with gradients: the modules
+    assert not fused_block.applies(blk.bn, blk.lif, y)  # eval with gradients: the modules
     with torch.no_grad():
-        assert tdbn_lif.applies(blk.bn, blk.lif, y)
+        assert fused_block.applies(blk.bn, blk.lif, y)
 
 
 def test_model_samples_and_reconstructions_are_identical_on_the_fused_path(tiny_cfg):
@@ -147,7 +144,7 @@ def test_model_samples_and_reconstructions_are_identical_on_the_fused_path(tiny_
 
 
 def test_blocks_with_other_neurons_or_norms_run_them():
-    from fsvae_sj.neurons import LIF
+    from fsvae_sj.spiking.lif import LIF
 
     class LoudLIF(LIF):  # a subclass may change the dynamics: it must run as written
         def multi_step_forward(self, x_seq):

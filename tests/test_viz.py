@@ -107,7 +107,7 @@ def test_layer_activity_and_membrane_trace(tiny_model, tiny_cfg):
 def test_membrane_trace_comes_from_the_neuron(monkeypatch):
     """The plotted u[t] is the neuron's stored membrane (store_v_seq), so the neuron's own
     parameters shape it, and the LIF handed in keeps its state."""
-    from fsvae_sj import neurons
+    from fsvae_sj.spiking import lif as neurons
     calls = []
     eager = neurons._eager_forward
     monkeypatch.setattr(neurons, "_eager_forward", lambda *a: calls.append(a) or eager(*a))

@@ -15,9 +15,9 @@ and keeps its own copy of the membranes for backward. Here both run in
   LIF (reset not detached, rectangle surrogate), then tdBN's backward with float64 sums,
   written over the LIF's gradient buffer;
 * eval: the authors' normalisation, operation for operation (the same roundings as
-  :class:`~fsvae_sj.tdbn.TdBN`'s eval branch: spikes bit-identical), then the LIF.
+  :class:`~fsvae_sj.spiking.tdbn.TdBN`'s eval branch: spikes bit-identical), then the LIF.
 
-Numbers: the same dynamics as :mod:`fsvae_sj.tdbn` and :mod:`fsvae_sj.neurons` (tests check
+Numbers: the same equations as the modules (:mod:`fsvae_sj.spiking.equations`; tests check
 eval spikes bit for bit, training against both modules and the authors' parity fixture).
 The membrane starts at rest (a fresh state, as every FSVAE block call does);
 :func:`applies` says when a block can take this path.
@@ -27,25 +27,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InputError
+from . import equations
 from .compiled import run_compiled
-from .surrogate import lif_charge_grad
 from .tdbn import TdBN
 
 
-def applies(bn: TdBN, lif: nn.Module, x: torch.Tensor) -> bool:
-    """Whether ``lif(bn(x))`` can run here, for ``lif`` a :class:`~fsvae_sj.neurons.LIF` and ``bn``
-    a :class:`~fsvae_sj.tdbn.TdBN` of exactly those classes (the caller checks the LIF's class;
-    subclasses may change the dynamics): the LIF on its compiled kernels (exact impl, no
-    ``v_seq`` kept) at rest, no hook observing the modules (forward or backward, on them or
-    global: spike counters, rasters and monitors see the modules run), and ``x [T, N, C, H, W]``
-    channels-last at every step (steps dense or all the same tensor: the encoder's first block
-    repeats one image over T)."""
-    if type(bn) is not TdBN:
-        return False
-    return (getattr(lif, "fused", False) and lif.impl == "exact" and not lif.store_v_seq
-            and not hooked(bn, lif)
-            and not isinstance(lif.v, torch.Tensor) and x.dim() == 5 and x.shape[0] > 0
-            and x[0].is_contiguous(memory_format=torch.channels_last)
+def applies(bn: nn.Module, lif: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``lif(bn(x))`` can run here, for ``lif`` a :class:`~fsvae_sj.spiking.lif.LIF` of exactly
+    that class (the caller checks it: subclasses may change the dynamics): ``bn`` a
+    :class:`~fsvae_sj.spiking.tdbn.TdBN` of exactly that class, the LIF on the ``"compiled"`` route, keeping no ``v_seq``, at rest; no hook observing the modules
+    (forward or backward, on them or global: spike counters, rasters and monitors see the modules
+    run); ``x [T, N, C, H, W]`` channels-last at every step (steps dense or all the same tensor:
+    the encoder's first block repeats one image over T); tdBN training, or no autograd."""
+    modules = type(bn) is TdBN and lif.route == "compiled" and not lif.store_v_seq
+    return (modules and not isinstance(lif.v, torch.Tensor) and not hooked(bn, lif)
+            and x.dim() == 5 and x.shape[0] > 0 and x[0].is_contiguous(memory_format=torch.channels_last)
             and x.stride(0) in (0, x[0].numel())
             and (bn.training or not torch.is_grad_enabled()))
 
@@ -74,68 +71,39 @@ def _from_trc(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return y.view(T, N, H, W, C).permute(0, 1, 4, 2, 3)
 
 
-def _lif_steps(y_of, T: int, decay: float, v_th: float, dtype):
-    """The LIF over steps ``y_of(t)`` from rest: (spikes list, membranes h list, v_last)."""
-    v, spikes, charges = None, [], []
-    for t in range(T):
-        # from rest the first charge is y itself (0 * decay + y rounds to y)
-        h = y_of(t) if v is None else v * decay + y_of(t)
-        s = h > v_th
-        spikes.append(s.to(dtype))
-        charges.append(h)
-        v = torch.where(s, 0.0, h)
-    return spikes, charges, v
-
-
 def _normalised(x, weight, bias, mean, var, eps: float):
     """Step ``t`` of tdBN's training-mode output, as a function of t: one definition for the
     forward pass and the backward's recomputation, so that both round alike."""
-    scale = (torch.rsqrt(var + eps) * weight).to(x.dtype)
+    scale = equations.train_scale(var, eps, weight, x.dtype)
     m = mean.to(x.dtype)
-    return lambda t: (x[t] - m) * scale + bias
+    return lambda t: equations.normalise(x[t], m, scale, bias)
 
 
 def _train_forward(x, weight, bias, eps: float, decay: float, v_th: float):
     """``x [T, R, C]``; ``weight`` is tdBN's gamma times alpha * V_th. Returns
-    (spikes [T, R, C], v_last [R, C], mean [C] float64, biased var [C] float64)."""
-    var, mean = torch.var_mean(x.to(torch.float64), dim=(0, 1), correction=0)
-    spikes, _, v = _lif_steps(_normalised(x, weight, bias, mean, var, eps), x.shape[0], decay, v_th, x.dtype)
+    (spikes [T, R, C], v_last [R, C], mean [C] float64, biased var [C] float64). The membrane
+    starts at rest (0.0)."""
+    var, mean = equations.batch_stats(x)
+    spikes, _, v = equations.steps(_normalised(x, weight, bias, mean, var, eps), x.shape[0], 0.0, decay, v_th)
     return torch.stack(spikes), v, mean, var
 
 
 def _lif_backward(x, weight, bias, mean, var, grad_spikes, grad_v, eps: float, decay: float,
                   v_th: float, a: float, offset: float):
     """d loss / d y of :func:`_train_forward`'s LIF (membranes recomputed from ``x``): ``[T, R, C]``."""
-    _, charges, _ = _lif_steps(_normalised(x, weight, bias, mean, var, eps), x.shape[0], decay, v_th, x.dtype)
-    grads = [None] * x.shape[0]
-    for t in range(x.shape[0] - 1, -1, -1):
-        grads[t] = lif_charge_grad(charges[t], grad_spikes[t], grad_v, v_th, a, offset)
-        grad_v = grads[t] * decay
+    _, charges, _ = equations.steps(_normalised(x, weight, bias, mean, var, eps), x.shape[0], 0.0, decay, v_th)
+    grads, _ = equations.steps_grad(charges, grad_spikes, grad_v, decay, v_th, a, offset)
     return torch.stack(grads)
 
 
-def _tdbn_backward_(x, weight, mean, var, grad_y, eps: float):
-    """tdBN's training backward (sums in float64): d loss / d x written over ``grad_y``
-    (one full-size tensor less at the peak of a step); returns d loss / d (weight, bias)."""
-    f64 = torch.float64
-    invstd = torch.rsqrt(var + eps)
-    xhat = (x.to(f64) - mean) * invstd
-    gy = grad_y.to(f64)
-    n = x.shape[0] * x.shape[1]
-    sum_gy = gy.sum(dim=(0, 1))
-    sum_gy_xhat = (gy * xhat).sum(dim=(0, 1))
-    grad_y.copy_((gy - sum_gy / n - xhat * (sum_gy_xhat / n)) * (invstd * weight))
-    return sum_gy_xhat.to(weight.dtype), sum_gy.to(weight.dtype)
-
-
-def _eval_forward(x, running_mean, std, weight, bias, scale: float, decay: float, v_th: float):
-    """tdBN's eval branch in the authors' operation order, then the LIF: (spikes, v_last).
+def _eval_forward(x, running_mean, std, weight, bias, gain: float, decay: float, v_th: float):
+    """tdBN's eval branch in the authors' operation order, then the LIF from rest: (spikes, v_last).
     ``std`` = ``sqrt(running_var + eps)``, computed outside as the eager branch does (inside,
     the float ``eps`` is added in float64, which rounds differently)."""
     def y_of(t):
-        return ((x[t] - running_mean) * scale / std) * weight + bias
+        return equations.normalise_eval(x[t], running_mean, gain, std, weight, bias)
 
-    spikes, _, v = _lif_steps(y_of, x.shape[0], decay, v_th, x.dtype)
+    spikes, _, v = equations.steps(y_of, x.shape[0], 0.0, decay, v_th)
     return torch.stack(spikes), v
 
 
@@ -160,7 +128,7 @@ class _TrainTdBNLIF(torch.autograd.Function):
             grad_v = torch.zeros_like(x[0])
         eps = ctx.consts[0]
         grad = run_compiled(_lif_backward, x, weight, bias, mean, var, grad_spikes, grad_v, *ctx.consts)
-        grad_weight, grad_bias = run_compiled(_tdbn_backward_, x, weight, mean, var, grad, eps)
+        grad_weight, grad_bias = run_compiled(equations.normalise_grad_, x, weight, mean, var, grad, eps)
         return grad, grad_weight, grad_bias, None, None, None, None, None
 
 
@@ -172,7 +140,7 @@ def tdbn_lif(bn: TdBN, lif: nn.Module, x: torch.Tensor) -> torch.Tensor:
     xs = _as_trc(x)
     if bn.training:
         if xs.shape[0] * xs.shape[1] < 2:  # as batch_norm: no variance from one value
-            raise ValueError(f"tdBN in training mode needs more than 1 value per channel, got input "
+            raise InputError(f"tdBN in training mode needs more than 1 value per channel, got input "
                              f"of shape {tuple(x.shape)}")
         a, offset = lif.surrogate_function.params()
         weight = bn.weight * (bn.alpha * bn.v_threshold)
