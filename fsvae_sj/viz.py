@@ -272,11 +272,12 @@ def op_counts(res: dict, paper_ratios: dict | None = None, authors_loop: dict | 
 def curve_series(evals: list[dict], history: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
     """The learning-curve series of a training run's records (``fsvae_sj.train``'s evaluations and
     per-epoch log, as a zoo entry's recipe keeps them): for each of ``afd``, ``ema_afd``,
-    ``test_recon_mse``, ``ema_test_recon_mse`` that some row holds, (CPU-hours, values) sorted by
+    ``emacal_afd`` (the EMA with its decoder calibrated, :mod:`fsvae_sj.calibration`),
+    ``test_recon_mse``, ``ema_test_recon_mse``, ``emacal_test_recon_mse`` that some row holds, (CPU-hours, values) sorted by
     CPU-hours, from every row that has both numbers (empty strings are absent values; a point the
     per-epoch log repeats from an evaluation is kept once)."""
     out = {}
-    for key in ("afd", "ema_afd", "test_recon_mse", "ema_test_recon_mse"):
+    for key in ("afd", "ema_afd", "emacal_afd", "test_recon_mse", "ema_test_recon_mse", "emacal_test_recon_mse"):
         points = sorted({(float(r["cpu_hours"]), float(r[key])) for r in [*evals, *history]
                          if r.get(key) not in (None, "") and r.get("cpu_hours") not in (None, "")})
         if points:
@@ -295,7 +296,9 @@ def learning_curve(evals: list[dict], history: list[dict], title: str = "", publ
     panels = (("afd", "autoencoder_frechet", "AE Frechet distance"), ("test_recon_mse", "recon_mse", "test recon MSE"))
     for ax, (key, metric, name) in zip(axes, panels):
         for k, label, style in ((key, "raw weights", {"color": "tab:blue", "lw": 1, "alpha": 0.8}),
-                                ("ema_" + key, "EMA of the weights", {"color": "tab:orange", "lw": 2})):
+                                ("ema_" + key, "EMA of the weights", {"color": "tab:orange", "lw": 2}),
+                                ("emacal_" + key, "EMA, decoder statistics on prior samples",
+                                 {"color": "tab:green", "lw": 2})):
             if k in series:
                 ax.plot(*series[k], marker="o", ms=4, label=label, **style)
         if published and published.get(metric) is not None:

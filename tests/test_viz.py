@@ -165,12 +165,12 @@ HISTORY = [{"epoch": 0, "cpu_hours": 1.0, "test_recon_mse": 0.15},
             "ema_test_recon_mse": 0.11}]
 EVALS = [{"step": 5, "cpu_hours": 1.5, "afd": 55.0, "ema_afd": "", "test_recon_mse": 0.12},
          {"step": 10, "cpu_hours": 2.0, "afd": 50.0, "ema_afd": 45.0, "test_recon_mse": 0.1,
-          "ema_test_recon_mse": 0.11}]
+          "ema_test_recon_mse": 0.11, "emacal_afd": 42.0}]
 
 
 def test_curve_series_merges_log_and_evaluations_by_cpu_hours():
     s = viz.curve_series(EVALS, HISTORY)
-    assert s == {"afd": ([1.5, 2.0], [55.0, 50.0]), "ema_afd": ([2.0], [45.0]),
+    assert s == {"afd": ([1.5, 2.0], [55.0, 50.0]), "ema_afd": ([2.0], [45.0]), "emacal_afd": ([2.0], [42.0]),
                  "test_recon_mse": ([1.0, 1.5, 2.0], [0.15, 0.12, 0.1]), "ema_test_recon_mse": ([2.0], [0.11])}
 
 
@@ -181,6 +181,7 @@ def test_learning_curve_plots_the_records_the_published_point_and_the_paper():
     afd_ax, mse_ax = fig.axes
     lines = {ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata())) for ln in afd_ax.lines}
     assert lines == {"raw weights": ([1.5, 2.0], [55.0, 50.0]), "EMA of the weights": ([2.0], [45.0]),
+                     "EMA, decoder statistics on prior samples": ([2.0], [42.0]),
                      "published entry: 40": ([2.1], [40.0]), "paper (Table 1): 15": ([0, 1], [15.0, 15.0])}
     lines = {ln.get_label(): list(ln.get_ydata()) for ln in mse_ax.lines}
     assert lines["raw weights"] == [0.15, 0.12, 0.1] and lines["published entry: 0.09"] == [0.09]
