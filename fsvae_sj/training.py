@@ -124,7 +124,10 @@ class TrainConfig(_Serialisable):
                   "limit_test": (self.limit_test is None or self.limit_test >= 1, ">= 1 or null"),
                   "save_every": (self.save_every >= 0, ">= 0"), "eval_every": (self.eval_every >= 0, ">= 0"),
                   "lr_min_ratio": (0 <= self.lr_min_ratio <= 1, "in [0, 1]"),
-                  "lr_decay_steps": (self.lr_decay_steps >= 0, ">= 0")}
+                  "lr_decay_steps": (self.lr_decay_steps >= 0, ">= 0"),
+                  "lr_warmup_steps": (self.lr_warmup_steps >= 0, ">= 0"),
+                  "calibrate_decoder": (self.calibrate_decoder == 0 or self.calibrate_decoder >= 2,
+                                        "0 (off) or >= 2 samples")}
         for name, (ok, want) in ranges.items():
             if not ok:
                 raise ConfigError(f"TrainConfig field {name} must be {want}, got {getattr(self, name)!r}")
@@ -132,10 +135,6 @@ class TrainConfig(_Serialisable):
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.eval_samples == 1 or self.eval_samples < 0:
             raise ValueError(f"eval_samples must be 0 (no AE Frechet) or >= 2, got {self.eval_samples}")
-        if self.lr_warmup_steps < 0:
-            raise ValueError(f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
-        if self.calibrate_decoder < 0 or self.calibrate_decoder == 1:
-            raise ValueError(f"calibrate_decoder must be 0 (off) or >= 2 samples, got {self.calibrate_decoder}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
