@@ -76,8 +76,8 @@ order, colour = fraction of the layer's neurons that fire), while the test image
 After the first two steps every layer fires at a steady rate, between about 0.15 and 0.46; the layer
 before the latent fires most. The encoder's layers alternate between even and odd steps (encoder.2:
 about 0.25, then 0.32); the last layers of the posterior and of the prior fire at about 0.3 at t = 0
-and drop to 0.06 at t = 1; the decoder starts at about half its later rate (its input layer: 0.07 at
-t = 0 and 1, 0.15 to 0.19 after)."""),
+and drop to 0.06 at t = 1; the decoder starts at about half its later rate (its input layer: 0.08 at
+t = 0 and 1, 0.16 to 0.20 after)."""),
         ("code", """records = viz.record_spikes(model, lambda: model.reconstruct(x, seed=0))
 viz.layer_activity(records, dpi=80)"""),
         ("md", """## One neuron's membrane
@@ -131,8 +131,8 @@ The first row runs from t = 0 (z_b alone, left) to t = 16 (z_a alone, right); th
 first c channels from z_a and the rest from z_b, from c = 0 (z_b alone) to c = 128 (z_a alone). The
 cell prints how far each image is from z_b's (mean absolute pixel difference, pixels in [-1, 1]).
 When this notebook was built, switching the first 6 of the 16 steps to z_a moved the image by 0.05
-only, while the last 6 steps moved it most (0.22 at t = 10, 0.55 at t = 16): the read-out weighs
-late steps more. Taking channels from z_a moves it sooner (0.09 with the first 16 channels)."""),
+only, while the last 6 steps moved it most (0.19 at t = 10, 0.64 at t = 16): the read-out weighs
+late steps more. Taking channels from z_a moves it sooner (0.10 with the first 16 channels)."""),
         ("code", """_, za = model.sample(1, seed=1, return_latents=True)
 _, zb = model.sample(1, seed=2, return_latents=True)
 T, L = za.shape[0], za.shape[2]
