@@ -60,29 +60,9 @@ def score(model, dataset: str, n: int, seeds=(0, 1)) -> dict:
     return out
 
 
-def reestimate(model, parts, feed) -> None:
-    """The tdBN running statistics of ``parts`` as exact averages over the calls in ``feed()``."""
-    from fsvae_sj.tdbn import TdBN
-    norms = [m for p in parts for m in p.modules() if isinstance(m, TdBN)]
-    hooks = [bn.register_forward_pre_hook(lambda m, _: setattr(m, "momentum", 1.0 / (int(m.num_batches_tracked) + 1)))
-             for bn in norms]
-    for bn in norms:
-        bn.num_batches_tracked.zero_()
-    try:
-        for p in parts:
-            p.train()
-        with torch.no_grad():
-            feed()
-    finally:
-        for h, bn in zip(hooks, norms):
-            h.remove()
-            bn.momentum = 0.1
-        model.eval()
-
-
 def statistics_variant(model, name: str, dataset: str):
     """A copy of ``model`` with the generation-time statistics of variant ``name``."""
-    from fsvae_sj.calibration import calibrate_decoder, decoder_parts
+    from fsvae_sj.calibration import calibrate_decoder, decoder_parts, reestimate_statistics
     from fsvae_sj.datasets import batch_of, make_dataset
     from fsvae_sj.seeding import sample_generators
     m = copy.deepcopy(model).eval()
@@ -95,10 +75,11 @@ def statistics_variant(model, name: str, dataset: str):
             x = batch_of(train, torch.arange(i, i + 250))
             with torch.no_grad():
                 zs.append(m.posterior.posterior(m.encode(x), sample_generators(1, 250, start=i))[0])
-        reestimate(m, decoder_parts(m), lambda: [m.decode(z) for z in zs])
+        reestimate_statistics(m, decoder_parts(m), [lambda z=z: m.decode(z) for z in zs])
     elif name == "prior-on-own-samples":
         zs = [m.prior.generate(250, m.config.n_steps, sample_generators(1, 250, start=i))[0] for i in range(0, 2000, 250)]
-        reestimate(m, [m.prior], lambda: [m.prior.run(torch.cat([torch.zeros_like(z[:1]), z[:-1]])) for z in zs])
+        reestimate_statistics(m, [m.prior], [lambda z=z: m.prior.run(torch.cat([torch.zeros_like(z[:1]), z[:-1]]))
+                                             for z in zs])
     elif name != "as-trained":
         raise ValueError(f"unknown statistics variant {name!r}; expected one of {STATISTICS}")
     return m

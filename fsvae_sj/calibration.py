@@ -32,6 +32,27 @@ def decoder_parts(model) -> list[torch.nn.Module]:
 
 
 @torch.no_grad()
+def reestimate_statistics(model, parts: list[torch.nn.Module], runs) -> None:
+    """Replace the tdBN running statistics of ``parts`` (modules of ``model``) by exact averages
+    over ``runs``: callables that each run every tdBN of ``parts`` once, in training mode (the
+    batch statistics of run k enter with momentum 1 / (k + 1), on the eager and the fused path
+    alike). Momenta are restored and ``model`` is left in eval mode."""
+    norms = [m for part in parts for m in part.modules() if isinstance(m, TdBN)]
+    momenta = [bn.momentum for bn in norms]
+    try:
+        for part in parts:
+            part.train()
+        for k, run in enumerate(runs):
+            for bn in norms:
+                bn.momentum = 1.0 / (k + 1)
+            run()
+    finally:
+        for bn, mom in zip(norms, momenta):
+            bn.momentum = mom
+        model.eval()
+
+
+@torch.no_grad()
 @serialised   # holds the model's lock: its decoder is in training mode meanwhile, and other threads wait
 def calibrate_decoder(model, n: int = 2000, batch_size: int = 250, seed: int = CALIBRATION_SEED):
     """Re-estimate the decoder's tdBN running statistics (mean and unbiased variance per channel)
@@ -39,30 +60,12 @@ def calibrate_decoder(model, n: int = 2000, batch_size: int = 250, seed: int = C
     (``model.sample``'s latents, per-sample streams of ``seed``). Weights, the prior's and the
     encoder's statistics are unchanged. In place; returns ``model`` in eval mode.
 
-    Raises :class:`~fsvae_sj.errors.InputError` (a ValueError) for ``n < 2`` or ``batch_size < 2`` (a per-channel variance needs two values)."""
+    Raises :class:`~fsvae_sj.errors.InputError` (a ValueError) for ``n < 2`` or ``batch_size < 2``
+    (a per-channel variance needs two values)."""
     if n < 2 or batch_size < 2:
         raise InputError(f"calibration needs n >= 2 and batch_size >= 2, got n={n}, batch_size={batch_size}")
     model.eval()
-    norms = [m for part in decoder_parts(model) for m in part.modules() if isinstance(m, TdBN)]
-    momenta = [bn.momentum for bn in norms]
-    latents = []
-    for start in range(0, n, batch_size):
-        m = min(batch_size, n - start)
-        if m < 2:
-            break
-        z, _ = model.prior.generate(m, model.config.n_steps, sample_generators(seed, m, start=start))
-        latents.append(z)
-    try:
-        for part in decoder_parts(model):
-            part.train()
-        for k, z in enumerate(latents):
-            # momentum 1 / (k + 1): the running statistics become the plain mean over batches
-            # (decode runs every decoder tdBN once per call, on the eager and the fused path alike)
-            for bn in norms:
-                bn.momentum = 1.0 / (k + 1)
-            model.decode(z)
-    finally:
-        for bn, mom in zip(norms, momenta):
-            bn.momentum = mom
-        model.eval()
+    latents = [model.prior.generate(m, model.config.n_steps, sample_generators(seed, m, start=start))[0]
+               for start in range(0, n, batch_size) for m in [min(batch_size, n - start)] if m >= 2]
+    reestimate_statistics(model, decoder_parts(model), [lambda z=z: model.decode(z) for z in latents])
     return model
