@@ -107,7 +107,7 @@ def train_variant(name: str, args, steps: int | None) -> dict:
     rows = [r for r in csv.DictReader(open(run / "evals.csv")) if int(r["global_step"]) > first]
     start_cpu = rs["provenance"][-1]["cpu_hours"]   # the warm start's (this run's first event)
     return {"flags": flags, "process_cpu_hours": round((time.process_time() - c0) / 3600, 4),
-            "steps": _global_step(run) - first, "first_step": first, "evaluations": rows, "start_cpu_hours": start_cpu}
+            "steps": _global_step(run, st) - first, "first_step": first, "evaluations": rows, "start_cpu_hours": start_cpu}
 
 
 def main(argv=None) -> int:
@@ -193,8 +193,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def _global_step(run: Path) -> int:
-    st = torch.load(run / "state.pt", map_location="cpu", weights_only=True)
+def _global_step(run: Path, st: dict) -> int:
+    """The optimiser step a run's loaded ``state.pt`` stands at, counted over the whole run."""
     cfg = json.loads((run / "train_config.json").read_text())
     from fsvae_sj.datasets import make_dataset
     from fsvae_sj.training import batches_per_epoch

@@ -110,7 +110,7 @@ REFERENCES = ("test", "train")
 def train_reference(dataset: str) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of the authors' autoencoder features of ALL the training images of
     ``dataset``: the validation reference. Choosing weights by their distance to the test
-    statistics, then reporting that distance, flatters the number; this one is chosen by.
+    statistics, then reporting that distance, flatters the number; this one chooses instead.
     Computed once per process (60,000 images: about 15 s of one CPU core)."""
     enc = load_afd(dataset)[0]
     train = make_dataset(dataset, "train")
