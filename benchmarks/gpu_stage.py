@@ -255,7 +255,10 @@ def restore(checkout: Path) -> None:
     for p in sorted(q for q in aside.rglob("*") if q.is_file() or q.is_symlink()):
         dest = checkout / p.relative_to(aside)
         if dest.exists() or dest.is_symlink():
-            kept_aside.append(str(p))   # never overwrite a file made since the staging
+            if dest.is_file() and not dest.is_symlink() and dest.read_bytes() == p.read_bytes():
+                p.unlink()              # the same file again (an unpack into this checkout)
+            else:
+                kept_aside.append(str(p))   # never overwrite a file made since the staging
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.rename(p, dest)

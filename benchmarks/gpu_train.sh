@@ -33,8 +33,9 @@ RESERVE=${RESERVE:-60}
 # scheduled sampling and EMA 0.999 come with --init-from. The warm-up: a restarted AdamW's first steps
 # at 1e-3 knocked trained weights back (benchmarks/RESULTS.md, quality study).
 RECIPE=(--batch-size 250 --lr 1e-3 --lr-warmup-steps 100 --ema-decay 0.999 --save-every 0 --eval-every 0
-        --calibrate-decoder 0 --no-progress)
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+        --calibrate-decoder 0)
+# The progress bar, one line per 10 s into the run's log (tqdm reads TQDM_* defaults from the environment).
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} TQDM_MININTERVAL=${TQDM_MININTERVAL:-10}
 mkdir -p "$OUT" "$WORK/runs"
 exec > >(tee "$OUT/gpu_train.txt") 2>&1
 tee_pid=$!
@@ -73,7 +74,7 @@ sync_back() {   # the last saved weights (saves are atomic: whole files) and the
     done
     {
       echo "model $m; exit status ${rc[$m]:-running}; ${budget} s budget on $DEVICE; flags: ${RECIPE[*]} $flags"
-      echo "== output (last 60 kB)"; tail -c 60000 "$run.log" 2>/dev/null
+      echo "== output (last 60 kB)"; tail -c 60000 "$run.log" 2>/dev/null | tr '\r' '\n' | grep -v '^ *$'
       echo "== log.csv"; cat "$run/log.csv" 2>/dev/null
       echo "== evals.csv (last 60 kB)"; tail -c 60000 "$run/evals.csv" 2>/dev/null
     } >"$OUT/$m/log.txt"
