@@ -7,7 +7,7 @@
 # once on the one GPU from their entries (--init-from NAME, optimiser restarted) until SECONDS less
 # the setup and RESERVE, and leaves in $OUT, per model, model.safetensors, ema.safetensors (their
 # metadata hold the train config and provenance: --init-from takes them) and log.txt (exit status,
-# the run's output, log.csv, evals.csv), plus gpu_train.txt (this output): 7 files, about 66 MB.
+# the run's output but its progress bar, log.csv, evals.csv), plus gpu_train.txt (this output): 7 files, about 66 MB.
 # Weights are copied to $OUT every minute as the runs save them (epoch ends), so a call cut short
 # still brings back the last epoch's. TRAIN FLAGS reach both runs after RECIPE (the last flag wins);
 # --eval-samples 0 (the AE Frechet autoencoders stay behind: choose weights afterwards on the CPU)
@@ -34,8 +34,7 @@ RESERVE=${RESERVE:-60}
 # at 1e-3 knocked trained weights back (benchmarks/RESULTS.md, quality study).
 RECIPE=(--batch-size 250 --lr 1e-3 --lr-warmup-steps 100 --ema-decay 0.999 --save-every 0 --eval-every 0
         --calibrate-decoder 0)
-# The progress bar, one line per 10 s into the run's log (tqdm reads TQDM_* defaults from the environment).
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} TQDM_MININTERVAL=${TQDM_MININTERVAL:-10}
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 mkdir -p "$OUT" "$WORK/runs"
 exec > >(tee "$OUT/gpu_train.txt") 2>&1
 tee_pid=$!
@@ -61,6 +60,8 @@ for m in $MODELS; do
   pid[$m]=$!
 done
 
+BAR='^epoch [0-9]+: '   # the runs' progress bars (a line per step, in their logs)
+lines() { tr '\r' '\n' <"$1" 2>/dev/null | grep -v '^ *$'; }
 sync_back() {   # the last saved weights (saves are atomic: whole files) and the logs, into $OUT/MODEL/
   local m f src run
   for m in $MODELS; do
@@ -74,7 +75,8 @@ sync_back() {   # the last saved weights (saves are atomic: whole files) and the
     done
     {
       echo "model $m; exit status ${rc[$m]:-running}; ${budget} s budget on $DEVICE; flags: ${RECIPE[*]} $flags"
-      echo "== output (last 60 kB)"; tail -c 60000 "$run.log" 2>/dev/null | tr '\r' '\n' | grep -v '^ *$'
+      echo "== output but the progress bar (last 60 kB)"; lines "$run.log" | grep -Ev "$BAR" | tail -c 60000
+      echo "== the progress bar's last line"; lines "$run.log" | grep -E "$BAR" | tail -n 1
       echo "== log.csv"; cat "$run/log.csv" 2>/dev/null
       echo "== evals.csv (last 60 kB)"; tail -c 60000 "$run/evals.csv" 2>/dev/null
     } >"$OUT/$m/log.txt"
@@ -88,7 +90,10 @@ while :; do
   alive=0
   for m in $MODELS; do kill -0 "${pid[$m]}" 2>/dev/null && alive=1; done
   ((alive)) || break
-  if ((term_sent == 0 && SECONDS > allow - 30)); then   # a run past its own budget
+  # A run checks its budget before each step, so an epoch's end (evaluation, grids, save) can overrun it.
+  # SIGTERM makes a run save and stop; one that arrives in its last save ends it (status 143) with the
+  # save before kept (atomic writes).
+  if ((term_sent == 0 && SECONDS > allow - 30)); then
     say "runs past their budget: SIGTERM (each saves and stops)"
     for m in $MODELS; do kill -TERM "${pid[$m]}" 2>/dev/null; done
     term_sent=1
@@ -99,7 +104,7 @@ while :; do
   fi
   if ((SECONDS - last_print >= 30)); then
     last_print=$SECONDS
-    for m in $MODELS; do say "$m: $(tr '\r' '\n' <"$WORK/runs/$m.log" | grep -v '^ *$' | tail -n 1 | cut -c 1-160)"; done
+    for m in $MODELS; do say "$m: $(lines "$WORK/runs/$m.log" | tail -n 1 | cut -c 1-160)"; done
     command -v nvidia-smi >/dev/null && say "gpu: $(nvidia-smi --query-gpu=utilization.gpu,memory.used \
       --format=csv,noheader 2>/dev/null | head -n 1)"
   fi
@@ -112,7 +117,7 @@ for m in $MODELS; do
   rc[$m]=$?
   case ${rc[$m]} in 0 | 75) ;; *) status=1 ;; esac
   say "$m: exit status ${rc[$m]} (0 finished, 75 stopped at the budget)"
-  tail -n 3 "$WORK/runs/$m.log"
+  lines "$WORK/runs/$m.log" | grep -Ev "$BAR" | tail -n 3
 done
 sync_back
 if ! $PY benchmarks/gpu_stage.py check-out "$OUT"; then
