@@ -7,7 +7,8 @@
 # once on the one GPU from their entries (--init-from NAME, optimiser restarted) until SECONDS less
 # the setup and RESERVE, and leaves in $OUT, per model, model.safetensors, ema.safetensors (their
 # metadata hold the train config and provenance: --init-from takes them) and log.txt (exit status,
-# the run's output but its progress bar, log.csv, evals.csv), plus gpu_train.txt (this output): 7 files, about 66 MB.
+# the run's output but its progress bar, log.csv, evals.csv), plus gpu_train.txt (this output):
+# 7 files, 65.2 MB in the CPU rehearsal (the limit: 8 files, 16 MiB each, 64 MiB = 67.1 MB in all).
 # Weights are copied to $OUT every minute as the runs save them (epoch ends), so a call cut short
 # still brings back the last epoch's. TRAIN FLAGS reach both runs after RECIPE (the last flag wins);
 # --eval-samples 0 (the AE Frechet autoencoders stay behind: choose weights afterwards on the CPU)
@@ -15,9 +16,10 @@
 # resumes the runs in $WORK/runs (give the same flags).
 # Environment: PYTHON (python3), DEVICE (cuda), CARRY (.gpu-carry), WORK (/tmp/fsvae-gpu), RESERVE (60 s
 # for the runs' own start, the last save and the copy), OMP_NUM_THREADS (4 per run).
-# CPU rehearsal (benchmarks/RESULTS.md, "GPU training run"): in a staged throwaway clone,
-#   OUT=/tmp/gpu-out DEVICE=cpu PYTHON=/path/to/venv/python bash benchmarks/gpu_train.sh 150 \
-#     --fused-lif false --batch-size 16 --limit-train 480
+# CPU rehearsal (benchmarks/RESULTS.md, "GPU training run"), in a staged throwaway clone (an epoch's
+# end is slow on a CPU, hence the larger RESERVE):
+#   OUT=/tmp/gpu-out DEVICE=cpu RESERVE=120 PYTHON=/path/to/venv/python bash benchmarks/gpu_train.sh 200 \
+#     --fused-lif false --batch-size 16 --limit-train 256
 set -uo pipefail
 cd "$(dirname "$0")/.."
 allow=${1:?usage: bash benchmarks/gpu_train.sh SECONDS [TRAIN FLAGS...]}
