@@ -255,7 +255,7 @@ def main(argv=None) -> int:
                          f"--device {args.device}")
 
     import torch
-    from fsvae_sj._malloc import find_tcmalloc
+    from fsvae_sj.cli.malloc import find_tcmalloc
 
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
                f"{platform.python_version()}, torch {torch.__version__}")

@@ -8,7 +8,7 @@ import torch
 from fsvae_sj import FSVAEConfig
 from fsvae_sj.authors import convert_state_dict, load_authors_checkpoint
 from fsvae_sj.checkpoint import CheckpointError, load_model
-from fsvae_sj.convert import main
+from fsvae_sj.cli.convert import main
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 
 from fsvae_sj import ANNVAE, ANNVAEConfig, FSVAE
 from fsvae_sj import datasets as data
-from fsvae_sj.train import main as train_main
+from fsvae_sj.cli.train import main as train_main
 from conftest import assert_refused, make_alive
 
 needs_fashion = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),
@@ -111,7 +111,7 @@ def _checkpoint_with(path, model, config_changes=None, config_text=None, extra=N
 ])
 def test_checkpoint_config_fields_of_the_wrong_type_or_range_are_refused_naming_file_and_field(
         tmp_path, tiny_cfg, capsys, changes, field):
-    from fsvae_sj.sample import main as sample_main
+    from fsvae_sj.cli.sample import main as sample_main
     f = _checkpoint_with(tmp_path / "other.safetensors", FSVAE(tiny_cfg), changes)
     assert_refused(sample_main(["-n", "2", "--model", str(f), "--out", str(tmp_path / "s.png")]), capsys,
                    f"{f}: the model config in its metadata is invalid: .*{field}")
@@ -191,7 +191,7 @@ def _idx(dims, fill=0):
 def test_corrupt_dataset_files_are_named(tmp_path, capsys, damage, what):
     import gzip
 
-    from fsvae_sj.data import main as data_main
+    from fsvae_sj.cli.data import main as data_main
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     files = {"train-images-idx3-ubyte": _idx((4, 28, 28)), "train-labels-idx1-ubyte": _idx((4,)),
@@ -299,7 +299,7 @@ def test_a_bare_name_is_the_zoo_entry_even_beside_a_file_of_that_name(tmp_path, 
     import shutil
 
     from fsvae_sj import zoo
-    from fsvae_sj.sample import main as sample_main
+    from fsvae_sj.cli.sample import main as sample_main
     monkeypatch.chdir(tmp_path)
     (tmp_path / "fashion-mnist-ann").write_bytes(b"<html>junk</html>")     # a junk file named like an entry
     shutil.copyfile(zoo.ZOO_DIR / "mnist-ann.safetensors", tmp_path / "mnist")   # a real checkpoint named mnist
@@ -320,7 +320,7 @@ def test_a_bare_name_is_the_zoo_entry_even_beside_a_file_of_that_name(tmp_path, 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".hidden", "x.safetensors", "DEFAULT", ""])
 def test_names_that_become_file_names_are_refused_before_any_work(tmp_path, capsys, monkeypatch, name):
     import fsvae_sj.publish as publish
-    from fsvae_sj.zoo.__main__ import main as zoo_main
+    from fsvae_sj.cli.zoo import main as zoo_main
     monkeypatch.setattr(publish, "load_model", lambda *a: pytest.fail("work started"))
     assert_refused(zoo_main(["publish", str(tmp_path), "--name", name]), capsys, "cannot name a zoo entry")
 
@@ -356,9 +356,9 @@ def _no_generation(monkeypatch):
 def test_a_model_used_on_another_dataset_is_refused_before_the_work_or_recorded(tmp_path, monkeypatch, capsys):
     import json
 
-    from fsvae_sj.evaluate import main as eval_main
-    from fsvae_sj.ops import main as ops_main
-    from fsvae_sj.reconstruct import main as recon_main
+    from fsvae_sj.cli.evaluate import main as eval_main
+    from fsvae_sj.cli.ops import main as ops_main
+    from fsvae_sj.cli.reconstruct import main as recon_main
     _no_generation(monkeypatch)
     want = "--model mnist-ann was trained on mnist, not fashion-mnist.*--cross-dataset"
     assert_refused(eval_main(["--model", "mnist-ann", "--dataset", "fashion-mnist", "--metrics", "afd", "-n", "8"]),
@@ -412,7 +412,7 @@ def _disk_full_at(monkeypatch, call: int = 1):
 
 
 def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, capsys):
-    from fsvae_sj.sample import main as sample_main
+    from fsvae_sj.cli.sample import main as sample_main
     _disk_full_at(monkeypatch)
     out = tmp_path / "s.npy"
     assert_refused(sample_main(["-n", "2", "--model", "fashion-mnist-ann", "--out", str(out)]), capsys,
@@ -426,7 +426,7 @@ def test_zoo_publish_is_all_or_nothing(tmp_path, monkeypatch, capsys, fail_at):
 
     import fsvae_sj.publish as publish
     from fsvae_sj import zoo
-    from fsvae_sj.zoo.__main__ import main as zoo_main
+    from fsvae_sj.cli.zoo import main as zoo_main
     src = tmp_path / "run.safetensors"
     shutil.copyfile(zoo.ZOO_DIR / "fashion-mnist-ann.safetensors", src)
     measured = {"afd": 30.0, "recon_mse": 0.05, "protocol": {"images": "8 generated images, seed 0"}, "notes": {},
@@ -544,9 +544,9 @@ def test_training_with_a_broken_compiler_runs_eager_with_a_one_line_warning(tmp_
 def test_sample_streams_the_images_to_the_output_batch_by_batch(tmp_path, monkeypatch):
     import numpy as np
 
-    from fsvae_sj import _cli
-    from fsvae_sj.sample import main as sample_main
-    real, on_disk = _cli.load_model, []
+    from fsvae_sj.cli import common as _cli
+    from fsvae_sj.cli.sample import main as sample_main
+    real, on_disk = _cli.load_and_report, []
 
     def load(name, device):   # the model, noting how much of the output is on disk at each batch
         model = real(name, device)
@@ -557,7 +557,7 @@ def test_sample_streams_the_images_to_the_output_batch_by_batch(tmp_path, monkey
             return sample(n, **kw)
         model.sample = noting
         return model
-    monkeypatch.setattr(_cli, "load_model", load)
+    monkeypatch.setattr(_cli, "load_and_report", load)
     assert sample_main(["-n", "10", "--batch-size", "4", "--model", "fashion-mnist-ann",
                         "--out", str(tmp_path / "s.npy")]) == 0
     image = 1 * 32 * 32 * 4
@@ -570,9 +570,9 @@ def test_sample_streams_the_images_to_the_output_batch_by_batch(tmp_path, monkey
 
 @needs_fashion
 def test_every_command_checks_its_output_before_the_work(tmp_path, monkeypatch, capsys):
-    import fsvae_sj.evaluate as evaluate_cli
-    import fsvae_sj.ops as ops_cli
-    from fsvae_sj.convert import main as convert_main
+    import fsvae_sj.cli.evaluate as evaluate_cli
+    import fsvae_sj.cli.ops as ops_cli
+    from fsvae_sj.cli.convert import main as convert_main
     from fsvae_sj.zoo import ZOO_DIR
     monkeypatch.setattr(evaluate_cli, "evaluate", lambda *a, **k: pytest.fail("evaluated before the check"))
     monkeypatch.setattr(ops_cli, "compare", lambda *a, **k: pytest.fail("counted before the check"))
@@ -590,7 +590,7 @@ def test_every_command_checks_its_output_before_the_work(tmp_path, monkeypatch, 
 def test_zoo_publish_shows_each_phase_and_checks_the_zoo_folder_first(tmp_path, monkeypatch, capsys):
     import fsvae_sj.publish as publish
     from fsvae_sj import zoo
-    from fsvae_sj.zoo.__main__ import main as zoo_main
+    from fsvae_sj.cli.zoo import main as zoo_main
     calls = []
     measured = {"afd": 30.0, "recon_mse": 0.05, "protocol": {"images": "8 generated images, seed 0"}, "notes": {},
                 "versions": {}}

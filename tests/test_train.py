@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from fsvae_sj import datasets as data
-from fsvae_sj.train import main
+from fsvae_sj.cli.train import main
 from fsvae_sj.training import EXIT_STOPPED, TrainConfig, build, epoch_order, run_training
 
 from conftest import assert_refused
@@ -194,7 +194,7 @@ def test_publish_measures_the_run_and_writes_its_learning_curve(tmp_path, monkey
     assert main(["--out", str(run), "--model", "ann-vae", "--lr", "0.01"] + TINY) == 0
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
     (tmp_path / "notes.md").write_text("Study table goes here.\n")
-    from fsvae_sj.zoo.__main__ import main as zoo_main
+    from fsvae_sj.cli.zoo import main as zoo_main
     assert zoo_main(["publish", str(run), "--name", "t", "--dataset", "fashion-mnist", "--num-samples", "50",
                      "--notes-file", str(tmp_path / "notes.md")]) == 0
     entry = json.loads((tmp_path / "zoo" / "t.json").read_text())

@@ -10,7 +10,7 @@ from fsvae_sj import FSVAE, zoo
 from fsvae_sj import datasets as data
 from fsvae_sj import publish
 from fsvae_sj.checkpoint import read_checkpoint, save_model
-from fsvae_sj.train import main
+from fsvae_sj.cli.train import main
 from fsvae_sj.training import EXIT_STOPPED
 
 from conftest import assert_refused, make_alive
@@ -156,7 +156,7 @@ def test_publish_refuses_non_finite_weights(source, tmp_path, monkeypatch):
     save_model(model, tmp_path / "nan.safetensors", extra=extra)
     with pytest.raises(publish.PublishRefused, match="non-finite.*decoder_input.layer.weight"):
         publish.publish(tmp_path / "nan.safetensors", "nan", num_samples=40)
-    from fsvae_sj.zoo.__main__ import main as zoo_main
+    from fsvae_sj.cli.zoo import main as zoo_main
     assert zoo_main(["publish", str(tmp_path / "nan.safetensors"), "--name", "nan"]) == 2
 
 
@@ -186,7 +186,7 @@ def test_init_from_an_epoch_end_checkpoint_starts_the_next_epoch(source, tmp_pat
 
 
 def test_a_config_file_sets_only_what_it_states(tmp_path, capsys):
-    from fsvae_sj.train import parse_args, requested
+    from fsvae_sj.cli.train import parse_args, requested
     from fsvae_sj.training import resolve_config
     (tmp_path / "c.json").write_text('{"epochs": 3}')
     args = parse_args(["--out", str(tmp_path / "r"), "--recipe", "zoo-short",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fsvae_sj import ANNVAE, FSVAE, FSVAEConfig, zoo
-from fsvae_sj.sample import main as sample_main
+from fsvae_sj.cli.sample import main as sample_main
 from conftest import assert_refused
 
 TINY_LARGE = FSVAEConfig(in_channels=3, image_size=8, hidden_dims=(4, 8), latent_dim=6, k=3, n_steps=4)
@@ -157,7 +157,7 @@ def test_an_old_entry_with_the_duplicate_config_still_loads(tmp_path, monkeypatc
 
 
 def test_zoo_info_prints_the_architecture_from_the_header(capsys):
-    from fsvae_sj.zoo.__main__ import main as zoo_main
+    from fsvae_sj.cli.zoo import main as zoo_main
     assert zoo_main(["info", "mnist"]) == 0
     arch = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- Architecture:")]
     assert arch == [f"- Architecture: `{zoo.read_config(zoo.ZOO_DIR / 'mnist.safetensors')}`"]
@@ -209,16 +209,16 @@ def test_ann_from_pretrained_behaves_as_fsvae_from_pretrained(tmp_path):
 
 def test_loading_by_name_hashes_the_file_once(monkeypatch, capsys, tmp_path):
     """The CLI's provenance line uses the digest load() verified: no second lookup or hash."""
-    from fsvae_sj import _cli
+    from fsvae_sj.cli import common as _cli
     calls = []
     real = zoo.sha256_file
     monkeypatch.setattr(zoo, "sha256_file", lambda p: calls.append(p) or real(p))
-    _cli.load_model("mnist", "cpu")
+    _cli.load_and_report("mnist", "cpu")
     w = zoo.get_weights("mnist")
     assert calls == [zoo.ZOO_DIR / w.file_name]
     assert capsys.readouterr().out == f"weights: zoo entry mnist -> {zoo.ZOO_DIR / w.file_name} (sha256 {w.sha256})\n"
     calls.clear()
-    _cli.load_model(str(zoo.ZOO_DIR / "mnist.safetensors"), "cpu")   # a path: hashed once, for the line
+    _cli.load_and_report(str(zoo.ZOO_DIR / "mnist.safetensors"), "cpu")   # a path: hashed once, for the line
     assert calls == [zoo.ZOO_DIR / "mnist.safetensors"]
 
 
@@ -258,7 +258,7 @@ def test_sample_cli_bad_input(args, msg, capsys):
 
 @pytest.mark.skipif(not __import__("fsvae_sj.datasets").datasets.DEBIAN_FASHION.is_dir(), reason="needs dataset-fashion-mnist")
 def test_reconstruct_cli(tmp_path, capsys):
-    from fsvae_sj.reconstruct import main
+    from fsvae_sj.cli.reconstruct import main
     assert main(["-n", "3", "--format", "npy", "--out", str(tmp_path / "r.npy")]) == 0
     r = np.load(tmp_path / "r.npy")
     assert r.shape == (3, 1, 32, 32)

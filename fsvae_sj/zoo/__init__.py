@@ -11,7 +11,7 @@ cache (argument > ``$FSVAE_SJ_HOME`` > ``$TORCH_HOME/fsvae_sj`` >
 (temporary file, size + hash check, atomic rename, under a file lock).
 ``FSVAE_SJ_OFFLINE=1`` (read at call time) never touches the network.
 Command line: ``python -m fsvae_sj.zoo list | info NAME | download NAME | verify | publish``
-(``zoo/__main__.py``); putting a training run into the zoo is :mod:`fsvae_sj.publish`.
+(:mod:`fsvae_sj.cli.zoo`); putting a training run into the zoo is :mod:`fsvae_sj.publish`.
 """
 from __future__ import annotations
 

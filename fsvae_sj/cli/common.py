@@ -1,8 +1,4 @@
-"""The command-line layer every tool stands on: shared flags, one error style, one runner.
-
-The tools are thin mains (``sample``, ``reconstruct``, ``evaluate``, ``train``, ``zoo``,
-``convert``, ``ops``, ``data``), each run as ``python -m fsvae_sj.<tool>`` or as the
-``fsvae-<tool>`` console script. No library module imports this one.
+"""The command layer's shared parts: shared flags, one error style, one runner.
 
 Shared flags (parent parsers): ``--model NAME|PATH``, ``--device auto|cpu|cuda[:N]``
 (default ``auto``: CUDA when present), ``--seed S``, ``-n/--num N`` (the count; the older
@@ -26,17 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import zoo
-from ._malloc import reexec_with_tcmalloc
-from .datasets import DATASETS, check_model_fits
-from .errors import FsvaeError
-from .files import atomic_write_bytes, atomic_write_json, atomic_writer
-
-# The commands, kept here once: tool name -> the module ``python -m`` runs. Each is also the console
-# script ``fsvae-<tool>`` (setup.cfg's entry points, tests/test_cli_help.py checks they agree).
-COMMANDS = {"sample": "fsvae_sj.sample", "reconstruct": "fsvae_sj.reconstruct", "evaluate": "fsvae_sj.evaluate",
-            "train": "fsvae_sj.train", "zoo": "fsvae_sj.zoo.__main__", "convert": "fsvae_sj.convert",
-            "ops": "fsvae_sj.ops", "data": "fsvae_sj.data"}
+from .. import zoo
+from .malloc import reexec_with_tcmalloc
+from ..datasets import DATASETS, check_model_fits
+from ..errors import FsvaeError
+from ..files import atomic_write_bytes, atomic_write_json, atomic_writer
 
 EXIT_USAGE = 2
 # The image tools' default batch: the memory a sampling call needs grows with it (activations
@@ -85,7 +75,7 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 
 def entry_point(main):
     """The ``cli()`` of ``python -m fsvae_sj.<tool>`` and of its console script: re-execute under
-    tcmalloc when present (``fsvae_sj._malloc``), then exit with ``main()``'s status."""
+    tcmalloc when present (:mod:`fsvae_sj.cli.malloc`), then exit with ``main()``'s status."""
     def cli() -> None:
         reexec_with_tcmalloc()
         sys.exit(main())
@@ -194,7 +184,7 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def load_model(name: str, device: str):
+def load_and_report(name: str, device: str):
     """The model ``--model`` names, in eval mode on ``device``; prints whether it was read as a zoo
     entry or a file (:func:`fsvae_sj.zoo.looks_like_path`) and where its weights came from."""
     model = zoo.load(name, device=device)
