@@ -8,6 +8,7 @@ from torch import nn
 
 from . import seeding
 from .config import ANNVAEConfig, check_image_batch, resolve
+from .errors import InputError, StateError
 from .losses import LossSettings, gaussian_vae_loss
 from .pretrained import load_as
 
@@ -66,7 +67,7 @@ class ANNVAE(nn.Module):
 
     def _check_eval(self, what: str) -> None:
         if self.training:
-            raise RuntimeError(f"{what}() needs eval mode (training mode updates BatchNorm statistics); "
+            raise StateError(f"{what}() needs eval mode (training mode updates BatchNorm statistics); "
                                f"call model.eval() first")
 
     @torch.no_grad()
@@ -75,7 +76,7 @@ class ANNVAE(nn.Module):
         """``n`` images ``[n, C, H, W]`` in [-1, 1] from z ~ N(0, I) (eval mode); seeds and
         generators as in :meth:`fsvae_sj.FSVAE.sample` (image i depends only on (seed, i))."""
         if int(n) < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+            raise InputError(f"n must be >= 1, got {n}")
         self._check_eval("sample")
         p = next(self.parameters())
         g = seeding.resolve(seed, generator, int(n))

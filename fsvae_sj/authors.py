@@ -26,10 +26,13 @@ _CONSTANT_KEYS = ("prior.initial_input", "posterior.initial_input", "membrane_ou
 def _read_state_dict(src) -> dict[str, torch.Tensor]:
     if isinstance(src, dict):
         return src
-    raw = src if isinstance(src, bytes) else Path(src).read_bytes()
     if not isinstance(src, bytes) and str(src).endswith(".safetensors"):
         raise CheckpointError(f"{src} is a .safetensors file, already in a loadable format: load it with "
                               f"fsvae_sj.zoo.load(path) or --model {src}; convert takes the authors' .pth")
+    try:
+        raw = src if isinstance(src, bytes) else Path(src).read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read {src}: {e.strerror or e}") from None
     try:
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
@@ -126,9 +129,13 @@ def _time_first(t: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def check_fixture(path: str | os.PathLike) -> tuple[bool, list[str]]:
-    """Run our model on a parity fixture made with the authors' code; report each mismatch."""
-    raw = Path(path).read_bytes()
-    fx = torch.load(io.BytesIO(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw), weights_only=True)
+    """Run our model on a parity fixture made with the authors' code; report each mismatch. Raises
+    :class:`~fsvae_sj.errors.CheckpointError` when ``path`` cannot be read as a fixture."""
+    try:
+        raw = Path(path).read_bytes()
+        fx = torch.load(io.BytesIO(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw), weights_only=True)
+    except Exception as e:   # missing, or not a fixture: torch's readers raise many kinds
+        raise CheckpointError(f"cannot read {path} as a parity fixture ({type(e).__name__}: {e})") from None
     model = load_authors_checkpoint(fx["checkpoint_bytes"])
     fmt = fx.get("format", "")
     lines = [f"fixture: {fmt}", f"model: {type(model).__name__}{model.config.hidden_dims}, "

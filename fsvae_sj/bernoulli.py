@@ -21,6 +21,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from . import seeding
+from .errors import ConfigError, InputError, StateError
 from .spiking.layers import linear_block
 from .spiking.sj import reset_net
 
@@ -74,7 +75,7 @@ class BernoulliSampler(nn.Module):
         """Autoregressive sampling of ``steps`` steps: returns (z [steps, N, L],
         out [steps, N, L*k], indices). ``cond`` is ``[>=steps, N, cond_dim]`` or None."""
         if loop not in LOOPS:
-            raise ValueError(f"unknown loop {loop!r}; expected one of {LOOPS}")
+            raise ConfigError(f"unknown loop {loop!r}; expected one of {LOOPS}")
         dtype = self.layers[0].layer.weight.dtype
         # z_prev[t] is step t's input: zeros first, then each step's chosen spikes, written in
         # place (the loop reads a slice of it; no growing concatenation).
@@ -114,7 +115,7 @@ class BernoulliSampler(nn.Module):
         if not self.training:
             return self._loop(cond, n, T, loop, generator, cond.device)[:2]
         if isinstance(generator, list):
-            raise ValueError("per-sample generators are for eval-mode sampling; training takes one generator")
+            raise InputError("per-sample generators are for eval-mode sampling; training takes one generator")
         z_first, _, indices = self._loop(cond.detach(), n, T - 1, "prefix", generator, cond.device)
         z_prev = torch.cat([torch.zeros(1, n, self.latent_dim, device=cond.device), z_first], dim=0)
         out = self.run(self._inputs(cond, z_prev))
@@ -150,6 +151,6 @@ class BernoulliSampler(nn.Module):
                  loop: str = "incremental", device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample ``z ~ p(z)``: returns ``(z [steps, n, L], out [steps, n, L*k])``."""
         if self.training:
-            raise RuntimeError("generate() needs eval mode (tdBN running statistics); call model.eval()")
+            raise StateError("generate() needs eval mode (tdBN running statistics); call model.eval()")
         device = device if device is not None else next(self.parameters()).device
         return self._loop(None, n, steps, loop, generator, device)[:2]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, warn
+from .errors import ConfigError, InputError, warn
 from .files import atomic_write_text
 from .spiking.surrogate import PRESETS
 
@@ -60,9 +60,12 @@ def _typed(owner: str, name: str, value, hint):
 def parse_file(path: str | os.PathLike) -> Any:
     """The JSON or YAML (by suffix) content of ``path``; YAML numbers as YAML 1.2 reads them
     (``1e-3`` is a float, where PyYAML's YAML 1.1 makes it a string). Raises ConfigError
-    naming the file when it cannot be parsed, OSError when it cannot be read."""
+    naming the file when it cannot be read or parsed."""
     path = Path(path)
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror if isinstance(e, OSError) else e}") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -219,15 +222,15 @@ def check_image_batch(x, cfg, dtype=None) -> None:
     when a batch looks like [0, 1] images (no value below 0)."""
     want = (cfg.in_channels, cfg.image_size, cfg.image_size)
     if x.dim() != 4 or tuple(x.shape[1:]) != want:
-        raise ValueError(f"expected images of shape [N, {want[0]}, {want[1]}, {want[2]}], got {tuple(x.shape)}")
+        raise InputError(f"expected images of shape [N, {want[0]}, {want[1]}, {want[2]}], got {tuple(x.shape)}")
     if not x.is_floating_point() or (dtype is not None and x.dtype != dtype):
-        raise ValueError(f"expected {dtype or 'floating-point'} images in [-1, 1], got dtype {x.dtype} "
+        raise InputError(f"expected {dtype or 'floating-point'} images in [-1, 1], got dtype {x.dtype} "
                          f"(uint8 images: x.float() / 127.5 - 1; or convert the model with .to(dtype))")
     lo, hi = x.aminmax() if x.numel() else (x.new_zeros(()), x.new_zeros(()))
     if not bool(x.isfinite().all()):
-        raise ValueError("images contain NaN or infinite values; expected finite values in [-1, 1]")
+        raise InputError("images contain NaN or infinite values; expected finite values in [-1, 1]")
     if lo < -1 - 1e-3 or hi > 1 + 1e-3:
-        raise ValueError(f"images range over [{float(lo):.3g}, {float(hi):.3g}]; expected [-1, 1] "
+        raise InputError(f"images range over [{float(lo):.3g}, {float(hi):.3g}]; expected [-1, 1] "
                          f"(from [0, 255]: x / 127.5 - 1; from [0, 1]: x * 2 - 1)")
     if x.shape[0] > 1 and lo >= 0:
         warn("no pixel is below 0: these look like [0, 1] images, but the model expects [-1, 1] (x * 2 - 1)")

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .errors import ConfigError
+
 DISTANCES = ("mmd", "kld")
 MMD_REDUCTIONS = ("mean", "sum")
 
@@ -45,7 +47,7 @@ def mmd_loss(q_bar: torch.Tensor, p_bar: torch.Tensor, tau_syn: float = 2.0,
     sums over t as the paper writes it (T times larger), mean over (n, c).
     """
     if reduction not in MMD_REDUCTIONS:
-        raise ValueError(f"unknown MMD reduction {reduction!r}; expected one of {MMD_REDUCTIONS}")
+        raise ConfigError(f"unknown MMD reduction {reduction!r}; expected one of {MMD_REDUCTIONS}")
     d = (psp(q_bar, tau_syn) - psp(p_bar, tau_syn)) ** 2
     return d.mean() if reduction == "mean" else d.sum(0).mean()
 
@@ -71,7 +73,7 @@ def fsvae_loss(x: torch.Tensor, x_recon: torch.Tensor, q_out: torch.Tensor, p_ou
         dist = bernoulli_kld(q_bar, p_bar)
         loss = recon + kld_weight * dist
     else:
-        raise ValueError(f"unknown distance {distance!r}; expected one of {DISTANCES}")
+        raise ConfigError(f"unknown distance {distance!r}; expected one of {DISTANCES}")
     return {"loss": loss, "recon": recon, "distance": dist}
 
 

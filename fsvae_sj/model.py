@@ -15,7 +15,7 @@ from .spiking.sj import reset_net
 from .ann import ANNVAE
 from .bernoulli import LOOPS, BernoulliSampler
 from .config import ANNVAEConfig, ConfigError, FSVAEConfig, check_image_batch, resolve
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError, StateError
 from .spiking.layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
 from .locks import serialised
 from .losses import LossSettings, fsvae_loss
@@ -109,10 +109,10 @@ class FSVAE(nn.Module):
     def check_latents(self, z: torch.Tensor) -> None:
         cfg = self.config
         if z.dim() != 3 or z.shape[0] != cfg.n_steps or z.shape[2] != cfg.latent_dim:
-            raise ValueError(f"expected latent spikes of shape [T={cfg.n_steps}, N, {cfg.latent_dim}], "
+            raise InputError(f"expected latent spikes of shape [T={cfg.n_steps}, N, {cfg.latent_dim}], "
                              f"got {tuple(z.shape)}")
         if not bool(((z == 0) | (z == 1)).all()):
-            raise ValueError("latent input to the decoder must be spikes (only 0 and 1)")
+            raise InputError("latent input to the decoder must be spikes (only 0 and 1)")
 
     # -- the three parts -----------------------------------------------------------
     @serialised
@@ -204,9 +204,9 @@ class FSVAE(nn.Module):
         trace the phases show as ``fsvae.seeding``, ``fsvae.prior``, ``fsvae.decoder`` and
         ``fsvae.readout`` (benchmarks/sample_phases.py)."""
         if int(n) < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+            raise InputError(f"n must be >= 1, got {n}")
         if self.training:
-            raise RuntimeError("sample() needs eval mode; call model.eval() first")
+            raise StateError("sample() needs eval mode; call model.eval() first")
         device = next(self.parameters()).device
         with record_function("fsvae.seeding"):
             g = seeding.resolve(seed, generator, int(n))
@@ -223,7 +223,7 @@ class FSVAE(nn.Module):
         ``seed`` and ``generator`` as in :meth:`sample` (image i's posterior draws depend
         only on (seed, i))."""
         if self.training:
-            raise RuntimeError("reconstruct() needs eval mode (training mode updates tdBN statistics); "
+            raise StateError("reconstruct() needs eval mode (training mode updates tdBN statistics); "
                                "call model.eval() first")
         g = seeding.resolve(seed, generator, x.shape[0])
         return self(x, generator=g).x_recon
@@ -246,7 +246,7 @@ class FSVAE(nn.Module):
 
     def set_loop(self, loop: str) -> "FSVAE":
         if loop not in LOOPS:
-            raise ValueError(f"unknown loop {loop!r}; expected one of {LOOPS}")
+            raise ConfigError(f"unknown loop {loop!r}; expected one of {LOOPS}")
         self.loop = loop
         return self
 

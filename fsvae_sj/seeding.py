@@ -10,13 +10,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .errors import InputError
+
 Generators = torch.Generator | list[torch.Generator] | None
 
 
 def sample_generators(seed: int, n: int, start: int = 0) -> list[torch.Generator]:
     """CPU generators for samples ``start .. start + n - 1`` of ``seed``."""
     if int(seed) < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+        raise InputError(f"seed must be >= 0, got {seed}")
     gens = []
     for i in range(start, start + n):
         state = np.random.SeedSequence((int(seed), i)).generate_state(1, np.uint64)[0]
@@ -31,12 +33,12 @@ def resolve(seed: int | None, generator: Generators, n: int) -> Generators:
     a single generator is one stream for the whole batch (draws then depend on the
     batch size); None uses PyTorch's global generator."""
     if seed is not None and generator is not None:
-        raise ValueError("pass either generator or seed, not both")
+        raise InputError("pass either generator or seed, not both")
     if seed is not None:
         return sample_generators(seed, n)
     if isinstance(generator, (list, tuple)):
         if len(generator) != n:
-            raise ValueError(f"got {len(generator)} generators for {n} samples; pass one per sample")
+            raise InputError(f"got {len(generator)} generators for {n} samples; pass one per sample")
         return list(generator)
     return generator
 

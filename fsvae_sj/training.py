@@ -132,11 +132,11 @@ class TrainConfig(_Serialisable):
             if not ok:
                 raise ConfigError(f"TrainConfig field {name} must be {want}, got {getattr(self, name)!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+            raise ConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.eval_samples == 1 or self.eval_samples < 0:
-            raise ValueError(f"eval_samples must be 0 (no AE Frechet) or >= 2, got {self.eval_samples}")
+            raise ConfigError(f"eval_samples must be 0 (no AE Frechet) or >= 2, got {self.eval_samples}")
         if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+            raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
     def model_config(self):
         """The config of the architecture ``model`` for the dataset's images, with the recipe's
@@ -185,9 +185,9 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
     """Batches of one rank's ``n`` images; a last batch of one image is left out, since tdBN
     (and BatchNorm) in training mode cannot normalise a single value per channel."""
     if batch_size < 2:
-        raise ValueError(f"batch size must be >= 2 (tdBN in training mode needs two images), got {batch_size}")
+        raise ConfigError(f"batch size must be >= 2 (tdBN in training mode needs two images), got {batch_size}")
     if n < 2:
-        raise ValueError(f"{n} training image(s) per process; at least 2 are needed")
+        raise ConfigError(f"{n} training image(s) per process; at least 2 are needed")
     return n // batch_size + (n % batch_size >= 2)
 
 
@@ -349,7 +349,7 @@ def _load_state(run: Path, cfg: TrainConfig, model, opt, ema, gen, rank: int, wo
     st = read_state(run / STATE)
     saved_world = len(st["gen"]) if isinstance(st["gen"], list) else 1
     if saved_world != world:
-        raise ValueError(f"{run / STATE} was written by {saved_world} process(es), this is {world}: the batches, "
+        raise CheckpointError(f"{run / STATE} was written by {saved_world} process(es), this is {world}: the batches, "
                          f"data shards and learning rate depend on it; resume with {saved_world} or use "
                          f"--init-from in a new run")
     load_state_strict(model, st["model"], source=str(run / STATE))
@@ -673,27 +673,27 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
     recipe = {}
     if zoo.looks_like_path(name_or_path):   # the zoo's one rule for names and paths
         if not p.is_file():
-            raise ValueError(f"--init-from: no file at {p}")
+            raise CheckpointError(f"--init-from: no file at {p}")
         path = p
     else:
         try:
             w = zoo.get_weights(str(name_or_path))
             path = zoo.fetch(w)
         except zoo.ZooError as e:
-            raise ValueError(f"--init-from: {e}") from e
+            raise CheckpointError(f"--init-from: {e}") from e
         if w.source_format != "fsvae-sj":
-            raise ValueError(f"--init-from {name_or_path}: the authors' weights carry no training state of "
+            raise CheckpointError(f"--init-from {name_or_path}: the authors' weights carry no training state of "
                              f"ours; convert them (python -m fsvae_sj.convert) and pass the file")
         recipe = dict(w.recipe)
     model_cfg, state, extra = read_checkpoint(path)
     tc = extra.get("train_config") or recipe.get("train_config")
     if not tc:
-        raise ValueError(f"--init-from {name_or_path}: no training config in its metadata")
+        raise CheckpointError(f"--init-from {name_or_path}: no training config in its metadata")
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **tc, **cfg_overrides})
     want = cfg.model_config().to_dict()
     diff = [k for k in sorted(set(want) | set(model_cfg)) if want.get(k) != model_cfg.get(k)]
     if diff:
-        raise ValueError(f"--init-from {name_or_path}: its architecture differs from the recipe's in "
+        raise CheckpointError(f"--init-from {name_or_path}: its architecture differs from the recipe's in "
                          f"{', '.join(f'{k} ({model_cfg.get(k)!r} vs {want.get(k)!r})' for k in diff)}")
     epoch = int(extra.get("epoch", recipe.get("epochs completed", 0)))
     step = int(extra.get("step", recipe.get("steps into the current epoch", 0)))
@@ -770,7 +770,7 @@ def resolve_config(run: Path, asked: dict, init_from: str | None = None) -> tupl
         if "ema_decay" in changed and saved.get("ema_decay") is None:
             changed.remove("ema_decay")
         if changed:
-            raise ValueError(f"{state} was written with another training config: "
+            raise CheckpointError(f"{state} was written with another training config: "
                              + ", ".join(f"{k} ({saved.get(k)!r} -> {wanted.get(k)!r})" for k in changed)
                              + f". A resume may change only {', '.join(RESUMABLE_CHANGES)}; use a new --out "
                                f"(with --init-from {Path(run) / 'model.safetensors'} to keep the weights)")
@@ -778,7 +778,7 @@ def resolve_config(run: Path, asked: dict, init_from: str | None = None) -> tupl
             print(f"note: {state} exists; resuming it and ignoring --init-from", file=sys.stderr)
         if (saved.get("lr_schedule", "constant") == "cosine" and not saved.get("lr_decay_steps")
                 and saved.get("epochs") != wanted.get("epochs")):
-            raise ValueError("--epochs sets the end of this run's cosine learning-rate schedule; "
+            raise ConfigError("--epochs sets the end of this run's cosine learning-rate schedule; "
                              "it cannot change on resume")
         cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **wanted})
     elif init_from:

@@ -46,12 +46,11 @@ class UsageError(FsvaeError):
 
 # -- the one error style -----------------------------------------------------------------------
 def command(main):
-    """Wrap a tool's ``main(argv) -> int``: a refused input (:class:`~fsvae_sj.errors.FsvaeError`,
-    and the ValueError / OSError a library raises for bad arguments or unreadable files) becomes
-    ``error: <message>`` on stderr and :data:`EXIT_USAGE`; a warning is one ``warning: <message>``
-    line; Ctrl-C (that the tool did not take
-    itself, as ``train`` takes the first) is one line and :data:`EXIT_INTERRUPTED`, with nothing
-    half-written (every output is written atomically); anything else is a bug and keeps its
+    """Wrap a tool's ``main(argv) -> int``: a refused input (an :class:`~fsvae_sj.errors.FsvaeError`,
+    and only that: the library raises one for every refusal) becomes ``error: <message>`` on stderr
+    and :data:`EXIT_USAGE`; a warning is one ``warning: <message>`` line; Ctrl-C (that the tool did
+    not take itself, as ``train`` takes the first) is one line and :data:`EXIT_INTERRUPTED`, with
+    nothing half-written (every output is written atomically); anything else is a bug and keeps its
     traceback."""
     @functools.wraps(main)
     def wrapped(argv=None) -> int:
@@ -59,7 +58,7 @@ def command(main):
             with warnings.catch_warnings():   # a warning is one line too, not a source location
                 warnings.showwarning = _warning_line
                 return main(argv)
-        except (FsvaeError, ValueError, OSError) as e:
+        except FsvaeError as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:
@@ -312,6 +311,14 @@ def image_sink(path: Path, fmt: str, n: int, nrow: int):
     buf = io.BytesIO()
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def read_text(path: Path, flag: str) -> str:
+    """The text of the file a flag names; :class:`UsageError` naming the flag when it cannot be read."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{flag} {path} cannot be read: {e.strerror if isinstance(e, OSError) else e}") from None
 
 
 def write_json(path: str | os.PathLike | None, obj) -> None:
