@@ -136,7 +136,7 @@ def worker(row: str, batch: int, path: str, repeats: int, device: str = "cpu") -
     from fsvae_sj import FSVAE, FSVAEConfig
     from fsvae_sj.layers import conv_memory_format
     from fsvae_sj.neurons import use_fused_kernels
-    from fsvae_sj.losses import fsvae_loss
+    from fsvae_sj.models.losses import fsvae_loss
     from fsvae_sj.metrics import generate
 
     ours = path == "ours"

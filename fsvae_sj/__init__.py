@@ -9,14 +9,12 @@ posterior/prior), ``model`` (FSVAE and the architecture registry), ``ann`` (ANN 
 ``train``, ``zoo``, ``convert``, ``ops`` and ``data`` on ``_cli``.
 """
 from ._version import __version__
-from .ann import ANNVAE
 from .checkpoint import load_model, save_model
-from .config import ANNVAEConfig, ConfigError, FSVAEConfig
-from .errors import FsvaeError
-from .model import FSVAE, FSVAELarge, FSVAEOutput
+from .errors import ConfigError, FsvaeError
+from .models import ANNVAE, ANNVAEConfig, FSVAE, FSVAEConfig, FSVAELarge, FSVAEOutput, fsvae_large
 from .spiking import LIF, Rect, TdBN
 
 from . import zoo
 
 __all__ = ["ANNVAE", "ANNVAEConfig", "ConfigError", "FSVAE", "FSVAEConfig", "FSVAELarge", "FSVAEOutput",
-           "FsvaeError", "LIF", "Rect", "TdBN", "load_model", "save_model", "zoo", "__version__"]
+           "FsvaeError", "LIF", "Rect", "TdBN", "fsvae_large", "load_model", "save_model", "zoo", "__version__"]

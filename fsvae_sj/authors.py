@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from .config import FSVAEConfig
+from .models.config import FSVAEConfig
 from .errors import CheckpointError
-from .model import FSVAE, check_state, load_state_strict
+from .models.fsvae import FSVAE
+from .models.registry import check_state, load_state_strict
 
 # Buffers of the authors' model that hold constants, not weights.
 _CONSTANT_KEYS = ("prior.initial_input", "posterior.initial_input", "membrane_output_layer.coef")

@@ -1,7 +1,7 @@
 """Our checkpoint format: one safetensors file whose metadata holds the model config.
 
 Models are rebuilt from config + weights (through the architecture registry,
-:data:`fsvae_sj.model.ARCHITECTURES`), never unpickled. Writes are atomic.
+:data:`fsvae_sj.models.registry.ARCHITECTURES`), never unpickled. Writes are atomic.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 
 from .errors import CheckpointError
 from .files import atomic_write_bytes, sha256_file
-from .model import build_model, check_state, config_from_dict, load_state_strict
+from .models.registry import build_model, check_state, config_from_dict, load_state_strict
 
 FORMAT = "fsvae-sj/1"
 

@@ -35,14 +35,14 @@ import torch.distributed as dist
 from . import tblog, zoo
 from .calibration import calibrate_decoder
 from .checkpoint import read_checkpoint, save_model
-from .config import ConfigError, _Serialisable
+from .models.config import ConfigError, _Serialisable
 from .datasets import DATASETS, batch_of, canonical, make_dataset
 from .errors import CheckpointError
 from .files import atomic_write_bytes, remove_stale_temporaries, sha256_file
 from .locks import claim_folder
-from .losses import DISTANCES, MMD_REDUCTIONS, LossSettings
+from .models.losses import DISTANCES, MMD_REDUCTIONS, LossSettings
 from .metrics import afd_scores, generate, recon_mse
-from .model import ARCHITECTURES, architecture, build_model, load_state_strict
+from .models.registry import ARCHITECTURES, architecture, build_model, load_state_strict
 from .spiking.lif import use_fused_kernels
 
 STATE = "state.pt"

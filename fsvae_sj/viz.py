@@ -19,7 +19,7 @@ import torch
 from .spiking.sj import sj_plot
 from .errors import InputError
 from .files import atomic_write_bytes
-from .losses import psp
+from .models.losses import psp
 from .spiking.lif import LIF
 from .opcount import PJ_PER_AC, PJ_PER_MAC
 

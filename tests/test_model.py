@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from fsvae_sj import ANNVAE, ANNVAEConfig, ConfigError, FSVAE, FSVAEConfig, FSVAELarge, load_model, save_model
+from fsvae_sj import ANNVAE, ANNVAEConfig, ConfigError, FSVAE, FSVAEConfig, fsvae_large, load_model, save_model
 from fsvae_sj.checkpoint import CheckpointError
-from fsvae_sj.losses import fsvae_loss
+from fsvae_sj.models.losses import fsvae_loss
 
 
 def images(n, cfg, seed=0):
@@ -21,7 +21,14 @@ def active(cfg, seed=0):
 
 def test_parameter_counts_match_the_authors():
     assert sum(p.numel() for p in FSVAE().parameters()) == 4_053_601
-    assert sum(p.numel() for p in FSVAELarge().parameters()) == 6_681_571
+    assert sum(p.numel() for p in fsvae_large().parameters()) == 6_681_571
+
+
+def test_fsvae_large_old_spelling_warns_and_builds_the_same():
+    from fsvae_sj import FSVAELarge
+    with pytest.warns(DeprecationWarning, match="fsvae_large"):
+        m = FSVAELarge()
+    assert type(m) is FSVAE and m.config == FSVAEConfig.large()
 
 
 def test_forward_shapes_and_gradient_reaches_encoder(tiny_cfg):

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch.distributed as dist
 
 from . import common
-from ..config import parse_file
+from ..models.config import parse_file
 from ..datasets import DATASETS
-from ..losses import DISTANCES, MMD_REDUCTIONS
-from ..model import ARCHITECTURES
+from ..models.losses import DISTANCES, MMD_REDUCTIONS
+from ..models.registry import ARCHITECTURES
 from ..spiking.surrogate import DEFAULT_A, PRESETS
 from ..training import (EXIT_FINISHED, EXIT_NONFINITE, EXIT_STOPPED, RECIPES, RESUMABLE_CHANGES, TrainConfig,
                        resolve_config, run_training)

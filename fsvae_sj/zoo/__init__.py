@@ -31,11 +31,11 @@ import torch
 
 from ..authors import load_authors_checkpoint
 from ..checkpoint import CheckpointError, load_model, read_checkpoint, read_config, read_metadata, save_model
-from ..config import FSVAEConfig
+from ..models.config import FSVAEConfig
 from ..datasets import canonical
 from ..errors import FsvaeError, warn
 from ..files import naming, sha256_file
-from ..pretrained import register_weights_loader
+from ..models.pretrained import register_weights_loader
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 
