@@ -53,8 +53,7 @@ class ANNVAE(nn.Module):
 
     def forward(self, x, generator: seeding.Generators = None):
         mu, log_var = self.encode(x)
-        shape = mu.shape[1:] if isinstance(generator, list) else mu.shape
-        eps = seeding.randn(generator, tuple(shape), mu.device, mu.dtype)
+        eps = seeding.randn(generator, mu.shape[0], tuple(mu.shape[1:]), mu.device, mu.dtype)
         z = eps * torch.exp(0.5 * log_var) + mu
         return self.decode(z), mu, log_var
 
@@ -80,8 +79,7 @@ class ANNVAE(nn.Module):
         self._check_eval("sample")
         p = next(self.parameters())
         g = seeding.resolve(seed, generator, int(n))
-        shape = (self.config.latent_dim,) if isinstance(g, list) else (int(n), self.config.latent_dim)
-        z = seeding.randn(g, shape, p.device, p.dtype)
+        z = seeding.randn(g, int(n), (self.config.latent_dim,), p.device, p.dtype)
         images = self.decode(z)
         return (images, z) if return_latents else images
 

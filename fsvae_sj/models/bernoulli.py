@@ -1,4 +1,5 @@
-"""Autoregressive Bernoulli spike samplers: the posterior q and the prior p.
+"""Autoregressive Bernoulli spike samplers: the posterior q (:class:`Posterior`) and the prior p
+(:class:`Prior`), on one base that holds their layers and loop.
 
 At step t the network emits ``latent * k`` spikes; for every latent channel c
 one of its k outputs is chosen uniformly at random and becomes ``z_t[c]``
@@ -21,21 +22,24 @@ from torch import nn
 from torch.profiler import record_function
 
 from .. import seeding
-from ..errors import ConfigError, InputError, StateError
+from ..errors import ConfigError, InputError, StateError, warn
 from ..spiking.layers import linear_block
 from ..spiking.sj import reset_net
 
 LOOPS = ("incremental", "prefix")
 
 
-def draw_indices(shape: tuple[int, ...], k: int, generator: torch.Generator | None,
+def draw_indices(shape: tuple[int, ...], k: int, generator: seeding.Generators,
                  device: torch.device) -> torch.Tensor:
-    """Uniform choices in [0, k), drawn on the generator's device then moved."""
-    return seeding.randint(generator, k, shape, device)
+    """Uniform choices in [0, k) of shape ``[N, ...]`` (:func:`fsvae_sj.seeding.randint`: one
+    generator, or one per sample)."""
+    with record_function("fsvae.seeding"):
+        return seeding.randint(generator, k, shape[0], tuple(shape[1:]), device)
 
 
-class BernoulliSampler(nn.Module):
-    """Three spiking linear layers (tdBN alpha = 2) emitting ``latent * k`` spikes per step.
+class _Sampler(nn.Module):
+    """Three spiking linear layers (tdBN alpha = 2) emitting ``latent * k`` spikes per step, and
+    the autoregressive loop both samplers run.
 
     ``cond_dim`` is the width of the conditioning input concatenated before
     ``z_{t-1}`` (the encoder spikes for q; 0 for p).
@@ -71,7 +75,7 @@ class BernoulliSampler(nn.Module):
 
     @torch.no_grad()
     def _loop(self, cond: torch.Tensor | None, n: int, steps: int, loop: str,
-              generator: torch.Generator | None, device) -> tuple[torch.Tensor, torch.Tensor, list]:
+              generator: seeding.Generators, device) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Autoregressive sampling of ``steps`` steps: returns (z [steps, N, L],
         out [steps, N, L*k], indices). ``cond`` is ``[>=steps, N, cond_dim]`` or None."""
         if loop not in LOOPS:
@@ -80,10 +84,6 @@ class BernoulliSampler(nn.Module):
         # z_prev[t] is step t's input: zeros first, then each step's chosen spikes, written in
         # place (the loop reads a slice of it; no growing concatenation).
         z_prev = torch.zeros(steps + 1, n, self.latent_dim, device=device, dtype=dtype)
-        # Per-sample generators: every sample's choices for all steps drawn from its own stream.
-        with record_function("fsvae.seeding"):
-            chosen = (seeding.randint(generator, self.k, (steps, self.latent_dim), device).transpose(0, 1)
-                      if isinstance(generator, list) else None)
         outs, indices = [], []
         if loop == "incremental":
             reset_net(self.layers)
@@ -94,7 +94,8 @@ class BernoulliSampler(nn.Module):
             else:
                 c = None if cond is None else cond[:t + 1]
                 out_t = self.run(self._inputs(c, z_prev[:t + 1]))[-1]
-            idx = chosen[t] if chosen is not None else draw_indices((n, self.latent_dim), self.k, generator, device)
+            # a sample's generator draws its steps' choices in order: the same values as all at once
+            idx = draw_indices((n, self.latent_dim), self.k, generator, device)
             z_prev[t + 1] = self.pick(out_t, idx)
             outs.append(out_t)
             indices.append(idx)
@@ -102,14 +103,22 @@ class BernoulliSampler(nn.Module):
             return z_prev[1:], z_prev.new_zeros(0, n, self.latent_dim * self.k), indices
         return z_prev[1:], torch.stack(outs), indices
 
-    def posterior(self, cond: torch.Tensor, generator: torch.Generator | None = None,
-                  loop: str = "incremental") -> tuple[torch.Tensor, torch.Tensor]:
+
+class Posterior(_Sampler):
+    """q(z | x): the latent spike train given the encoder's spikes ``[T, N, latent]``."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg.latent_dim, cfg)
+
+    def sample(self, cond: torch.Tensor, generator: seeding.Generators = None,
+               loop: str = "incremental") -> tuple[torch.Tensor, torch.Tensor]:
         """Sample z ~ q(z | x) given encoder spikes ``cond [T, N, cond_dim]``.
 
         Returns ``(z [T, N, L], out [T, N, L*k])``. In training mode this is the
         authors' procedure: choices from train-mode prefix runs without
         gradient, then one full pass with gradient whose spikes at the same
         choices become z, so the loss reaches encoder and posterior through them.
+        Raises :class:`~fsvae_sj.errors.InputError` for per-sample generators in training mode.
         """
         T, n = cond.shape[0], cond.shape[1]
         if not self.training:
@@ -122,8 +131,16 @@ class BernoulliSampler(nn.Module):
         indices.append(draw_indices((n, self.latent_dim), self.k, generator, cond.device))
         return self.pick(out, torch.stack(indices)), out
 
-    def prior(self, z: torch.Tensor, scheduled_p: float = 0.0,
-              generator: torch.Generator | None = None, warmup: int = 5) -> torch.Tensor:
+
+class Prior(_Sampler):
+    """p(z): the latent spike train on its own, for generation, and its outputs for the posterior's
+    z (teacher forcing) in training."""
+
+    def __init__(self, cfg):
+        super().__init__(0, cfg)
+
+    def teacher_forced(self, z: torch.Tensor, scheduled_p: float = 0.0,
+                       generator: torch.Generator | None = None, warmup: int = 5) -> torch.Tensor:
         """p's outputs ``[T, N, L*k]`` for the posterior's ``z [T, N, L]`` (teacher forcing).
 
         With ``scheduled_p > 0`` in training mode, from step ``warmup`` on each
@@ -134,12 +151,11 @@ class BernoulliSampler(nn.Module):
         T, n = z.shape[0], z.shape[1]
         inputs = [torch.zeros(1, n, self.latent_dim, device=z.device, dtype=z.dtype)]
         if self.training and scheduled_p > 0:
-            gen_device = generator.device if generator is not None else torch.device("cpu")
             with torch.no_grad():
                 for t in range(T - 1):
-                    if t >= warmup and torch.rand((), generator=generator, device=gen_device).item() < scheduled_p:
+                    if t >= warmup and seeding.rand(generator, 1, (), z.device).item() < scheduled_p:
                         pi = self.probs(self.run(torch.cat(inputs, dim=0))[-1])
-                        noise = torch.randn(pi.shape, generator=generator, device=gen_device).to(pi.device)
+                        noise = seeding.randn(generator, n, (self.latent_dim,), pi.device)
                         inputs.append(((pi + 1e-3 * noise) > 0.5).to(z.dtype)[None])
                     else:
                         inputs.append(z[t:t + 1])
@@ -147,10 +163,23 @@ class BernoulliSampler(nn.Module):
             inputs.append(z[:-1])
         return self.run(torch.cat(inputs, dim=0))
 
-    def generate(self, n: int, steps: int, generator: torch.Generator | None = None,
+    def generate(self, n: int, steps: int, generator: seeding.Generators = None,
                  loop: str = "incremental", device=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample ``z ~ p(z)``: returns ``(z [steps, n, L], out [steps, n, L*k])``."""
+        """Sample ``z ~ p(z)``: returns ``(z [steps, n, L], out [steps, n, L*k])``; raises
+        :class:`~fsvae_sj.errors.StateError` in training mode."""
         if self.training:
             raise StateError("generate() needs eval mode (tdBN running statistics); call model.eval()")
         device = device if device is not None else next(self.parameters()).device
         return self._loop(None, n, steps, loop, generator, device)[:2]
+
+
+class BernoulliSampler(_Sampler):
+    """Deprecated: the one class that was both samplers; use :class:`Posterior` or :class:`Prior`."""
+
+    def __init__(self, cond_dim: int, cfg):
+        warn("BernoulliSampler is split into Posterior and Prior; build one of those", DeprecationWarning)
+        super().__init__(cond_dim, cfg)
+
+    posterior = Posterior.sample
+    prior = Prior.teacher_forced
+    generate = Prior.generate

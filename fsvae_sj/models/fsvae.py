@@ -12,7 +12,7 @@ from torch.profiler import record_function
 
 from .. import seeding
 from ..spiking.sj import reset_net
-from .bernoulli import LOOPS, BernoulliSampler
+from .bernoulli import LOOPS, Posterior, Prior
 from .config import ConfigError, FSVAEConfig, check_image_batch, resolve
 from ..errors import InputError, StateError, warn
 from ..spiking.layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
@@ -93,8 +93,8 @@ class FSVAE(nn.Module):
         self.encoder = nn.Sequential(*enc)
         self.before_latent_layer = linear_block(4 * c_last, cfg.latent_dim, cfg)
 
-        self.posterior = BernoulliSampler(cfg.latent_dim, cfg)
-        self.prior = BernoulliSampler(0, cfg)
+        self.posterior = Posterior(cfg)
+        self.prior = Prior(cfg)
 
         self.decoder_input = linear_block(cfg.latent_dim, 4 * c_last, cfg)
         rev = dims[::-1]
@@ -171,8 +171,8 @@ class FSVAE(nn.Module):
                 generator: torch.Generator | None = None) -> FSVAEOutput:
         """Encode, sample z from q, run p on z (scheduled sampling in training), decode."""
         enc = self.encode(x)
-        z, q_out = self.posterior.posterior(enc, generator, loop=self.loop)
-        p_out = self.prior.prior(z, scheduled_p, generator)
+        z, q_out = self.posterior.sample(enc, generator, loop=self.loop)
+        p_out = self.prior.teacher_forced(z, scheduled_p, generator)
         x_recon = self.decode(z)
         L, k = self.config.latent_dim, self.config.k
         return FSVAEOutput(x_recon, q_out.view(*q_out.shape[:2], L, k), p_out.view(*p_out.shape[:2], L, k), z)
