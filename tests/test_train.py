@@ -186,13 +186,13 @@ def test_sigterm_stops_cleanly_at_a_step_boundary(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_publish_measures_the_run_and_writes_its_learning_curve(tmp_path, monkeypatch):
+def test_publish_measures_the_run_and_writes_its_learning_curve(tmp_path, monkeypatch, zoo_dir):
     from fsvae_sj import zoo
     from fsvae_sj.metrics import evaluate
     run = tmp_path / "run"
     # lr 0.01: 12 steps are enough for an ANN whose samples vary (the publish guard's floor)
     assert main(["--out", str(run), "--model", "ann-vae", "--lr", "0.01"] + TINY) == 0
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    zoo_dir()
     (tmp_path / "notes.md").write_text("Study table goes here.\n")
     from fsvae_sj.cli.zoo import main as zoo_main
     assert zoo_main(["publish", str(run), "--name", "t", "--dataset", "fashion-mnist", "--num-samples", "50",

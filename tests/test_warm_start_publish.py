@@ -61,8 +61,8 @@ def test_init_from_file_carries_weights_budget_and_curve_and_restarts_the_optimi
     assert not same(after, src_state)
 
 
-def test_init_from_a_zoo_name(source, tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+def test_init_from_a_zoo_name(source, tmp_path, monkeypatch, zoo_dir):
+    zoo_dir()
     _, _, extra = read_checkpoint(source / "model.safetensors")
     model = make_alive(zoo.load(source / "model.safetensors"), torch.rand(8, 1, 32, 32) * 2 - 1)
     save_model(model, tmp_path / "alive.safetensors", extra=extra)
@@ -136,8 +136,8 @@ def test_best_checkpoint_is_chosen_by_the_validation_number(source):
 
 
 # -- the publish guard ------------------------------------------------------------------------
-def test_publish_refuses_a_dead_generator(tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+def test_publish_refuses_a_dead_generator(tmp_path, monkeypatch, zoo_dir):
+    zoo_dir()
     torch.manual_seed(0)
     save_model(FSVAE().eval(), tmp_path / "fresh.safetensors", extra={"train_config": {"dataset": "fashion-mnist"}})
     assert publish.sample_spread(zoo.load(tmp_path / "fresh.safetensors")) < publish.MIN_SAMPLE_STD
@@ -146,8 +146,8 @@ def test_publish_refuses_a_dead_generator(tmp_path, monkeypatch):
     assert not (tmp_path / "zoo" / "dead.safetensors").exists()
 
 
-def test_publish_refuses_non_finite_weights(source, tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+def test_publish_refuses_non_finite_weights(source, tmp_path, monkeypatch, zoo_dir):
+    zoo_dir()
     _, _, extra = read_checkpoint(source / "model.safetensors")
     model = make_alive(zoo.load(source / "model.safetensors"), torch.rand(8, 1, 32, 32) * 2 - 1)
     assert publish.sample_spread(model) > publish.MIN_SAMPLE_STD   # only the NaN can stop it
@@ -160,9 +160,9 @@ def test_publish_refuses_non_finite_weights(source, tmp_path, monkeypatch):
     assert zoo_main(["publish", str(tmp_path / "nan.safetensors"), "--name", "nan"]) == 2
 
 
-def test_publish_refuses_a_worse_afd_unless_forced(tmp_path, monkeypatch):
+def test_publish_refuses_a_worse_afd_unless_forced(tmp_path, monkeypatch, zoo_dir):
     """The shipped ANN baseline against a 12-step ANN: the guard keeps whichever scores better."""
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    zoo_dir()
     weak = tmp_path / "weak"
     assert main(["--out", str(weak), "--model", "ann-vae", "--lr", "0.01", "--eval-samples", "0"] + TINY) == 0
     assert publish.sample_spread(zoo.load(weak / "model.safetensors")) > publish.MIN_SAMPLE_STD   # alive, only worse

@@ -52,7 +52,7 @@ def stand_in_entries(url, blob, name="celeba"):
     return [dataclasses.replace(CELEBA, name=name, urls=(url,), git_blob=blob, config=TINY_LARGE, num_params=None)]
 
 
-def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, monkeypatch):
+def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, monkeypatch, zoo_dir):
     root, url = served
     torch.manual_seed(0)
     model = FSVAE(TINY_LARGE).eval()
@@ -60,7 +60,7 @@ def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, mo
     import hashlib
     data = (root / "good.pth").read_bytes()
     blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "no-zoo")
+    zoo_dir(tmp_path / "no-zoo")
     monkeypatch.delenv("FSVAE_SJ_OFFLINE", raising=False)
 
     # offline: fails with the placement instructions
@@ -145,12 +145,12 @@ def test_the_config_is_stored_once():
     assert celeba.config == FSVAEConfig.large() and "config" not in celeba.to_json()
 
 
-def test_an_old_entry_with_the_duplicate_config_still_loads(tmp_path, monkeypatch):
+def test_an_old_entry_with_the_duplicate_config_still_loads(tmp_path, monkeypatch, zoo_dir):
     old = json.loads((zoo.ZOO_DIR / "mnist-ann.json").read_text())
     old["arch_config"] = {"arch": "ann-vae", "in_channels": 7}   # the old copy; the file wins
     (tmp_path / "mnist-ann.json").write_text(json.dumps(old))
     (tmp_path / "mnist-ann.safetensors").symlink_to(zoo.ZOO_DIR / "mnist-ann.safetensors")
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path)
+    zoo_dir(tmp_path)
     w = zoo.get_weights("mnist-ann")
     assert w.config is None and w.architecture()["in_channels"] == 1
     assert zoo.load("mnist-ann").config.in_channels == 1
