@@ -34,7 +34,7 @@ import torch.distributed as dist
 
 from . import tblog, zoo
 from .calibration import calibrate_decoder
-from .checkpoint import read_checkpoint, save_model
+from .zoo.checkpoint import read_checkpoint, save_model
 from .models.config import ConfigError, _Serialisable
 from .datasets import DATASETS, batch_of, canonical, make_dataset
 from .errors import CheckpointError

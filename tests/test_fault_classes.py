@@ -123,14 +123,14 @@ def test_checkpoint_config_fields_of_the_wrong_type_or_range_are_refused_naming_
     ("[1, 2]", "must be a JSON object"), ("{not json", "not JSON"),
 ])
 def test_checkpoint_extra_metadata_is_checked_by_type(tmp_path, tiny_cfg, extra, field):
-    from fsvae_sj.checkpoint import CheckpointError, read_checkpoint
+    from fsvae_sj.zoo.checkpoint import CheckpointError, read_checkpoint
     f = _checkpoint_with(tmp_path / "x.safetensors", FSVAE(tiny_cfg), extra=extra)
     with pytest.raises(CheckpointError, match=f"{f}: .*{field}"):
         read_checkpoint(f)
 
 
 def test_a_header_claiming_a_huge_model_is_refused_before_the_model_is_built(tmp_path, tiny_cfg, monkeypatch):
-    import fsvae_sj.checkpoint as ckpt
+    import fsvae_sj.zoo.checkpoint as ckpt
     built = []
     monkeypatch.setattr(ckpt, "build_model", lambda config: built.append(config) or pytest.fail("model built"))
     # the fashion-mnist entry's config with a latent of 16384 (~195 GB of parameters), and one tensor
@@ -138,15 +138,15 @@ def test_a_header_claiming_a_huge_model_is_refused_before_the_model_is_built(tmp
                          {"image_size": 32, "hidden_dims": [32, 64, 128, 256], "latent_dim": 16384, "k": 20},
                          state={"encoder.0.layer.weight": torch.zeros(32, 1, 3, 3)})
     with pytest.raises(ckpt.CheckpointError, match=f"{f} does not fit this architecture: missing keys"):
-        ckpt.load_model(f)
+        ckpt.model_from_file(f)
     assert built == []
 
 
 def test_authors_checkpoints_that_are_cut_short_are_named(tmp_path):
     import gzip
 
-    from fsvae_sj.authors import load_authors_checkpoint
-    from fsvae_sj.checkpoint import CheckpointError
+    from fsvae_sj.zoo.authors import load_authors_checkpoint
+    from fsvae_sj.zoo.checkpoint import CheckpointError
     f = tmp_path / "authors.pth.gz"
     f.write_bytes(gzip.compress(bytes(range(256)) * 8)[:100])   # the gzip stream ends early
     with pytest.raises(CheckpointError, match=str(f)):
@@ -319,9 +319,9 @@ def test_a_bare_name_is_the_zoo_entry_even_beside_a_file_of_that_name(tmp_path, 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".hidden", "x.safetensors", "DEFAULT", ""])
 def test_names_that_become_file_names_are_refused_before_any_work(tmp_path, capsys, monkeypatch, name):
-    import fsvae_sj.publish as publish
+    from fsvae_sj.zoo import publish
     from fsvae_sj.cli.zoo import main as zoo_main
-    monkeypatch.setattr(publish, "load_model", lambda *a: pytest.fail("work started"))
+    monkeypatch.setattr(publish, "model_from_file", lambda *a: pytest.fail("work started"))
     assert_refused(zoo_main(["publish", str(tmp_path), "--name", name]), capsys, "cannot name a zoo entry")
 
 
@@ -424,7 +424,7 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, ca
 def test_zoo_publish_is_all_or_nothing(tmp_path, monkeypatch, capsys, fail_at, zoo_dir):
     import shutil
 
-    import fsvae_sj.publish as publish
+    from fsvae_sj.zoo import publish
     from fsvae_sj import zoo
     from fsvae_sj.cli.zoo import main as zoo_main
     src = tmp_path / "run.safetensors"
@@ -588,7 +588,7 @@ def test_every_command_checks_its_output_before_the_work(tmp_path, monkeypatch, 
 
 
 def test_zoo_publish_shows_each_phase_and_checks_the_zoo_folder_first(tmp_path, monkeypatch, capsys, zoo_dir):
-    import fsvae_sj.publish as publish
+    from fsvae_sj.zoo import publish
     from fsvae_sj import zoo
     from fsvae_sj.cli.zoo import main as zoo_main
     calls = []

@@ -120,8 +120,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
 
 def test_ann_baseline_trains_with_the_same_command(tmp_path):
     assert main(["--out", str(tmp_path), "--model", "ann-vae"] + TINY) == 0
-    from fsvae_sj import ANNVAE, load_model
-    assert isinstance(load_model(tmp_path / "model.safetensors"), ANNVAE)
+    from fsvae_sj import ANNVAE, zoo
+    assert isinstance(zoo.load(tmp_path / "model.safetensors"), ANNVAE)
 
 
 def test_epoch_order_shards_are_disjoint_and_fixed():

@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 
 from fsvae_sj import FSVAE, zoo
 from fsvae_sj import datasets as data
-from fsvae_sj import publish
-from fsvae_sj.checkpoint import read_checkpoint, save_model
+from fsvae_sj.zoo import publish
+from fsvae_sj.zoo.checkpoint import read_checkpoint, save_model
 from fsvae_sj.cli.train import main
 from fsvae_sj.training import EXIT_STOPPED
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 
 from . import common
-from ..authors import check_fixture, load_authors_checkpoint
-from ..checkpoint import save_model
+from ..zoo.authors import check_fixture, load_authors_checkpoint
+from ..zoo.checkpoint import save_model
 
 
 def build_parser():

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     elif args.cmd == "info":
         print(zoo.get_weights(args.name).card())
     elif args.cmd == "publish":
-        from ..publish import publish   # the metrics' imports are not needed by the other commands
+        from ..zoo.publish import publish   # the metrics' imports are not needed by the other commands
         notes = common.read_text(args.notes_file, "--notes-file").strip() if args.notes_file else ""
         w = publish(args.run, args.name, args.dataset, args.num, notes=notes, force=args.force)
         print(f"published {w.name}: {dict(w.metrics)}")

@@ -11,7 +11,7 @@ cache (argument > ``$FSVAE_SJ_HOME`` > ``$TORCH_HOME/fsvae_sj`` >
 (temporary file, size + hash check, atomic rename, under a file lock).
 ``FSVAE_SJ_OFFLINE=1`` (read at call time) never touches the network.
 Command line: ``python -m fsvae_sj.zoo list | info NAME | download NAME | verify | publish``
-(:mod:`fsvae_sj.cli.zoo`); putting a training run into the zoo is :mod:`fsvae_sj.publish`.
+(:mod:`fsvae_sj.cli.zoo`); putting a training run into the zoo is :mod:`fsvae_sj.zoo.publish`.
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from types import MappingProxyType
 
 import torch
 
-from ..authors import load_authors_checkpoint
-from ..checkpoint import CheckpointError, load_model, read_checkpoint, read_config, read_metadata, save_model
+from .authors import load_authors_checkpoint
+from .checkpoint import CheckpointError, model_from_file, read_checkpoint, read_config, read_metadata, save_model
 from ..models.config import FSVAEConfig
 from ..datasets import canonical
 from ..errors import FsvaeError, warn
@@ -185,7 +185,7 @@ class Weights:
     @property
     def curve_file(self) -> str | None:
         """``<name>_curve.png``, the learning-curve picture beside the card, for an entry whose recipe
-        records evaluations during training (drawn by :func:`fsvae_sj.publish.write_card`); else None."""
+        records evaluations during training (drawn by :func:`fsvae_sj.zoo.publish.write_card`); else None."""
         return f"{self.name}_curve.png" if self.recipe.get("evaluations") else None
 
     def card(self, arch: dict | None = None) -> str:
@@ -464,7 +464,7 @@ def _load(name_or_path: str | os.PathLike, device: str | torch.device, cache_dir
     if looks_like_path(name_or_path):
         if not p.is_file():
             raise ZooError(f"no file at {p}")
-        return _with_source(load_model(p, device), WeightsSource(str(name_or_path), p, kind="file"))
+        return _with_source(model_from_file(p, device), WeightsSource(str(name_or_path), p, kind="file"))
     w = get_weights(str(name_or_path))
     if p.exists():
         warn(f"loading the zoo entry {name_or_path!r}; the file ./{p} in this folder was not read "
@@ -486,10 +486,18 @@ def _load(name_or_path: str | os.PathLike, device: str | torch.device, cache_dir
             return _with_source(model.to(device).eval(), source)
         path = converted
     try:
-        model = load_model(path, device)
+        model = model_from_file(path, device)
     except CheckpointError as e:
         raise ZooError(f"{w.name}: {e}") from e
     return _with_source(model, source)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Deprecated: :func:`load` with ``path`` taken as a file (``fsvae_sj.load_model`` was a second
+    way to load a checkpoint of ours; ``load`` is the one)."""
+    warn("fsvae_sj.load_model is deprecated; use fsvae_sj.zoo.load(path) (or Model.from_pretrained(path))",
+         DeprecationWarning)
+    return load(Path(path), device=device)
 
 
 def _with_source(model: torch.nn.Module, source: WeightsSource) -> torch.nn.Module:
