@@ -147,6 +147,18 @@ def test_entries_only_call_into_the_command_layer():
             assert doc or call or names or main, f"{name}: line {node.lineno} is more than an entry"
 
 
+def test_a_wing_importing_one_that_imports_it_back_is_a_loop():
+    """Through different modules: a.x -> b.y -> a.z has no module loop but runs back up between wings."""
+    graph = {"fsvae_sj.a.x": {"fsvae_sj.b.y"}, "fsvae_sj.b.y": {"fsvae_sj.a.z"}, "fsvae_sj.a.z": set()}
+    floors(graph)
+    try:
+        floors(wings(graph))
+    except ValueError as e:
+        assert "fsvae_sj.a -> fsvae_sj.b -> fsvae_sj.a" in str(e)
+    else:
+        raise AssertionError("no loop found")
+
+
 def test_an_import_of_a_submodule_runs_its_package():
     """The package edge: a package whose ``__init__`` imports a module that imports a submodule of
     the package back is a loop, though no file names the package itself."""
