@@ -55,6 +55,9 @@ EXIT_FINISHED, EXIT_STOPPED, EXIT_NONFINITE = 0, 75, 3
 # --epochs also stretches the scheduled-sampling ramp, p = start + (end - start) * epoch /
 # epochs, for the epochs still to come.)
 RESUMABLE_CHANGES = ("epochs", "save_every", "eval_every", "eval_samples", "limit_test", "calibrate_decoder")
+# What a branch (a new run from another run's whole state, see branch_run) may change besides: the
+# learning-rate schedule, which then starts at the branch point.
+BRANCH_CHANGES = ("lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps")
 
 # The zoo's short-budget recipe (its cards cite it by name); the paper's is TrainConfig().
 RECIPES = {
@@ -753,6 +756,49 @@ def _check_replicas(model, run: Path, rank: int, world: int) -> None:
         atomic_write_bytes(run / "replicas.json", digest_json.encode())
     if len(set(digests)) != 1:
         raise RuntimeError(f"replicas diverged: {digests}")
+
+
+def branch_run(source: Path, run: Path, asked: dict) -> None:
+    """Start run folder ``run`` from run folder ``source``'s whole state (weights, optimiser moments,
+    EMA, tdBN statistics, data order and RNG), with the learning-rate schedule changed as ``asked``
+    (only :data:`BRANCH_CHANGES` and :data:`RESUMABLE_CHANGES` may differ): recipes compared from one
+    saved state, without the optimiser restart of ``--init-from``. The branch's schedule (and any
+    warm-up) starts at the branch point; its best.safetensors is chosen among its own evaluations.
+    The branch is recorded in the run's provenance. Writes ``run/state.pt`` and ``run/train_config.json``;
+    the caller then resumes ``run``. Raises ConfigError when ``run`` already holds a state or a refused
+    field changes, CheckpointError when ``source`` has no readable state."""
+    source, run = Path(source), Path(run)
+    if (run / STATE).exists():
+        raise ConfigError(f"--branch-from: {run / STATE} exists; resume {run} without --branch-from, or "
+                          f"branch into a new --out")
+    if not (source / STATE).is_file():
+        raise CheckpointError(f"--branch-from {source}: no {STATE} there (a run folder of fsvae_sj.train)")
+    st = read_state(source / STATE)
+    saved = st["train_config"]
+    wanted = {**saved, **asked}
+    refused = [k for k in config_differences(saved, wanted) if k not in RESUMABLE_CHANGES + BRANCH_CHANGES]
+    if refused:
+        raise ConfigError(f"--branch-from {source}: a branch may change only "
+                          f"{', '.join(BRANCH_CHANGES + RESUMABLE_CHANGES)}, not "
+                          + ", ".join(f"{k} ({saved.get(k)!r} -> {wanted.get(k)!r})" for k in refused))
+    if "run_state" not in st:
+        raise CheckpointError(f"--branch-from {source}: its {STATE} is of an older format; resume {source} "
+                              f"for one step first")
+    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **wanted})
+    rs = RunState(**json.loads(st["run_state"]))
+    world = len(st["gen"]) if isinstance(st["gen"], list) else 1
+    n = len(make_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.limit_train)) // world
+    rs.first_step = rs.epoch * batches_per_epoch(n, cfg.batch_size) + rs.step
+    rs.best_afd = rs.best_val_afd = None
+    rs.provenance.append({"event": "branched, optimiser kept", "from": str(source), "epoch": rs.epoch,
+                          "step": rs.step, "cpu_hours": round(rs.cpu_seconds / 3600, 4),
+                          "changed": {k: wanted[k] for k in config_differences(saved, wanted)}})
+    st = {**st, "train_config": cfg.to_dict(), "run_state": json.dumps(rs.meta())}
+    run.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(st, buf)
+    atomic_write_bytes(run / STATE, buf.getvalue())
+    cfg.save(run / "train_config.json")
 
 
 def resolve_config(run: Path, asked: dict, init_from: str | None = None) -> tuple[TrainConfig, WarmStart | None]:

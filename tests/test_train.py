@@ -289,3 +289,35 @@ def test_learning_rate_warmup_ramps_from_the_runs_first_step_then_follows_the_sc
         [0.5e-3, 0.853553e-3, 0.5e-3, 0.146447e-3, 0.0], abs=1e-9)
     with pytest.raises(ValueError, match="lr_warmup_steps"):
         TrainConfig(lr_warmup_steps=-1)
+
+
+def test_a_branch_continues_the_source_exactly_and_starts_its_schedule_at_the_branch_point(tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "a")] + TINY) == 0
+    assert main(["--out", str(tmp_path / "src"), "--max-steps", "4"] + TINY) == EXIT_STOPPED
+    # unchanged, a branch is a resume in another folder: optimiser moments, data order and RNG kept
+    assert main(["--out", str(tmp_path / "same"), "--branch-from", str(tmp_path / "src"), "--no-progress"]) == 0
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "same")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a cosine branch: its schedule counts from the branch point (global step 4)
+    assert main(["--out", str(tmp_path / "cos"), "--branch-from", str(tmp_path / "src"), "--lr-schedule", "cosine",
+                 "--lr-decay-steps", "4", "--lr-min-ratio", "0.25", "--max-steps", "2", "--no-progress"]) \
+        == EXIT_STOPPED
+    st = torch.load(tmp_path / "cos" / "state.pt", weights_only=True)
+    rs = json.loads(st["run_state"])
+    assert rs["first_step"] == 4 and rs["provenance"][-1]["event"] == "branched, optimiser kept"
+    assert rs["provenance"][-1]["changed"] == {"lr_decay_steps": 4, "lr_min_ratio": 0.25, "lr_schedule": "cosine"}
+    # the second step of the branch (k = 1 of 4) used 1e-3 * (0.25 + 0.75 * (1 + cos(pi / 4)) / 2)
+    lr = st["optimizer"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(1e-3 * 8 / 250 * (0.25 + 0.375 * (1 + 2 ** -0.5)), rel=1e-9)
+    assert position(tmp_path / "src") == (0, 4)   # the source is left as it was
+    capsys.readouterr()
+    # a branch may change only the schedule (and what a resume may change); never into a run that exists
+    assert_refused(main(["--out", str(tmp_path / "x"), "--branch-from", str(tmp_path / "src"), "--batch-size", "4"]),
+                   capsys, "batch_size")
+    assert not (tmp_path / "x").exists()
+    assert_refused(main(["--out", str(tmp_path / "cos"), "--branch-from", str(tmp_path / "src")]),
+                   capsys, "exists")
+    assert_refused(main(["--out", str(tmp_path / "y"), "--branch-from", str(tmp_path / "src"),
+                         "--init-from", str(tmp_path / "src" / "model.safetensors")]), capsys, "exclude")
+    assert_refused(main(["--out", str(tmp_path / "z"), "--branch-from", str(tmp_path / "nothing")]),
+                   capsys, "no state.pt")

@@ -17,13 +17,13 @@ from pathlib import Path
 import torch.distributed as dist
 
 from . import common
-from ..models.config import parse_file
+from ..models.config import ConfigError, parse_file
 from ..datasets import DATASETS
 from ..models.losses import DISTANCES, MMD_REDUCTIONS
 from ..models.registry import ARCHITECTURES
 from ..spiking.surrogate import DEFAULT_A, PRESETS
-from ..training import (EXIT_FINISHED, EXIT_NONFINITE, EXIT_STOPPED, RECIPES, RESUMABLE_CHANGES, TrainConfig,
-                       resolve_config, run_training)
+from ..training import (BRANCH_CHANGES, EXIT_FINISHED, EXIT_NONFINITE, EXIT_STOPPED, RECIPES, RESUMABLE_CHANGES,
+                        TrainConfig, branch_run, resolve_config, run_training)
 
 
 # What each TrainConfig field does as a flag (its unit or choices); the default shown after it
@@ -101,6 +101,12 @@ def build_parser():
                    help="start a new run from a zoo entry or .safetensors: weights and tdBN statistics exact, "
                         "optimiser restarted, epochs/steps/CPU-hours/learning curve carried over (default: "
                         "freshly initialised weights)")
+    p.add_argument("--branch-from", metavar="RUN",
+                   help="start a new run (--out) from another run folder's whole state: weights, optimiser "
+                        "moments, EMA, data order and RNG; only the learning-rate schedule ("
+                        + ", ".join("--" + k.replace("_", "-") for k in BRANCH_CHANGES) + ") and what a resume "
+                        "may change may differ, and the schedule starts at the branch point: recipes compared "
+                        "from one saved state (default: none)")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(d, f.name)
@@ -147,6 +153,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     device = common.resolve_device(args.device)
     try:
+        if args.branch_from:
+            if args.init_from:
+                raise ConfigError("--branch-from and --init-from exclude each other: a branch keeps the "
+                                  "source run's optimiser, --init-from restarts it")
+            branch_run(Path(args.branch_from), Path(args.out), requested(args))
         cfg, init = resolve_config(Path(args.out), requested(args), args.init_from)
         out = run_training(cfg, Path(args.out), args.time_budget, device, progress=not args.no_progress,
                            max_steps=args.max_steps, init=init, fused_lif=args.fused_lif,

@@ -1,0 +1,124 @@
+"""Recipes compared from one saved state: run folders made with ``train --branch-from`` (and the
+source run continued as it was), read from their ``evals.csv`` after the branch point.
+
+    python benchmarks/branch_compare.py RUN_A RUN_B ... --since-step 6019 \
+        --json benchmarks/branch_compare.json --plot benchmarks/branch_compare.png --results benchmarks/RESULTS.md
+
+Each arm's evaluations (every ``--eval-every`` steps of its training: 1,000 samples, seed 0) are listed
+against the CPU-hours spent since the branch point (training steps and evaluations, one process);
+the spread of an arm is that of its last evaluations (training noise), which is what tells two
+arms apart. No training or sampling happens here.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from pathlib import Path
+
+MARK_BEGIN, MARK_END = "<!-- branch_compare: begin -->", "<!-- branch_compare: end -->"
+CANDIDATES = (("afd", "val_afd", "raw"), ("ema_afd", "ema_val_afd", "EMA"),
+              ("emacal_afd", "emacal_val_afd", "EMA, decoder calibrated"))
+
+
+def branch_cpu_hours(runs: list[Path]) -> float | None:
+    """The CPU-hours the source had spent at the branch point, from a branch's recorded provenance
+    (``model.safetensors`` metadata; every arm shares that state, so it holds for the source too)."""
+    from safetensors import safe_open
+    for run in runs:
+        with safe_open(str(run / "model.safetensors"), "pt") as f:
+            extra = json.loads(f.metadata().get("extra", "{}"))
+        for event in extra.get("provenance", []):
+            if event.get("event", "").startswith("branched"):
+                return float(event["cpu_hours"])
+    return None
+
+
+def read_arm(run: Path, since_step: int, start_cpu_hours: float | None) -> dict:
+    cfg = json.loads((run / "train_config.json").read_text())
+    rows = [r for r in csv.DictReader(open(run / "evals.csv")) if int(r["global_step"]) > since_step] \
+        if (run / "evals.csv").is_file() else []
+    flags = {k: cfg[k] for k in ("lr", "lr_schedule", "lr_decay_steps", "lr_min_ratio") if k in cfg}
+    return {"run": run.name, "dataset": cfg["dataset"], "schedule": flags, "evaluations": rows,
+            "start_cpu_hours": start_cpu_hours}
+
+
+def markdown(res: dict) -> str:
+    lines = [f"Branch point: global step {res['since_step']}. Each row: one evaluation of an arm (1,000 samples, "
+             "seed 0; test = the paper's number, val = to the training images, which chooses).", "",
+             "| arm | schedule | step | CPU-h since branch | recon MSE (EMA) | raw test / val | EMA test / val "
+             "| EMA calibrated test / val |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for arm in res["arms"]:
+        sched = ", ".join(f"{k} {v}" for k, v in arm["schedule"].items())
+        for r in arm["evaluations"]:
+            since = (f"{float(r['cpu_hours']) - arm['start_cpu_hours']:.2f}" if arm["start_cpu_hours"] is not None
+                     else "?")
+            cells = [f"{r.get(t) or '-'} / {r.get(v) or '-'}" for t, v, _ in CANDIDATES]
+            lines.append(f"| {arm['run']} | {sched} | {r['global_step']} | {since} | {r['ema_test_recon_mse']} | "
+                         + " | ".join(cells) + " |")
+    lines += ["", "| arm | evaluations | EMA calibrated val, last 3: mean +- sd |", "| --- | --- | --- |"]
+    for arm in res["arms"]:
+        vals = [float(r["emacal_val_afd"]) for r in arm["evaluations"] if r.get("emacal_val_afd")][-3:]
+        spread = (f"{statistics.mean(vals):.2f} +- {statistics.stdev(vals):.2f}" if len(vals) > 1
+                  else (f"{vals[0]:.2f}" if vals else "-"))
+        lines.append(f"| {arm['run']} | {len(arm['evaluations'])} | {spread} |")
+    return "\n".join(lines)
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for arm in res["arms"]:
+        rows = [r for r in arm["evaluations"] if r.get("emacal_afd")]
+        if not rows or arm["start_cpu_hours"] is None:
+            continue
+        x = [float(r["cpu_hours"]) - arm["start_cpu_hours"] for r in rows]
+        line, = ax.plot(x, [float(r["emacal_afd"]) for r in rows], marker="o", label=f"{arm['run']} (EMA calibrated)")
+        ax.plot(x, [float(r["ema_afd"]) for r in rows], ls=":", marker=".", color=line.get_color(), alpha=0.6)
+    ax.set_xlabel("CPU-hours since the branch point")
+    ax.set_ylabel("AE Frechet to the test set, 1,000 samples")
+    ax.set_title("arms from one saved state (solid: EMA calibrated, dotted: EMA)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def replace_section(path: Path, body: str) -> None:
+    text = path.read_text()
+    block = f"{MARK_BEGIN}\n{body}\n{MARK_END}"
+    if MARK_BEGIN in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        text = head + block + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n### Learning-rate schedule from one saved state (issue 20)\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (the source and its branches)")
+    p.add_argument("--since-step", type=int, required=True, help="the branch point (global step)")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--plot", type=Path)
+    p.add_argument("--results", type=Path, help="markdown file whose section (between the markers) is replaced")
+    args = p.parse_args(argv)
+    start = branch_cpu_hours(args.runs)
+    res = {"since_step": args.since_step, "arms": [read_arm(r, args.since_step, start) for r in args.runs]}
+    body = markdown(res)
+    if args.plot:
+        plot(res, args.plot)
+        body += f"\n\n![AE Frechet against CPU-hours since the branch point]({args.plot.name})"
+    print(body)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1) + "\n")
+    if args.results:
+        replace_section(args.results, body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
