@@ -284,7 +284,7 @@ def test_a_download_removes_the_parts_a_killed_download_left(tmp_path, monkeypat
     src = tmp_path / "www" / "weights.pth"
     src.parent.mkdir()
     src.write_bytes(b"the weights")
-    w = dataclasses.replace(zoo._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src))
+    w = dataclasses.replace(zoo.entries._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src))
     zoo_dir(tmp_path / "no-zoo")
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -481,9 +481,9 @@ def test_a_cache_that_cannot_be_written_names_fsvae_sj_home(tmp_path, monkeypatc
     torch.manual_seed(0)
     model = FSVAE(TINY_LARGE).eval()
     src.write_bytes(authors_format(model))
-    entry = dataclasses.replace(zoo._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src),
+    entry = dataclasses.replace(zoo.entries._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src),
                                 config=TINY_LARGE, num_params=None)
-    monkeypatch.setattr(zoo, "_builtin_entries", lambda: [entry])
+    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: [entry])
     zoo_dir(tmp_path / "no-zoo")
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(zoo.ZooError, match=r"cannot write the cache .*a-file.*set FSVAE_SJ_HOME to a writable"):
@@ -493,7 +493,7 @@ def test_a_cache_that_cannot_be_written_names_fsvae_sj_home(tmp_path, monkeypatc
 
     def read_only(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(zoo, "save_model", read_only)
+    monkeypatch.setattr(zoo.loading, "save_model", read_only)
     with pytest.warns(RuntimeWarning, match="without caching.*FSVAE_SJ_HOME"):
         got = zoo.load("celeba", cache_dir=cache, offline=False)
     assert all(torch.equal(v, got.state_dict()[k]) for k, v in model.state_dict().items())

@@ -45,7 +45,7 @@ def served(tmp_path):
     srv.shutdown()
 
 
-CELEBA = zoo._builtin_entries()[0]
+CELEBA = zoo.entries._builtin_entries()[0]
 
 
 def stand_in_entries(url, blob, name="celeba"):
@@ -64,7 +64,7 @@ def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, mo
     monkeypatch.delenv("FSVAE_SJ_OFFLINE", raising=False)
 
     # offline: fails with the placement instructions
-    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
+    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
     with pytest.raises(zoo.ZooError, match=r"offline mode is on.*place it at .*fsvae_celeba_demo.pth.*git blob"):
         zoo.load("celeba", cache_dir=tmp_path / "cache", offline=True)
     monkeypatch.setenv("FSVAE_SJ_OFFLINE", "1")
@@ -86,17 +86,17 @@ def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, mo
     (root / "newer.pth").write_bytes(authors_format(newer))
     new_blob = zoo.git_blob_id(root / "newer.pth")
     (tmp_path / "cache" / "fsvae_celeba_demo.pth").unlink()
-    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/newer.pth", new_blob))
+    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/newer.pth", new_blob))
     got = zoo.load("celeba", cache_dir=tmp_path / "cache")
     assert all(torch.equal(v, got.state_dict()[k]) for k, v in newer.state_dict().items())
     got = zoo.load("celeba", cache_dir=tmp_path / "cache")
     assert all(torch.equal(v, got.state_dict()[k]) for k, v in newer.state_dict().items())
-    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
+    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
     (tmp_path / "cache" / "fsvae_celeba_demo.pth").write_bytes(data)
 
     # a file whose blob id differs is rejected and never lands in the cache
     (root / "bad.pth").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/bad.pth", blob))
+    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/bad.pth", blob))
     with pytest.raises(zoo.ZooError, match=r"git blob [0-9a-f]{40}, expected " + blob):
         zoo.load("celeba", cache_dir=tmp_path / "cache2")
     assert not any((tmp_path / "cache2").glob("*.pth"))
@@ -105,7 +105,7 @@ def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, mo
     cached = tmp_path / "cache" / "fsvae_celeba_demo.pth"
     cached.write_bytes(data[:100])
     (tmp_path / "cache" / "fsvae_celeba_demo.fsvae-sj.safetensors").unlink()
-    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
+    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
     with pytest.raises(zoo.ZooError, match=r"corrupt or truncated .*Download .*good.pth by hand"):
         zoo.load("celeba", cache_dir=tmp_path / "cache")
 
@@ -123,7 +123,7 @@ def test_shipped_entries_match_their_files():
         w = zoo.get_weights(n)
         path = zoo.ZOO_DIR / w.file_name
         assert path.stat().st_size == w.size
-        assert zoo.sha256_file(path) == w.sha256
+        assert zoo.loading.sha256_file(path) == w.sha256
         model = zoo.load(n)
         trainable = sum(p.numel() for p in model.parameters())
         assert trainable == w.num_params
@@ -211,8 +211,9 @@ def test_loading_by_name_hashes_the_file_once(monkeypatch, capsys, tmp_path):
     """The CLI's provenance line uses the digest load() verified: no second lookup or hash."""
     from fsvae_sj.cli import common as _cli
     calls = []
-    real = zoo.sha256_file
-    monkeypatch.setattr(zoo, "sha256_file", lambda p: calls.append(p) or real(p))
+    real = zoo.loading.sha256_file
+    for module in (zoo.fetching, zoo.loading):   # verification and the provenance line
+        monkeypatch.setattr(module, "sha256_file", lambda p: calls.append(p) or real(p))
     _cli.load_and_report("mnist", "cpu")
     w = zoo.get_weights("mnist")
     assert calls == [zoo.ZOO_DIR / w.file_name]

@@ -60,7 +60,7 @@ def _verify_all() -> int:
     bad = 0
     for n in zoo.list_models():
         w = zoo.get_weights(n)
-        for f in (zoo.ZOO_DIR / w.file_name, zoo.cache_dir() / w.file_name):
+        for f in (zoo.entries.ZOO_DIR / w.file_name, zoo.cache_dir() / w.file_name):
             if f.is_file():
                 problem = zoo.verify(w, f)
                 bad += problem is not None

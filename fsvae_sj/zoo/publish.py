@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from .. import viz, zoo
+from . import entries
 from .checkpoint import model_from_file, read_checkpoint
 from ..datasets import DATASETS, canonical
 from ..files import remove_stale_temporaries, written_together
@@ -69,9 +70,9 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     metadata, written by ``fsvae_sj.train``).
     """
     zoo.check_entry_name(name, "--name")   # it becomes zoo/NAME.*: checked before any work
-    folder = zoo.ZOO_DIR if zoo.ZOO_DIR.is_dir() else zoo.ZOO_DIR.parent
+    folder = entries.ZOO_DIR if entries.ZOO_DIR.is_dir() else entries.ZOO_DIR.parent
     if not (folder.is_dir() and os.access(folder, os.W_OK)):
-        raise zoo.ZooError(f"cannot write the zoo folder {zoo.ZOO_DIR}; publish from a clone whose zoo/ is writable")
+        raise zoo.ZooError(f"cannot write the zoo folder {entries.ZOO_DIR}; publish from a clone whose zoo/ is writable")
     run = Path(src) if Path(src).is_dir() else None
     src = _checkpoint_of(Path(src))
     _say(f"checking {src}: finite weights, a generator that varies (64 seeded samples)")
@@ -96,7 +97,7 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     _say(f"measuring: AE Frechet of {num_samples} samples, recon MSE over the {dataset} test set")
     res = evaluate(model, dataset, ("recon", "afd"), num_samples=num_samples, seed=seed, progress=True)
     data = src.read_bytes()   # the bytes published are the bytes hashed
-    dest = zoo.ZOO_DIR / f"{name}.safetensors"
+    dest = entries.ZOO_DIR / f"{name}.safetensors"
     arch = cfg.get("arch", "fsvae")
     history = log.get("history") or []
     evals = log.get("evals") or []
@@ -148,9 +149,9 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
         notes=notes or _default_notes("FSVAE" if arch == "fsvae" else "ANN VAE", dataset, tcfg, epoch, step,
                                       cpu_h, extra, paper, metrics))
     cards = card_files(w, arch=cfg)   # the architecture as its file states it: the file is not in place yet
-    zoo.ZOO_DIR.mkdir(exist_ok=True)
-    with claim_folder(zoo.ZOO_DIR, "a zoo publish"):   # one publisher at a time: the comparison holds until written
-        old_path = zoo.ZOO_DIR / f"{name}.json"
+    entries.ZOO_DIR.mkdir(exist_ok=True)
+    with claim_folder(entries.ZOO_DIR, "a zoo publish"):   # one publisher at a time: the comparison holds until written
+        old_path = entries.ZOO_DIR / f"{name}.json"
         if old_path.is_file() and not force and res["afd"] is not None:
             _say(f"comparing with the current {name} entry")
             old = _current_afd(zoo.read_entry(old_path), dataset, num_samples, seed,
@@ -159,12 +160,12 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
                 raise PublishRefused(f"{src}: AE Frechet {res['afd']:.3f} is worse than the current {name} entry's "
                                      f"{old:.3f} ({res['protocol']['images']}); not published (--force to replace it "
                                      f"anyway)")
-        remove_stale_temporaries(zoo.ZOO_DIR)   # of a publish killed midway
+        remove_stale_temporaries(entries.ZOO_DIR)   # of a publish killed midway
         _say(f"writing {dest}, .md and .json")
         with written_together() as put:   # all or nothing; the JSON, which lists the entry, last
             put(dest, data)
             for file_name, content in cards.items():
-                put(zoo.ZOO_DIR / file_name, content)
+                put(entries.ZOO_DIR / file_name, content)
             put(old_path, (json.dumps(w.to_json(), indent=2) + "\n").encode())
     return w
 
@@ -173,7 +174,7 @@ def write_card(w: zoo.Weights, folder: Path | None = None) -> Path:
     """Write the entry's card ``<folder>/<name>.md`` and, if it has one (:attr:`zoo.Weights.curve_file`),
     the learning-curve PNG the card embeds (:func:`card_files`), both or neither. ``folder`` defaults
     to the zoo's. For a shipped entry: ``write_card(zoo.get_weights("mnist"))``. Returns the card's path."""
-    folder = Path(folder) if folder is not None else zoo.ZOO_DIR
+    folder = Path(folder) if folder is not None else entries.ZOO_DIR
     with written_together() as put:
         for file_name, content in card_files(w).items():
             put(folder / file_name, content)
@@ -256,7 +257,7 @@ def _current_afd(w: zoo.Weights, dataset: str, num_samples: int, seed: int, prot
     the sample count, so numbers of different protocols do not compare)."""
     if w.eval_protocol.get("images") == protocol:
         return w.metrics.get("autoencoder_frechet")
-    path = zoo.ZOO_DIR / w.file_name
+    path = entries.ZOO_DIR / w.file_name
     if not path.is_file():
         return None
     return afd_score(generate(model_from_file(path), num_samples, seed, progress=True), dataset)
