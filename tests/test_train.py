@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from fsvae_sj import datasets as data
+from fsvae_sj.files import sha256_file
 from fsvae_sj.cli.train import main
 from fsvae_sj.training import EXIT_STOPPED, TrainConfig, build, epoch_order, run_training
 
@@ -198,7 +199,7 @@ def test_publish_measures_the_run_and_writes_its_learning_curve(tmp_path, monkey
     assert zoo_main(["publish", str(run), "--name", "t", "--dataset", "fashion-mnist", "--num-samples", "50",
                      "--notes-file", str(tmp_path / "notes.md")]) == 0
     entry = json.loads((tmp_path / "zoo" / "t.json").read_text())
-    assert entry["sha256"] == zoo.sha256_file(tmp_path / "zoo" / "t.safetensors")
+    assert entry["sha256"] == sha256_file(tmp_path / "zoo" / "t.safetensors")
     # the card carries exactly what the evaluation protocol measures on the published file
     res = evaluate(zoo.load(tmp_path / "zoo" / "t.safetensors"), "fashion-mnist", num_samples=50, seed=0)
     assert entry["metrics"]["recon_mse"] == round(res["recon_mse"], 5)

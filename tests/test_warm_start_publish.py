@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from fsvae_sj import FSVAE, zoo
 from fsvae_sj import datasets as data
+from fsvae_sj.files import sha256_file
 from fsvae_sj.zoo import publish
 from fsvae_sj.zoo.checkpoint import read_checkpoint, save_model
 from fsvae_sj.cli.train import main
@@ -172,7 +173,7 @@ def test_publish_refuses_a_worse_afd_unless_forced(tmp_path, monkeypatch, zoo_di
     assert zoo.get_weights("ann").sha256 == good.sha256
     forced = publish.publish(weak, "ann", num_samples=300, force=True)
     assert forced.metrics["autoencoder_frechet"] > good.metrics["autoencoder_frechet"]
-    assert zoo.get_weights("ann").sha256 == forced.sha256 == zoo.sha256_file(tmp_path / "zoo" / "ann.safetensors")
+    assert zoo.get_weights("ann").sha256 == forced.sha256 == sha256_file(tmp_path / "zoo" / "ann.safetensors")
 
 
 def test_init_from_an_epoch_end_checkpoint_starts_the_next_epoch(source, tmp_path):
