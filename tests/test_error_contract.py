@@ -12,12 +12,13 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "fsvae_sj"
 # The raises of built-in exceptions that are no refusal of the user's input: a bug, or training's
 # own outcome.
-NOT_REFUSALS = {("training.py", "FloatingPointError"),          # the loss diverged: train's exit status 3
+NOT_REFUSALS = {("training/loop.py", "FloatingPointError"),     # the loss diverged: train's exit status 3
+                ("training/state.py", "FloatingPointError"),    # non-finite weights are never saved (status 3)
                 ("models/config.py", "TypeError"),                      # a new config field of a type with no check
                 ("spiking/sj.py", "RuntimeError"),               # FlexSN asked for on the legacy SpikingJelly
                 ("spiking/surrogate.py", "NotImplementedError"),  # a CuPy dtype the code generator lacks
                 ("cli/common.py", "RuntimeError"),               # image_sink given fewer images than announced
-                ("training.py", "RuntimeError"),                 # replicas diverged: a distribution bug
+                ("training/distributed.py", "RuntimeError"),     # replicas diverged: a distribution bug
                 ("models/pretrained.py", "RuntimeError")}               # no weights loader registered
 
 

@@ -221,9 +221,9 @@ def _ctrl_c_at_step(monkeypatch, step: int, times: int = 1):
     import os
     import signal
 
-    import fsvae_sj.training as training
+    import fsvae_sj.training.loop as training_loop
     calls = []
-    real = training.batch_of
+    real = training_loop.batch_of
 
     def batch_of(*a):
         calls.append(1)
@@ -231,7 +231,7 @@ def _ctrl_c_at_step(monkeypatch, step: int, times: int = 1):
             for _ in range(times):
                 os.kill(os.getpid(), signal.SIGINT)
         return real(*a)
-    monkeypatch.setattr(training, "batch_of", batch_of)
+    monkeypatch.setattr(training_loop, "batch_of", batch_of)
 
 
 @needs_fashion

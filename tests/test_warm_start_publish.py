@@ -104,12 +104,12 @@ def test_ema_is_the_exponential_average_of_the_weights(tmp_path, monkeypatch):
     """decay d: ema_0 = the initial weights, ema_n = d ema_(n-1) + (1 - d) w_n, buffers included."""
     import fsvae_sj.training as tr
     seen = []
-    real_save = tr._save_state
+    real_save = tr.loop.save_state
 
     def spy(run, model, *rest):
         seen.append({k: v.clone() for k, v in model.state_dict().items()})
         return real_save(run, model, *rest)
-    monkeypatch.setattr(tr, "_save_state", spy)
+    monkeypatch.setattr(tr.loop, "save_state", spy)
     # save_every 1: the weights after each of the epoch's 6 steps are seen (then a final save)
     assert main(["--out", str(tmp_path), "--ema-decay", "0.75"] + TINY + ["--epochs", "1", "--save-every", "1"]) == 0
     init = tr.build(tr.TrainConfig(dataset="fashion-mnist", n_steps=2))
