@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from fsvae_sj import zoo
-from fsvae_sj.losses import LossSettings
+from fsvae_sj.models.losses import LossSettings
 from fsvae_sj.spiking import layers
 
 

@@ -27,7 +27,7 @@ timeout 180 python benchmarks/run.py --device cuda --repeats 3 --reference \
 timeout 80 python - <<'PY' 2>&1 | tee "$out/epoch_time.txt"
 import time, torch
 from fsvae_sj import FSVAE
-from fsvae_sj.losses import fsvae_loss
+from fsvae_sj.models.losses import fsvae_loss
 from fsvae_sj.neurons import use_fused_kernels
 m = use_fused_kernels(FSVAE().cuda().train())  # as the train CLI runs (compiled kernels)
 opt = torch.optim.AdamW(m.parameters(), 1e-3, weight_decay=1e-3)

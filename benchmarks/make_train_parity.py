@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import authors_code  # noqa: E402
 
-from fsvae_sj.authors import convert_state_dict, infer_config  # noqa: E402
+from fsvae_sj.zoo.authors import convert_state_dict, infer_config  # noqa: E402
 
 # Small enough to keep the fixture near 1 MB, large enough to show the float32 statistics
 # error of a channels-last batch_norm (it grows with the elements per channel: N * T * H * W).

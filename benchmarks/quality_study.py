@@ -74,7 +74,7 @@ def statistics_variant(model, name: str, dataset: str):
         for i in range(0, 2000, 250):
             x = batch_of(train, torch.arange(i, i + 250))
             with torch.no_grad():
-                zs.append(m.posterior.posterior(m.encode(x), sample_generators(1, 250, start=i))[0])
+                zs.append(m.posterior.sample(m.encode(x), sample_generators(1, 250, start=i))[0])
         reestimate_statistics(m, decoder_parts(m), [lambda z=z: m.decode(z) for z in zs])
     elif name == "prior-on-own-samples":
         zs = [m.prior.generate(250, m.config.n_steps, sample_generators(1, 250, start=i))[0] for i in range(0, 2000, 250)]
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from fsvae_sj import zoo
     from fsvae_sj.calibration import calibrate_decoder
-    from fsvae_sj.checkpoint import read_checkpoint
+    from fsvae_sj.zoo.checkpoint import read_checkpoint
     from fsvae_sj.files import atomic_write_json
     from fsvae_sj.metrics import afd_scores, generate
     path = args.init_from if Path(args.init_from).is_file() else zoo.fetch(zoo.get_weights(args.init_from))

@@ -25,7 +25,7 @@ import torch.multiprocessing as mp
 
 
 def steps(model, x, n: int, sync=lambda: None) -> list[float]:
-    from fsvae_sj.losses import fsvae_loss
+    from fsvae_sj.models.losses import fsvae_loss
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     times = []

@@ -136,7 +136,7 @@ def worker(row: str, batch: int, path: str, repeats: int, device: str = "cpu") -
     from fsvae_sj import FSVAE, FSVAEConfig
     from fsvae_sj.layers import conv_memory_format
     from fsvae_sj.neurons import use_fused_kernels
-    from fsvae_sj.losses import fsvae_loss
+    from fsvae_sj.models.losses import fsvae_loss
     from fsvae_sj.metrics import generate
 
     ours = path == "ours"
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
                          f"--device {args.device}")
 
     import torch
-    from fsvae_sj._malloc import find_tcmalloc
+    from fsvae_sj.cli.malloc import find_tcmalloc
 
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
                f"{platform.python_version()}, torch {torch.__version__}")

@@ -21,7 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fsvae_sj import FSVAE, FSVAEConfig
-from fsvae_sj.losses import fsvae_loss
+from fsvae_sj.models.losses import fsvae_loss
 from fsvae_sj.neurons import use_fused_kernels
 
 

@@ -1,22 +1,22 @@
 """fsvae-sj: the Fully Spiking VAE (Kamata et al., AAAI 2022) on SpikingJelly.
 
-Where things live (the README's table has them all): ``spiking`` (the neuron's equations, the LIF,
-the rectangle surrogate, tdBN, the time-first layers), ``bernoulli`` (autoregressive Bernoulli
-posterior/prior), ``model`` (FSVAE and the architecture registry), ``ann`` (ANN VAE baseline),
-``losses``, ``checkpoint`` (our safetensors format), ``authors`` (the authors' checkpoints),
-``zoo`` (pretrained models: ``fsvae_sj.zoo.load``, ``FSVAE.from_pretrained``), ``datasets``,
-``metrics``, ``training``; the command-line tools are ``sample``, ``reconstruct``, ``evaluate``,
-``train``, ``zoo``, ``convert``, ``ops`` and ``data`` on ``_cli``.
+Where things live (the README's table has them all), wings lowest first: ``spiking`` (the
+neuron's equations, the LIF, the rectangle surrogate, tdBN, the time-first layers), ``models``
+(FSVAE, the Bernoulli posterior and prior, the ANN VAE baseline, configs, losses, the architecture
+registry), ``zoo`` (loading weights the one way, ``fsvae_sj.zoo.load``; entries, download and
+verification, our checkpoint format, the authors', publishing), ``training``; beside them
+``datasets``, ``metrics``, ``opcount``, ``viz``, ``calibration`` and the base modules ``errors``,
+``files``, ``locks``, ``seeding``. The command layer is ``cli`` (``python -m fsvae_sj.<tool>``);
+nothing in the library imports it.
 """
 from ._version import __version__
-from .ann import ANNVAE
-from .checkpoint import load_model, save_model
-from .config import ANNVAEConfig, ConfigError, FSVAEConfig
-from .errors import FsvaeError
-from .model import FSVAE, FSVAELarge, FSVAEOutput
+from .zoo import load_model
+from .zoo.checkpoint import save_model
+from .errors import ConfigError, FsvaeError
+from .models import ANNVAE, ANNVAEConfig, FSVAE, FSVAEConfig, FSVAELarge, FSVAEOutput, fsvae_large
 from .spiking import LIF, Rect, TdBN
 
 from . import zoo
 
 __all__ = ["ANNVAE", "ANNVAEConfig", "ConfigError", "FSVAE", "FSVAEConfig", "FSVAELarge", "FSVAEOutput",
-           "FsvaeError", "LIF", "Rect", "TdBN", "load_model", "save_model", "zoo", "__version__"]
+           "FsvaeError", "LIF", "Rect", "TdBN", "fsvae_large", "load_model", "save_model", "zoo", "__version__"]

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import FsvaeError, warn
+from .errors import ConfigError, FsvaeError, warn
 from .files import atomic_write_bytes, sha256_file
 
 
@@ -85,7 +85,7 @@ def canonical(name: str) -> str:
     """The table's name for ``name`` or one of its aliases; ValueError for an unknown dataset."""
     key = name.lower().replace("_", "-")
     if key not in ALIASES:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(set(ALIASES.values()))}")
+        raise ConfigError(f"unknown dataset {name!r}; expected one of {sorted(set(ALIASES.values()))}")
     return ALIASES[key]
 
 
@@ -96,7 +96,7 @@ def check_model_fits(config, name: str, what: str = "the model") -> None:
     d = DATASETS[canonical(name)]
     want, got = (d.channels, d.size, d.size), (config.in_channels, config.image_size, config.image_size)
     if want != got:
-        raise ValueError(f"{what} takes images [{', '.join(map(str, got))}], but {d.name}'s are "
+        raise ConfigError(f"{what} takes images [{', '.join(map(str, got))}], but {d.name}'s are "
                          f"[{', '.join(map(str, want))}]: choose a model of {d.name} or a dataset of the model's")
 
 
@@ -185,9 +185,9 @@ def load_raw(name: str, split: str, root: str | os.PathLike | None = None,
     name = canonical(name)
     tv_dir = DATASETS[name].torchvision_dir
     if tv_dir is None:
-        raise ValueError(f"{name} is not held in memory; use make_dataset()")
+        raise ConfigError(f"{name} is not held in memory; use make_dataset()")
     if split not in _IDX:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     looked = []
     folders = []
     if root is not None:
@@ -276,7 +276,7 @@ def spec_transform(name: str, split: str):
         return T.Compose(aug + [T.ToTensor(), scale])
     if name == "celeba":  # the authors flip in both loaders
         return T.Compose([T.RandomHorizontalFlip(), T.CenterCrop(148), T.Resize(64), T.ToTensor(), scale])
-    raise ValueError(name)
+    raise ConfigError(f"no transforms for dataset {name!r}")
 
 
 def _torchvision_dataset(name, split, root, download, limit):

@@ -2,7 +2,8 @@
 
 Each concrete error also derives from the built-in it stands for (``ValueError``,
 ``FileNotFoundError``, ...), so callers that caught those keep working. The
-command-line tools print an ``FsvaeError`` as one line on stderr and exit with 2.
+command-line tools print an ``FsvaeError`` as one line on stderr and exit with 2; anything else is
+a bug and keeps its traceback.
 What the package only warns about goes through :func:`warn`, which points at the user's line.
 """
 from __future__ import annotations
@@ -42,7 +43,18 @@ class ConfigError(FsvaeError, ValueError):
 
 
 class InputError(FsvaeError, ValueError):
-    """A tensor a module cannot take: the wrong shape, a membrane kept from another sequence."""
+    """An argument a call cannot take: a tensor of the wrong shape or range, a membrane kept from
+    another sequence, a negative seed, a count below 1."""
 
 
-__all__ = ["CheckpointError", "ConfigError", "FsvaeError", "InputError", "warn"]
+class StateError(FsvaeError, RuntimeError):
+    """A call the module's present state cannot serve: sampling in training mode (tdBN would update
+    its statistics), a route this installation lacks."""
+
+
+class WriteError(FsvaeError, OSError):
+    """A file that cannot be written (a full disk, a read-only folder): the message names the file
+    (the system's own error names the temporary or none), ``errno`` is the system's."""
+
+
+__all__ = ["CheckpointError", "ConfigError", "FsvaeError", "InputError", "StateError", "WriteError", "warn"]

@@ -1,6 +1,7 @@
-"""Files written whole or not at all, and their hashes (no other fsvae_sj import: every layer uses it).
+"""Files written whole or not at all, and their hashes (only ``errors`` below it: every layer uses it).
 
-A write that fails (a full disk, a read-only folder) leaves nothing behind and raises an OSError
+A write that fails (a full disk, a read-only folder) leaves nothing behind and raises a
+:class:`~fsvae_sj.errors.WriteError` (an OSError)
 that names the file it was writing (``[Errno 28] No space left on device: 'run/state.pt'``): the
 operating system's own error names the temporary file or none.
 """
@@ -13,6 +14,8 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+
+from .errors import WriteError
 
 
 def _new_file_mode(path: Path) -> int:
@@ -94,11 +97,12 @@ def _staged(path: Path, data: bytes) -> Path:
     return tmp
 
 
-def naming(e: OSError, path: str | os.PathLike) -> OSError:
-    """``e`` (same class and errno) with ``path`` as the file it was about, for messages."""
+def naming(e: OSError, path: str | os.PathLike) -> WriteError:
+    """``e`` as a :class:`~fsvae_sj.errors.WriteError` (same errno) with ``path`` as the file it was
+    about, for messages."""
     if e.errno is None:
-        return OSError(f"cannot write {path}: {e}")
-    return type(e)(e.errno, e.strerror or str(e), str(path))
+        return WriteError(f"cannot write {path}: {e}")
+    return WriteError(e.errno, e.strerror or str(e), str(path))
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from torch import nn
 from .spiking import sj
 from ._version import __version__
 from .datasets import DATASETS, batch_of, canonical, check_model_fits, make_dataset
+from .errors import ConfigError, FsvaeError, InputError
 from .seeding import sample_generators
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "afd"
@@ -88,7 +89,7 @@ def load_afd(dataset: str) -> tuple[AFDEncoder, np.ndarray, np.ndarray]:
     dataset = canonical(dataset)
     if DATASETS[dataset].afd is None:
         shipped = sorted(d.name for d in DATASETS.values() if d.afd)
-        raise ValueError(f"no autoencoder for {dataset} in this package (shipped: {shipped}); "
+        raise ConfigError(f"no autoencoder for {dataset} in this package (shipped: {shipped}); "
                          f"the CelebA/CIFAR10 ones are in the upstream repository")
     weights, stats = DATASETS[dataset].afd
     sd = torch.load(ASSETS / weights, map_location="cpu", weights_only=True)
@@ -125,7 +126,7 @@ def afd_scores(images: torch.Tensor, dataset: str, references=REFERENCES) -> dic
     images' statistics, :func:`train_reference`: the validation number). Features are computed once."""
     bad = sorted(set(references) - set(REFERENCES))
     if bad:
-        raise ValueError(f"unknown AE Frechet reference(s) {bad}; expected some of {REFERENCES}")
+        raise ConfigError(f"unknown AE Frechet reference(s) {bad}; expected some of {REFERENCES}")
     enc, mu, sigma = load_afd(dataset)
     stats = gaussian_stats(features(enc, images.float().cpu()))
     refs = {"test": lambda: (mu, sigma), "train": lambda: train_reference(canonical(dataset))}
@@ -139,12 +140,16 @@ def afd_score(images: torch.Tensor, dataset: str) -> float:
 
 
 # -- Inception-based metrics: real code paths, unavailable offline without weights ---------------
+class MetricUnavailable(FsvaeError, FileNotFoundError):
+    """A metric this machine cannot compute: its weights or package are not present (offline)."""
+
+
 def _inception_probs(images: torch.Tensor) -> np.ndarray:
     from torchvision.models import Inception_V3_Weights, inception_v3
     w = Inception_V3_Weights.IMAGENET1K_V1
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
     if not cached.is_file():
-        raise FileNotFoundError(f"Inception-v3 weights not present at {cached} (offline: cannot download {w.url})")
+        raise MetricUnavailable(f"Inception-v3 weights not present at {cached} (offline: cannot download {w.url})")
     net = inception_v3(weights=w).eval()
     x = (images.cpu() + 1) / 2
     x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
@@ -158,10 +163,10 @@ def _clean_fid(images: torch.Tensor, dataset: str) -> float:
     try:
         from cleanfid import fid
     except ImportError as e:
-        raise FileNotFoundError("clean-fid is not installed (pip install clean-fid)") from e
+        raise MetricUnavailable("clean-fid is not installed (pip install clean-fid)") from e
     ref = DATASETS[dataset].clean_fid
     if ref is None:
-        raise FileNotFoundError(f"clean-fid has no precomputed reference statistics for {dataset}")
+        raise MetricUnavailable(f"clean-fid has no precomputed reference statistics for {dataset}")
     imgs = ((images.cpu() + 1) * 127.5).clamp(0, 255).to(torch.uint8)
     imgs = imgs.expand(-1, 3, -1, -1) if imgs.shape[1] == 1 else imgs
     taken = [0]
@@ -218,7 +223,7 @@ def evaluate(model, dataset: str, metrics=("recon", "afd"), num_samples: int = 5
         check_model_fits((model.module if hasattr(model, "module") else model).config, dataset)
     bad = sorted(set(metrics) - set(METRICS))
     if bad:
-        raise ValueError(f"unknown metric(s) {bad}; expected some of {METRICS}")
+        raise ConfigError(f"unknown metric(s) {bad}; expected some of {METRICS}")
     result = {"dataset": dataset, "recon_mse": None, "afd": None, "inception_score": None, "fid": None,
               "protocol": {}, "notes": {}, "versions": _versions()}
     test = make_dataset(dataset, "test", data_root, download, limit=test_limit)
@@ -229,7 +234,7 @@ def evaluate(model, dataset: str, metrics=("recon", "afd"), num_samples: int = 5
             result["protocol"]["images"] = f"the real {dataset} test images ({len(images)})"
         else:
             if num_samples < 2:
-                raise ValueError(f"num_samples must be >= 2 for a Frechet distance or score, got {num_samples}")
+                raise InputError(f"num_samples must be >= 2 for a Frechet distance or score, got {num_samples}")
             images = generate(model, num_samples, seed, progress=progress)
             result["protocol"]["images"] = f"{num_samples} generated images, seed {seed}"
     if "recon" in metrics:

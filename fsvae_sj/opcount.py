@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .spiking import sj
+from .errors import ConfigError
 from .spiking.lif import LIF
 
 PJ_PER_AC, PJ_PER_MAC = 0.9, 4.6
@@ -48,7 +49,7 @@ def fan_out(layer: nn.Module, transposed_rule: str = "code") -> float:
     s = layer.stride[0] * layer.stride[1]
     if isinstance(layer, nn.ConvTranspose2d):
         if transposed_rule not in ("code", "exact"):
-            raise ValueError(f"transposed_rule must be 'code' or 'exact', got {transposed_rule!r}")
+            raise ConfigError(f"transposed_rule must be 'code' or 'exact', got {transposed_rule!r}")
         return k * layer.out_channels * (s if transposed_rule == "code" else 1)
     return k * layer.out_channels / s
 

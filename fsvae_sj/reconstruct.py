@@ -1,56 +1,7 @@
-"""``python -m fsvae_sj.reconstruct`` (``fsvae-reconstruct``): test images and their reconstructions.
+"""``python -m fsvae_sj.reconstruct``: the ``reconstruct`` command, :mod:`fsvae_sj.cli.reconstruct`."""
+from .cli.reconstruct import cli, main
 
-    python -m fsvae_sj.reconstruct -n 32 --model fashion-mnist     # originals above reconstructions
-"""
-from __future__ import annotations
-
-import torch
-
-from . import _cli, zoo
-from .datasets import canonical, make_dataset
-from .seeding import sample_generators
-
-
-def build_parser():
-    p = _cli.parser("reconstruct", "Encode and decode the first N test images (eval mode). The PNG grid shows "
-                                   "each row of originals above its reconstructions; the .npy holds only the "
-                                   "reconstructions, shape (n, C, H, W) in [-1, 1].",
-                    _cli.model_flag(), _cli.count_flag(32, "test images"), _cli.seed_flag(),
-                    _cli.output_flag("output file (default: reconstructions.png / .npy)"),
-                    _cli.image_flags(), _cli.device_flag(), _cli.data_root_flag(),
-                    _cli.cross_dataset_flag())
-    p.add_argument("--dataset", default=None, help="test set to reconstruct: " + _cli.data_help("the model's own"))
-    return p
-
-
-@_cli.command
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    out = _cli.check_image_args(args, "reconstructions")
-    dataset = args.dataset or zoo.trained_on(args.model)
-    if not dataset:
-        raise _cli.UsageError(f"{args.model} does not record its dataset; pass --dataset")
-    dataset = canonical(dataset)
-    device = _cli.resolve_device(args.device)
-    model = _cli.load_model(args.model, device)
-    _cli.check_dataset(args.model, model, dataset, args.cross_dataset)
-    test = make_dataset(dataset, "test", args.data_root, limit=args.num)
-    x = torch.stack([test[i][0] for i in range(len(test))]).to(device)
-    # image i's posterior draws depend on (seed, i) only: any --batch-size gives the same images
-    recon = torch.cat([model.reconstruct(x[i:i + args.batch_size],
-                                         generator=sample_generators(args.seed, len(x[i:i + args.batch_size]), i))
-                       for i in range(0, len(x), args.batch_size)])
-    if args.format == "png":
-        rows = [t for i in range(0, len(x), args.nrow) for t in (x[i:i + args.nrow], recon[i:i + args.nrow])]
-        _cli.write_images(torch.cat(rows), out, "png", args.nrow)
-    else:
-        _cli.write_images(recon, out, "npy", args.nrow)
-    mse = float(((recon - x) ** 2).mean())
-    print(f"wrote {len(recon)} reconstructions of {dataset} test images to {out} (MSE {mse:.4f})")
-    return 0
-
-
-cli = _cli.entry_point(main)
+__all__ = ["cli", "main"]
 
 if __name__ == "__main__":
     cli()

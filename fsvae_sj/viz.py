@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from .spiking.sj import sj_plot
+from .errors import InputError
 from .files import atomic_write_bytes
-from .losses import psp
+from .models.losses import psp
 from .spiking.lif import LIF
 from .opcount import PJ_PER_AC, PJ_PER_MAC
 
@@ -32,7 +33,7 @@ def select_neurons(spikes, neurons=None, order_by_rate: bool = False) -> tuple[n
     firing rate, highest first. Returns (spikes [T, n], the neuron indices kept)."""
     s = _np(spikes)
     if s.ndim != 2:
-        raise ValueError(f"expected a spike train [T, N], got shape {s.shape}")
+        raise InputError(f"expected a spike train [T, N], got shape {s.shape}")
     idx = np.arange(s.shape[1]) if neurons is None else np.asarray(neurons)
     s = s[:, idx]
     if order_by_rate:
@@ -337,7 +338,7 @@ def save(fig, path: str | Path) -> Path:
     """Write a figure as PNG or SVG (by suffix), atomically. Raises ValueError for another suffix."""
     path = Path(path)
     if path.suffix.lower() not in (".png", ".svg"):
-        raise ValueError(f"save as .png or .svg, got {path.suffix!r}")
+        raise InputError(f"save as .png or .svg, got {path.suffix!r}")
     buf = io.BytesIO()
     fig.savefig(buf, format=path.suffix[1:].lower(), bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())   # no half-written picture if drawing fails

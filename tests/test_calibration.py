@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from fsvae_sj.calibration import calibrate_decoder, decoder_parts
-from fsvae_sj.config import FSVAEConfig
-from fsvae_sj.model import FSVAE
+from fsvae_sj.models.config import FSVAEConfig
+from fsvae_sj.models.fsvae import FSVAE
 from fsvae_sj.seeding import sample_generators
 from fsvae_sj.spiking.tdbn import TdBN
 

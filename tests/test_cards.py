@@ -4,7 +4,8 @@ import json
 import matplotlib.pyplot as plt
 import pytest
 
-from fsvae_sj import publish, zoo
+from fsvae_sj import zoo
+from fsvae_sj.zoo import publish
 
 CURVED = [n for n in zoo.list_models() if zoo.get_weights(n).curve_file]
 

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-from fsvae_sj._cli import COMMANDS
+from fsvae_sj.cli import COMMANDS
 from fsvae_sj.training import TrainConfig
 
 
@@ -46,7 +46,7 @@ def test_every_flag_has_help_that_states_its_default():
 
 def test_the_walk_sees_a_flag_without_help(monkeypatch):
     """The walk above would notice a new flag without help, in a sub-command too."""
-    from fsvae_sj.zoo import __main__ as zoo_cli
+    from fsvae_sj.cli import zoo as zoo_cli
     real = zoo_cli.build_parser
 
     def with_a_silent_flag():
@@ -60,7 +60,7 @@ def test_the_walk_sees_a_flag_without_help(monkeypatch):
 
 
 def test_train_help_states_the_defaults_the_code_uses():
-    from fsvae_sj.train import build_parser
+    from fsvae_sj.cli.train import build_parser
     helps = {a.dest: a.help for a in build_parser()._actions}
     assert "default 1e-3 x batch size x processes / 250" in helps["lr"]
     assert TrainConfig(batch_size=500).base_lr(world=2) == pytest.approx(1e-3 * 500 * 2 / 250)
@@ -74,7 +74,7 @@ def test_train_help_states_the_defaults_the_code_uses():
 
 
 def test_the_command_list_is_kept_once():
-    """setup.cfg's console scripts and the README's list of them follow ``_cli.COMMANDS`` (so does
+    """setup.cfg's console scripts and the README's list of them follow ``fsvae_sj.cli.COMMANDS`` (so does
     tests/test_structure.py's command layer, read from it)."""
     import configparser
     import re
@@ -87,3 +87,12 @@ def test_the_command_list_is_kept_once():
     assert scripts == {f"fsvae-{name}": f"{module}:cli" for name, module in COMMANDS.items()}
     readme = (root / "README.md").read_text()
     assert set(re.findall(r"`(fsvae-[a-z]+)`", readme)) >= set(scripts), "the README names every console script"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_python_m_runs_the_command_of_the_list(name):
+    """``python -m fsvae_sj.<tool>`` (``fsvae_sj/<tool>.py``, for the zoo ``fsvae_sj/zoo/__main__.py``)
+    runs the very ``cli`` the console script runs."""
+    entry = importlib.import_module(f"fsvae_sj.{name}.__main__" if name == "zoo" else f"fsvae_sj.{name}")
+    command = importlib.import_module(COMMANDS[name])
+    assert entry.cli is command.cli and entry.main is command.main

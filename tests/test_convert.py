@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from fsvae_sj import FSVAEConfig
-from fsvae_sj.authors import convert_state_dict, load_authors_checkpoint
-from fsvae_sj.checkpoint import CheckpointError, load_model
-from fsvae_sj.convert import main
+from fsvae_sj.zoo.authors import convert_state_dict, load_authors_checkpoint
+from fsvae_sj import zoo
+from fsvae_sj.zoo.checkpoint import CheckpointError
+from fsvae_sj.cli.convert import main
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def test_convert_cli_writes_our_format(tmp_path, authors_sd):
     src = tmp_path / "authors.pth"
     torch.save(authors_sd, src)
     assert main([str(src), str(tmp_path / "ours.safetensors")]) == 0
-    ours = load_model(tmp_path / "ours.safetensors")
+    ours = zoo.load(tmp_path / "ours.safetensors")
     ref = load_authors_checkpoint(src)
     assert ours.config == ref.config == FSVAEConfig.large()
     _, converted = convert_state_dict(authors_sd)
@@ -41,7 +42,7 @@ def test_convert_cli_writes_our_format(tmp_path, authors_sd):
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], converted[k]) for k in a)
     # every learned tensor of the authors' file arrives, by value (the converter renames, never
     # alters; the three constants it checks and drops are rebuilt from the config)
-    from fsvae_sj.authors import _CONSTANT_KEYS
+    from fsvae_sj.zoo.authors import _CONSTANT_KEYS
     values = sorted(float(t.double().sum()) for k, t in authors_sd.items()
                     if t.is_floating_point() and k not in _CONSTANT_KEYS)
     assert values == sorted(float(t.double().sum()) for t in converted.values() if t.is_floating_point())

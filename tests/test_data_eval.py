@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fsvae_sj import datasets as data
-from fsvae_sj.evaluate import main
+from fsvae_sj.cli.evaluate import main
 from fsvae_sj.metrics import evaluate, frechet_distance, gaussian_stats, inception_score
 
 needs_fashion = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),

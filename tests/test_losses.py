@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from fsvae_sj.losses import bernoulli_kld, fsvae_loss, gaussian_vae_loss, mmd_loss, psp
+from fsvae_sj.models.losses import bernoulli_kld, fsvae_loss, gaussian_vae_loss, mmd_loss, psp
 
 
 def test_psp_by_hand():

@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from fsvae_sj import _malloc
+from fsvae_sj.cli import malloc as _malloc
 
 
 def test_opt_out_and_already_preloaded_do_not_exec(monkeypatch):
@@ -17,7 +17,7 @@ def test_opt_out_and_already_preloaded_do_not_exec(monkeypatch):
 
 def test_cli_runs_under_tcmalloc_when_present():
     lib = _malloc.find_tcmalloc()
-    code = "import os; from fsvae_sj._malloc import reexec_with_tcmalloc as r; r(); print(os.environ.get('LD_PRELOAD', ''))"
+    code = "import os; from fsvae_sj.cli.malloc import reexec_with_tcmalloc as r; r(); print(os.environ.get('LD_PRELOAD', ''))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}).stdout.strip()
     assert out == (lib or "")

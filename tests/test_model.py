@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from fsvae_sj import ANNVAE, ANNVAEConfig, ConfigError, FSVAE, FSVAEConfig, FSVAELarge, load_model, save_model
-from fsvae_sj.checkpoint import CheckpointError
-from fsvae_sj.losses import fsvae_loss
+from fsvae_sj import ANNVAE, ANNVAEConfig, ConfigError, FSVAE, FSVAEConfig, fsvae_large, save_model, zoo
+from fsvae_sj.zoo.checkpoint import CheckpointError
+from fsvae_sj.models.losses import fsvae_loss
 
 
 def images(n, cfg, seed=0):
@@ -21,7 +21,14 @@ def active(cfg, seed=0):
 
 def test_parameter_counts_match_the_authors():
     assert sum(p.numel() for p in FSVAE().parameters()) == 4_053_601
-    assert sum(p.numel() for p in FSVAELarge().parameters()) == 6_681_571
+    assert sum(p.numel() for p in fsvae_large().parameters()) == 6_681_571
+
+
+def test_fsvae_large_old_spelling_warns_and_builds_the_same():
+    from fsvae_sj import FSVAELarge
+    with pytest.warns(DeprecationWarning, match="fsvae_large"):
+        m = FSVAELarge()
+    assert type(m) is FSVAE and m.config == FSVAEConfig.large()
 
 
 def test_forward_shapes_and_gradient_reaches_encoder(tiny_cfg):
@@ -173,7 +180,7 @@ def test_save_load_round_trip_and_corrupt_file(tmp_path, tiny_cfg):
     m = active(tiny_cfg)
     digest = save_model(m, tmp_path / "m.safetensors")
     assert len(digest) == 64
-    m2 = load_model(tmp_path / "m.safetensors")
+    m2 = zoo.load(tmp_path / "m.safetensors")
     assert m2.config == m.config
     a, b = m.state_dict(), m2.state_dict()   # every weight and tdBN statistic, bit for bit
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
@@ -181,9 +188,19 @@ def test_save_load_round_trip_and_corrupt_file(tmp_path, tiny_cfg):
     data = (tmp_path / "m.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
-        load_model(tmp_path / "cut.safetensors")
-    with pytest.raises(CheckpointError, match="no checkpoint"):
-        load_model(tmp_path / "missing.safetensors")
+        zoo.load(tmp_path / "cut.safetensors")
+    with pytest.raises(zoo.ZooError, match="no file at"):
+        zoo.load(tmp_path / "missing.safetensors")
+
+
+def test_load_model_is_a_deprecated_spelling_of_zoo_load(tmp_path, tiny_cfg):
+    from fsvae_sj import load_model
+    save_model(active(tiny_cfg), tmp_path / "m.safetensors")
+    with pytest.warns(DeprecationWarning, match=r"zoo\.load"):
+        old = load_model(tmp_path / "m.safetensors")
+    new = zoo.load(tmp_path / "m.safetensors")
+    assert old.weights_source == new.weights_source and all(
+        torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
 
 
 def test_ann_vae_baseline(tmp_path):
@@ -194,7 +211,7 @@ def test_ann_vae_baseline(tmp_path):
     assert recon.shape == x.shape and mu.shape == (2, 128)
     m.eval()
     save_model(m, tmp_path / "ann.safetensors")
-    m2 = load_model(tmp_path / "ann.safetensors")
+    m2 = zoo.load(tmp_path / "ann.safetensors")
     assert isinstance(m2, ANNVAE)
     a, b = m.state_dict(), m2.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -134,7 +134,7 @@ def test_without_an_op_counter_only_the_paper_rule():
 
 @pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
 def test_ops_cli_prints_both_columns_and_writes_json(tmp_path, capsys):
-    from fsvae_sj.ops import main
+    from fsvae_sj.cli.ops import main
     out = tmp_path / "ops.json"
     assert main(["--dataset", "fashion-mnist", "-n", "2", "--device", "cpu", "-o", str(out)]) == 0
     text = capsys.readouterr().out

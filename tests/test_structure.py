@@ -1,6 +1,7 @@
-"""The import graph of the package: no loops, at most 10 floors, no library module imports a
-command-line module, the wings keep to their floors (``spiking/`` imports nothing of ours outside
-it). Imports inside functions count (a lazy import is still a dependency).
+"""The import graph of the package: no loops (package edges included), the wings stand on each
+other in at most :data:`MAX_FLOORS` floors, no library module imports the command layer, the wings
+keep to their floors (``spiking/`` imports nothing of ours outside it). Imports inside functions
+count (a lazy import is still a dependency).
 
     python tests/test_structure.py      # prints the floors, lowest first
 """
@@ -8,24 +9,29 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fsvae_sj"
-# The command-line layer and the commands on it (read from ``_cli.COMMANDS``, the one list of them);
-# everything else is library.
 
 
 def _commands() -> dict[str, str]:
-    for node in ast.parse((PACKAGE / "_cli.py").read_text()).body:
+    """``fsvae_sj.cli.COMMANDS``, the one list of the commands, read without importing anything."""
+    for node in ast.parse((PACKAGE / "cli" / "__init__.py").read_text()).body:
         if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["COMMANDS"]:
             return ast.literal_eval(node.value)
-    raise LookupError("fsvae_sj/_cli.py has no COMMANDS")
+    raise LookupError("fsvae_sj/cli/__init__.py has no COMMANDS")
 
 
-CLI = {"fsvae_sj._cli", *_commands().values()}
-MAX_FLOORS = 10
+# The modules ``python -m fsvae_sj.<tool>`` runs: two-line entries that call into cli/.
+ENTRIES = {f"fsvae_sj.{n}.__main__" if (PACKAGE / n).is_dir() else f"fsvae_sj.{n}" for n in _commands()}
+# The command layer: the cli/ wing and the entries; everything else is library.
+CLI = {*ENTRIES, *(f"fsvae_sj.cli.{p.stem}" for p in (PACKAGE / "cli").glob("*.py") if p.stem != "__init__"),
+       "fsvae_sj.cli"}
+MAX_FLOORS = 8
 # The base modules beside the wings: any module may import them; they import only each other.
-BASE = {"fsvae_sj.errors", "fsvae_sj.files", "fsvae_sj.seeding"}
+BASE = {"fsvae_sj.errors", "fsvae_sj.files", "fsvae_sj.locks", "fsvae_sj.seeding"}
 # Old addresses kept for users (``from fsvae_sj.neurons import LIF``): modules that only re-export.
-# A shim is no floor of its own: it stands on the floor of what it re-exports.
-SHIMS = {"fsvae_sj.neurons", "fsvae_sj.surrogate", "fsvae_sj.tdbn", "fsvae_sj.layers", "fsvae_sj.backend"}
+# A shim (and an entry) is no floor of its own: it stands on the floor of what it re-exports.
+SHIMS = {"fsvae_sj.neurons", "fsvae_sj.surrogate", "fsvae_sj.tdbn", "fsvae_sj.layers", "fsvae_sj.backend",
+         "fsvae_sj.model", "fsvae_sj.bernoulli", "fsvae_sj.ann", "fsvae_sj.config", "fsvae_sj.losses",
+         "fsvae_sj.pretrained", "fsvae_sj.checkpoint", "fsvae_sj.authors", "fsvae_sj.publish"}
 
 
 def module_name(path: Path) -> str:
@@ -49,13 +55,39 @@ def import_graph() -> dict[str, set[str]]:
                     base = ".".join(anchor + ([node.module] if node.module else []))
                 subs = {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in files}
                 deps |= subs if len(subs) == len(node.names) else subs | {base}   # names from base itself
-        graph[name] = {d for d in deps if d in files and d != name}
+        deps = {d for d in deps if d in files}
+        # Importing fsvae_sj.a.b first runs fsvae_sj/a/__init__.py: an edge to the package, unless the
+        # importer is inside it (the facade fsvae_sj itself aside: every import runs it, by design).
+        deps |= {p for d in deps for p in _packages_above(d) if not (name + ".").startswith(p + ".")}
+        graph[name] = deps - {name}
     return graph
 
 
+def _packages_above(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(2, len(parts))]
+
+
+def wing(module: str) -> str:
+    """The unit a floor holds: the command layer (cli/ and the entries) is one wing, each package
+    below fsvae_sj another, each top-level module its own."""
+    if module in CLI:
+        return "fsvae_sj.cli"
+    return ".".join(module.split(".")[:2])
+
+
+def wings(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph between wings (a shim stays a node of its own: it has no floor)."""
+    unit = {m: m if m in SHIMS else wing(m) for m in graph}
+    out = {u: set() for u in unit.values()}
+    for m, deps in graph.items():
+        out[unit[m]] |= {unit[d] for d in deps} - {unit[m]}
+    return out
+
+
 def floors(graph: dict[str, set[str]]) -> dict[str, int]:
-    """Floor 0: imports nothing of ours; else one above the highest module it imports. Raises
-    ValueError naming a loop."""
+    """Floor 0: imports nothing of ours; else one above the highest it imports (a shim stands on
+    the floor of what it re-exports). Raises ValueError naming a loop."""
     floor, visiting = {}, []
 
     def visit(m):
@@ -72,8 +104,15 @@ def floors(graph: dict[str, set[str]]) -> dict[str, int]:
     return floor
 
 
-def test_no_import_loops_and_at_most_ten_floors():
-    f = floors(import_graph())
+def test_no_import_loops_between_modules():
+    """Package edges included: importing fsvae_sj.a.b runs fsvae_sj/a/__init__.py."""
+    floors(import_graph())
+
+
+def test_no_import_runs_back_up_and_at_most_eight_floors():
+    """The wings stand on each other without a loop (a wing importing one that imports it back is
+    one, even through different modules), in at most :data:`MAX_FLOORS` floors."""
+    f = floors(wings(import_graph()))
     assert max(f.values()) + 1 <= MAX_FLOORS, drawing(f)
 
 
@@ -95,6 +134,39 @@ def test_shims_only_re_export():
             assert doc or reexport or names, f"{name}: line {node.lineno} is not a re-export"
 
 
+def test_entries_only_call_into_the_command_layer():
+    """``fsvae_sj/<tool>.py`` holds a docstring, one import from ``cli/``, ``__all__`` and the
+    ``if __name__ == "__main__"`` call: the command itself lives in cli/."""
+    for name in ENTRIES:
+        path = PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
+        for node in ast.parse(path.read_text()).body:
+            doc = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            call = isinstance(node, ast.ImportFrom) and node.level and (node.module or "").startswith("cli.")
+            names = isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__all__"]
+            main = isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'"
+            assert doc or call or names or main, f"{name}: line {node.lineno} is more than an entry"
+
+
+def test_a_wing_importing_one_that_imports_it_back_is_a_loop():
+    """Through different modules: a.x -> b.y -> a.z has no module loop but runs back up between wings."""
+    graph = {"fsvae_sj.a.x": {"fsvae_sj.b.y"}, "fsvae_sj.b.y": {"fsvae_sj.a.z"}, "fsvae_sj.a.z": set()}
+    floors(graph)
+    try:
+        floors(wings(graph))
+    except ValueError as e:
+        assert "fsvae_sj.a -> fsvae_sj.b -> fsvae_sj.a" in str(e)
+    else:
+        raise AssertionError("no loop found")
+
+
+def test_an_import_of_a_submodule_runs_its_package():
+    """The package edge: a package whose ``__init__`` imports a module that imports a submodule of
+    the package back is a loop, though no file names the package itself."""
+    graph = import_graph()
+    assert "fsvae_sj.spiking" in graph["fsvae_sj.calibration"]   # it imports fsvae_sj.spiking.tdbn
+    assert "fsvae_sj.spiking" not in graph["fsvae_sj.spiking.lif"]   # inside: the package is running
+
+
 def test_the_base_modules_import_only_each_other():
     graph = import_graph()
     wrong = {m: sorted(graph[m] - BASE) for m in BASE if graph[m] - BASE}
@@ -108,6 +180,15 @@ def test_spiking_imports_nothing_above_it():
     wing = {m for m in graph if m.startswith("fsvae_sj.spiking")}
     assert "fsvae_sj.spiking.equations" in wing
     wrong = {m: sorted(graph[m] - wing - BASE) for m in wing if graph[m] - wing - BASE}
+    assert not wrong, wrong
+
+
+def test_models_stand_on_the_spiking_wing_and_the_base_alone():
+    graph = import_graph()
+    wing = {m for m in graph if m.startswith("fsvae_sj.models")}
+    assert "fsvae_sj.models.fsvae" in wing
+    below = {m for m in graph if m.startswith("fsvae_sj.spiking")} | BASE
+    wrong = {m: sorted(graph[m] - wing - below) for m in wing if graph[m] - wing - below}
     assert not wrong, wrong
 
 
@@ -136,12 +217,13 @@ def drawing(f: dict[str, int]) -> str:
     graph = import_graph()
     lines = []
     for level in range(max(f.values()) + 1):
-        mods = sorted(m for m in f if f[m] == level)
+        units = sorted(u for u in f if f[u] == level)
         lines.append(f"floor {level}: " + ", ".join(
-            m.removeprefix("fsvae_sj.") + (" [cli]" if m in CLI else " [shim]" if m in SHIMS else "") for m in mods))
+            u.removeprefix("fsvae_sj.") + ("/" if u != "fsvae_sj" and any(m.startswith(u + ".") for m in graph) else "")
+            + (" [shim]" if u in SHIMS else "") for u in units))
     lines.append(f"{len(graph)} modules, {sum(map(len, graph.values()))} imports, no loop")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(drawing(floors(import_graph())))
+    print(drawing(floors(wings(import_graph()))))

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from fsvae_sj import datasets as data
-from fsvae_sj.train import main
+from fsvae_sj.files import sha256_file
+from fsvae_sj.cli.train import main
 from fsvae_sj.training import EXIT_STOPPED, TrainConfig, build, epoch_order, run_training
 
 from conftest import assert_refused
@@ -90,9 +91,9 @@ def test_time_budget_stops_at_a_step_boundary(tmp_path):
 
 
 def test_cpu_budget_counts_the_steps_cpu_time_and_stops_at_a_step_boundary(tmp_path, monkeypatch):
-    import fsvae_sj.training as tr
+    import time
     clock = iter(range(0, 10_000, 3))   # every process_time() call: 3 CPU seconds later
-    monkeypatch.setattr(tr.time, "process_time", lambda: float(next(clock)))
+    monkeypatch.setattr(time, "process_time", lambda: float(next(clock)))
     cfg = TrainConfig(dataset="fashion-mnist", limit_train=48, limit_test=16, batch_size=8, epochs=50, n_steps=2,
                       eval_samples=0)
     # each step costs 3 s: after 3 steps 9 s are used and a 4th would pass the budget of 11
@@ -120,8 +121,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
 
 def test_ann_baseline_trains_with_the_same_command(tmp_path):
     assert main(["--out", str(tmp_path), "--model", "ann-vae"] + TINY) == 0
-    from fsvae_sj import ANNVAE, load_model
-    assert isinstance(load_model(tmp_path / "model.safetensors"), ANNVAE)
+    from fsvae_sj import ANNVAE, zoo
+    assert isinstance(zoo.load(tmp_path / "model.safetensors"), ANNVAE)
 
 
 def test_epoch_order_shards_are_disjoint_and_fixed():
@@ -186,19 +187,19 @@ def test_sigterm_stops_cleanly_at_a_step_boundary(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_publish_measures_the_run_and_writes_its_learning_curve(tmp_path, monkeypatch):
+def test_publish_measures_the_run_and_writes_its_learning_curve(tmp_path, monkeypatch, zoo_dir):
     from fsvae_sj import zoo
     from fsvae_sj.metrics import evaluate
     run = tmp_path / "run"
     # lr 0.01: 12 steps are enough for an ANN whose samples vary (the publish guard's floor)
     assert main(["--out", str(run), "--model", "ann-vae", "--lr", "0.01"] + TINY) == 0
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    zoo_dir()
     (tmp_path / "notes.md").write_text("Study table goes here.\n")
-    from fsvae_sj.zoo.__main__ import main as zoo_main
+    from fsvae_sj.cli.zoo import main as zoo_main
     assert zoo_main(["publish", str(run), "--name", "t", "--dataset", "fashion-mnist", "--num-samples", "50",
                      "--notes-file", str(tmp_path / "notes.md")]) == 0
     entry = json.loads((tmp_path / "zoo" / "t.json").read_text())
-    assert entry["sha256"] == zoo.sha256_file(tmp_path / "zoo" / "t.safetensors")
+    assert entry["sha256"] == sha256_file(tmp_path / "zoo" / "t.safetensors")
     # the card carries exactly what the evaluation protocol measures on the published file
     res = evaluate(zoo.load(tmp_path / "zoo" / "t.safetensors"), "fashion-mnist", num_samples=50, seed=0)
     assert entry["metrics"]["recon_mse"] == round(res["recon_mse"], 5)

@@ -12,10 +12,10 @@ import os
 import pytest
 import torch
 
-from fsvae_sj import bernoulli
+from fsvae_sj.models import bernoulli
 from fsvae_sj.spiking import fused_block as tdbn_lif
-from fsvae_sj.authors import load_authors_checkpoint
-from fsvae_sj.losses import fsvae_loss
+from fsvae_sj.zoo.authors import load_authors_checkpoint
+from fsvae_sj.models.losses import fsvae_loss
 from fsvae_sj.spiking.lif import use_fused_kernels
 
 # "eager": the modules one by one; "fused": the compiled kernels training runs on

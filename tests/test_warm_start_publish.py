@@ -8,9 +8,10 @@ from safetensors.torch import load_file
 
 from fsvae_sj import FSVAE, zoo
 from fsvae_sj import datasets as data
-from fsvae_sj import publish
-from fsvae_sj.checkpoint import read_checkpoint, save_model
-from fsvae_sj.train import main
+from fsvae_sj.files import sha256_file
+from fsvae_sj.zoo import publish
+from fsvae_sj.zoo.checkpoint import read_checkpoint, save_model
+from fsvae_sj.cli.train import main
 from fsvae_sj.training import EXIT_STOPPED
 
 from conftest import assert_refused, make_alive
@@ -61,8 +62,8 @@ def test_init_from_file_carries_weights_budget_and_curve_and_restarts_the_optimi
     assert not same(after, src_state)
 
 
-def test_init_from_a_zoo_name(source, tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+def test_init_from_a_zoo_name(source, tmp_path, monkeypatch, zoo_dir):
+    zoo_dir()
     _, _, extra = read_checkpoint(source / "model.safetensors")
     model = make_alive(zoo.load(source / "model.safetensors"), torch.rand(8, 1, 32, 32) * 2 - 1)
     save_model(model, tmp_path / "alive.safetensors", extra=extra)
@@ -103,12 +104,12 @@ def test_ema_is_the_exponential_average_of_the_weights(tmp_path, monkeypatch):
     """decay d: ema_0 = the initial weights, ema_n = d ema_(n-1) + (1 - d) w_n, buffers included."""
     import fsvae_sj.training as tr
     seen = []
-    real_save = tr._save_state
+    real_save = tr.loop.save_state
 
     def spy(run, model, *rest):
         seen.append({k: v.clone() for k, v in model.state_dict().items()})
         return real_save(run, model, *rest)
-    monkeypatch.setattr(tr, "_save_state", spy)
+    monkeypatch.setattr(tr.loop, "save_state", spy)
     # save_every 1: the weights after each of the epoch's 6 steps are seen (then a final save)
     assert main(["--out", str(tmp_path), "--ema-decay", "0.75"] + TINY + ["--epochs", "1", "--save-every", "1"]) == 0
     init = tr.build(tr.TrainConfig(dataset="fashion-mnist", n_steps=2))
@@ -136,8 +137,8 @@ def test_best_checkpoint_is_chosen_by_the_validation_number(source):
 
 
 # -- the publish guard ------------------------------------------------------------------------
-def test_publish_refuses_a_dead_generator(tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+def test_publish_refuses_a_dead_generator(tmp_path, monkeypatch, zoo_dir):
+    zoo_dir()
     torch.manual_seed(0)
     save_model(FSVAE().eval(), tmp_path / "fresh.safetensors", extra={"train_config": {"dataset": "fashion-mnist"}})
     assert publish.sample_spread(zoo.load(tmp_path / "fresh.safetensors")) < publish.MIN_SAMPLE_STD
@@ -146,8 +147,8 @@ def test_publish_refuses_a_dead_generator(tmp_path, monkeypatch):
     assert not (tmp_path / "zoo" / "dead.safetensors").exists()
 
 
-def test_publish_refuses_non_finite_weights(source, tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+def test_publish_refuses_non_finite_weights(source, tmp_path, monkeypatch, zoo_dir):
+    zoo_dir()
     _, _, extra = read_checkpoint(source / "model.safetensors")
     model = make_alive(zoo.load(source / "model.safetensors"), torch.rand(8, 1, 32, 32) * 2 - 1)
     assert publish.sample_spread(model) > publish.MIN_SAMPLE_STD   # only the NaN can stop it
@@ -156,13 +157,13 @@ def test_publish_refuses_non_finite_weights(source, tmp_path, monkeypatch):
     save_model(model, tmp_path / "nan.safetensors", extra=extra)
     with pytest.raises(publish.PublishRefused, match="non-finite.*decoder_input.layer.weight"):
         publish.publish(tmp_path / "nan.safetensors", "nan", num_samples=40)
-    from fsvae_sj.zoo.__main__ import main as zoo_main
+    from fsvae_sj.cli.zoo import main as zoo_main
     assert zoo_main(["publish", str(tmp_path / "nan.safetensors"), "--name", "nan"]) == 2
 
 
-def test_publish_refuses_a_worse_afd_unless_forced(tmp_path, monkeypatch):
+def test_publish_refuses_a_worse_afd_unless_forced(tmp_path, monkeypatch, zoo_dir):
     """The shipped ANN baseline against a 12-step ANN: the guard keeps whichever scores better."""
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    zoo_dir()
     weak = tmp_path / "weak"
     assert main(["--out", str(weak), "--model", "ann-vae", "--lr", "0.01", "--eval-samples", "0"] + TINY) == 0
     assert publish.sample_spread(zoo.load(weak / "model.safetensors")) > publish.MIN_SAMPLE_STD   # alive, only worse
@@ -172,7 +173,7 @@ def test_publish_refuses_a_worse_afd_unless_forced(tmp_path, monkeypatch):
     assert zoo.get_weights("ann").sha256 == good.sha256
     forced = publish.publish(weak, "ann", num_samples=300, force=True)
     assert forced.metrics["autoencoder_frechet"] > good.metrics["autoencoder_frechet"]
-    assert zoo.get_weights("ann").sha256 == forced.sha256 == zoo.sha256_file(tmp_path / "zoo" / "ann.safetensors")
+    assert zoo.get_weights("ann").sha256 == forced.sha256 == sha256_file(tmp_path / "zoo" / "ann.safetensors")
 
 
 def test_init_from_an_epoch_end_checkpoint_starts_the_next_epoch(source, tmp_path):
@@ -186,7 +187,7 @@ def test_init_from_an_epoch_end_checkpoint_starts_the_next_epoch(source, tmp_pat
 
 
 def test_a_config_file_sets_only_what_it_states(tmp_path, capsys):
-    from fsvae_sj.train import parse_args, requested
+    from fsvae_sj.cli.train import parse_args, requested
     from fsvae_sj.training import resolve_config
     (tmp_path / "c.json").write_text('{"epochs": 3}')
     args = parse_args(["--out", str(tmp_path / "r"), "--recipe", "zoo-short",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fsvae_sj import ANNVAE, FSVAE, FSVAEConfig, zoo
-from fsvae_sj.sample import main as sample_main
+from fsvae_sj.cli.sample import main as sample_main
 from conftest import assert_refused
 
 TINY_LARGE = FSVAEConfig(in_channels=3, image_size=8, hidden_dims=(4, 8), latent_dim=6, k=3, n_steps=4)
@@ -45,14 +45,14 @@ def served(tmp_path):
     srv.shutdown()
 
 
-CELEBA = zoo._builtin_entries()[0]
+CELEBA = zoo.entries._builtin_entries()[0]
 
 
 def stand_in_entries(url, blob, name="celeba"):
     return [dataclasses.replace(CELEBA, name=name, urls=(url,), git_blob=blob, config=TINY_LARGE, num_params=None)]
 
 
-def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, monkeypatch):
+def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, monkeypatch, zoo_dir):
     root, url = served
     torch.manual_seed(0)
     model = FSVAE(TINY_LARGE).eval()
@@ -60,11 +60,11 @@ def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, mo
     import hashlib
     data = (root / "good.pth").read_bytes()
     blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "no-zoo")
+    zoo_dir(tmp_path / "no-zoo")
     monkeypatch.delenv("FSVAE_SJ_OFFLINE", raising=False)
 
     # offline: fails with the placement instructions
-    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
+    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
     with pytest.raises(zoo.ZooError, match=r"offline mode is on.*place it at .*fsvae_celeba_demo.pth.*git blob"):
         zoo.load("celeba", cache_dir=tmp_path / "cache", offline=True)
     monkeypatch.setenv("FSVAE_SJ_OFFLINE", "1")
@@ -86,17 +86,17 @@ def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, mo
     (root / "newer.pth").write_bytes(authors_format(newer))
     new_blob = zoo.git_blob_id(root / "newer.pth")
     (tmp_path / "cache" / "fsvae_celeba_demo.pth").unlink()
-    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/newer.pth", new_blob))
+    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/newer.pth", new_blob))
     got = zoo.load("celeba", cache_dir=tmp_path / "cache")
     assert all(torch.equal(v, got.state_dict()[k]) for k, v in newer.state_dict().items())
     got = zoo.load("celeba", cache_dir=tmp_path / "cache")
     assert all(torch.equal(v, got.state_dict()[k]) for k, v in newer.state_dict().items())
-    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
+    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
     (tmp_path / "cache" / "fsvae_celeba_demo.pth").write_bytes(data)
 
     # a file whose blob id differs is rejected and never lands in the cache
     (root / "bad.pth").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/bad.pth", blob))
+    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/bad.pth", blob))
     with pytest.raises(zoo.ZooError, match=r"git blob [0-9a-f]{40}, expected " + blob):
         zoo.load("celeba", cache_dir=tmp_path / "cache2")
     assert not any((tmp_path / "cache2").glob("*.pth"))
@@ -105,7 +105,7 @@ def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, mo
     cached = tmp_path / "cache" / "fsvae_celeba_demo.pth"
     cached.write_bytes(data[:100])
     (tmp_path / "cache" / "fsvae_celeba_demo.fsvae-sj.safetensors").unlink()
-    monkeypatch.setattr(zoo, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
+    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
     with pytest.raises(zoo.ZooError, match=r"corrupt or truncated .*Download .*good.pth by hand"):
         zoo.load("celeba", cache_dir=tmp_path / "cache")
 
@@ -123,7 +123,7 @@ def test_shipped_entries_match_their_files():
         w = zoo.get_weights(n)
         path = zoo.ZOO_DIR / w.file_name
         assert path.stat().st_size == w.size
-        assert zoo.sha256_file(path) == w.sha256
+        assert zoo.loading.sha256_file(path) == w.sha256
         model = zoo.load(n)
         trainable = sum(p.numel() for p in model.parameters())
         assert trainable == w.num_params
@@ -145,19 +145,19 @@ def test_the_config_is_stored_once():
     assert celeba.config == FSVAEConfig.large() and "config" not in celeba.to_json()
 
 
-def test_an_old_entry_with_the_duplicate_config_still_loads(tmp_path, monkeypatch):
+def test_an_old_entry_with_the_duplicate_config_still_loads(tmp_path, monkeypatch, zoo_dir):
     old = json.loads((zoo.ZOO_DIR / "mnist-ann.json").read_text())
     old["arch_config"] = {"arch": "ann-vae", "in_channels": 7}   # the old copy; the file wins
     (tmp_path / "mnist-ann.json").write_text(json.dumps(old))
     (tmp_path / "mnist-ann.safetensors").symlink_to(zoo.ZOO_DIR / "mnist-ann.safetensors")
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path)
+    zoo_dir(tmp_path)
     w = zoo.get_weights("mnist-ann")
     assert w.config is None and w.architecture()["in_channels"] == 1
     assert zoo.load("mnist-ann").config.in_channels == 1
 
 
 def test_zoo_info_prints_the_architecture_from_the_header(capsys):
-    from fsvae_sj.zoo.__main__ import main as zoo_main
+    from fsvae_sj.cli.zoo import main as zoo_main
     assert zoo_main(["info", "mnist"]) == 0
     arch = [line for line in capsys.readouterr().out.splitlines() if line.startswith("- Architecture:")]
     assert arch == [f"- Architecture: `{zoo.read_config(zoo.ZOO_DIR / 'mnist.safetensors')}`"]
@@ -209,16 +209,17 @@ def test_ann_from_pretrained_behaves_as_fsvae_from_pretrained(tmp_path):
 
 def test_loading_by_name_hashes_the_file_once(monkeypatch, capsys, tmp_path):
     """The CLI's provenance line uses the digest load() verified: no second lookup or hash."""
-    from fsvae_sj import _cli
+    from fsvae_sj.cli import common as _cli
     calls = []
-    real = zoo.sha256_file
-    monkeypatch.setattr(zoo, "sha256_file", lambda p: calls.append(p) or real(p))
-    _cli.load_model("mnist", "cpu")
+    real = zoo.loading.sha256_file
+    for module in (zoo.fetching, zoo.loading):   # verification and the provenance line
+        monkeypatch.setattr(module, "sha256_file", lambda p: calls.append(p) or real(p))
+    _cli.load_and_report("mnist", "cpu")
     w = zoo.get_weights("mnist")
     assert calls == [zoo.ZOO_DIR / w.file_name]
     assert capsys.readouterr().out == f"weights: zoo entry mnist -> {zoo.ZOO_DIR / w.file_name} (sha256 {w.sha256})\n"
     calls.clear()
-    _cli.load_model(str(zoo.ZOO_DIR / "mnist.safetensors"), "cpu")   # a path: hashed once, for the line
+    _cli.load_and_report(str(zoo.ZOO_DIR / "mnist.safetensors"), "cpu")   # a path: hashed once, for the line
     assert calls == [zoo.ZOO_DIR / "mnist.safetensors"]
 
 
@@ -258,7 +259,7 @@ def test_sample_cli_bad_input(args, msg, capsys):
 
 @pytest.mark.skipif(not __import__("fsvae_sj.datasets").datasets.DEBIAN_FASHION.is_dir(), reason="needs dataset-fashion-mnist")
 def test_reconstruct_cli(tmp_path, capsys):
-    from fsvae_sj.reconstruct import main
+    from fsvae_sj.cli.reconstruct import main
     assert main(["-n", "3", "--format", "npy", "--out", str(tmp_path / "r.npy")]) == 0
     r = np.load(tmp_path / "r.npy")
     assert r.shape == (3, 1, 32, 32)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from fsvae_sj import datasets as data
-from fsvae_sj import publish, zoo
+from fsvae_sj import zoo
+from fsvae_sj.zoo import publish
 from fsvae_sj.metrics import afd_score, evaluate, generate
 from fsvae_sj.seeding import sample_generators
 

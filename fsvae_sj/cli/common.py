@@ -1,8 +1,4 @@
-"""The command-line layer every tool stands on: shared flags, one error style, one runner.
-
-The tools are thin mains (``sample``, ``reconstruct``, ``evaluate``, ``train``, ``zoo``,
-``convert``, ``ops``, ``data``), each run as ``python -m fsvae_sj.<tool>`` or as the
-``fsvae-<tool>`` console script. No library module imports this one.
+"""The command layer's shared parts: shared flags, one error style, one runner.
 
 Shared flags (parent parsers): ``--model NAME|PATH``, ``--device auto|cpu|cuda[:N]``
 (default ``auto``: CUDA when present), ``--seed S``, ``-n/--num N`` (the count; the older
@@ -26,17 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import zoo
-from ._malloc import reexec_with_tcmalloc
-from .datasets import DATASETS, check_model_fits
-from .errors import FsvaeError
-from .files import atomic_write_bytes, atomic_write_json, atomic_writer
-
-# The commands, kept here once: tool name -> the module ``python -m`` runs. Each is also the console
-# script ``fsvae-<tool>`` (setup.cfg's entry points, tests/test_cli_help.py checks they agree).
-COMMANDS = {"sample": "fsvae_sj.sample", "reconstruct": "fsvae_sj.reconstruct", "evaluate": "fsvae_sj.evaluate",
-            "train": "fsvae_sj.train", "zoo": "fsvae_sj.zoo.__main__", "convert": "fsvae_sj.convert",
-            "ops": "fsvae_sj.ops", "data": "fsvae_sj.data"}
+from .. import zoo
+from .malloc import reexec_with_tcmalloc
+from ..datasets import DATASETS, check_model_fits
+from ..errors import FsvaeError
+from ..files import atomic_write_bytes, atomic_write_json, atomic_writer
 
 EXIT_USAGE = 2
 # The image tools' default batch: the memory a sampling call needs grows with it (activations
@@ -56,12 +46,11 @@ class UsageError(FsvaeError):
 
 # -- the one error style -----------------------------------------------------------------------
 def command(main):
-    """Wrap a tool's ``main(argv) -> int``: a refused input (:class:`~fsvae_sj.errors.FsvaeError`,
-    and the ValueError / OSError a library raises for bad arguments or unreadable files) becomes
-    ``error: <message>`` on stderr and :data:`EXIT_USAGE`; a warning is one ``warning: <message>``
-    line; Ctrl-C (that the tool did not take
-    itself, as ``train`` takes the first) is one line and :data:`EXIT_INTERRUPTED`, with nothing
-    half-written (every output is written atomically); anything else is a bug and keeps its
+    """Wrap a tool's ``main(argv) -> int``: a refused input (an :class:`~fsvae_sj.errors.FsvaeError`,
+    and only that: the library raises one for every refusal) becomes ``error: <message>`` on stderr
+    and :data:`EXIT_USAGE`; a warning is one ``warning: <message>`` line; Ctrl-C (that the tool did
+    not take itself, as ``train`` takes the first) is one line and :data:`EXIT_INTERRUPTED`, with
+    nothing half-written (every output is written atomically); anything else is a bug and keeps its
     traceback."""
     @functools.wraps(main)
     def wrapped(argv=None) -> int:
@@ -69,7 +58,7 @@ def command(main):
             with warnings.catch_warnings():   # a warning is one line too, not a source location
                 warnings.showwarning = _warning_line
                 return main(argv)
-        except (FsvaeError, ValueError, OSError) as e:
+        except FsvaeError as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:
@@ -85,7 +74,7 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 
 def entry_point(main):
     """The ``cli()`` of ``python -m fsvae_sj.<tool>`` and of its console script: re-execute under
-    tcmalloc when present (``fsvae_sj._malloc``), then exit with ``main()``'s status."""
+    tcmalloc when present (:mod:`fsvae_sj.cli.malloc`), then exit with ``main()``'s status."""
     def cli() -> None:
         reexec_with_tcmalloc()
         sys.exit(main())
@@ -194,7 +183,7 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def load_model(name: str, device: str):
+def load_and_report(name: str, device: str):
     """The model ``--model`` names, in eval mode on ``device``; prints whether it was read as a zoo
     entry or a file (:func:`fsvae_sj.zoo.looks_like_path`) and where its weights came from."""
     model = zoo.load(name, device=device)
@@ -322,6 +311,14 @@ def image_sink(path: Path, fmt: str, n: int, nrow: int):
     buf = io.BytesIO()
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def read_text(path: Path, flag: str) -> str:
+    """The text of the file a flag names; :class:`UsageError` naming the flag when it cannot be read."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{flag} {path} cannot be read: {e.strerror if isinstance(e, OSError) else e}") from None
 
 
 def write_json(path: str | os.PathLike | None, obj) -> None:

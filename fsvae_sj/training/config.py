@@ -1,0 +1,174 @@
+"""A run's settings: :class:`TrainConfig` (saved as JSON), the named recipes, what a resume or a
+branch may change, and the schedules a config sets (learning rate, scheduled sampling, data order)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..models.config import ConfigError, _Serialisable
+from ..datasets import DATASETS, canonical
+from ..models.losses import DISTANCES, MMD_REDUCTIONS, LossSettings
+from ..models.registry import architecture
+
+
+
+# Exit statuses of the command line: finished; stopped early (SIGTERM, Ctrl-C, --time-budget, --max-steps; run
+# again to resume, as EX_TEMPFAIL says); a non-finite loss or weights (last good state kept).
+EXIT_FINISHED, EXIT_STOPPED, EXIT_NONFINITE = 0, 75, 3
+
+
+# Settings a resume may change: they decide how long to train and what is measured or
+# saved, never what the finished steps learned. Any other difference is refused. (A new
+# --epochs also stretches the scheduled-sampling ramp, p = start + (end - start) * epoch /
+# epochs, for the epochs still to come.)
+RESUMABLE_CHANGES = ("epochs", "save_every", "eval_every", "eval_samples", "limit_test", "calibrate_decoder")
+
+
+# What a branch (a new run from another run's whole state, see branch_run) may change besides: the
+# learning-rate schedule, which then starts at the branch point.
+BRANCH_CHANGES = ("lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps")
+
+
+# The zoo's short-budget recipe (its cards cite it by name); the paper's is TrainConfig().
+RECIPES = {
+    "paper": {},
+    "zoo-short": {"batch_size": 64, "lr": 1e-3, "surrogate": "paper", "surrogate_a": 0.5,
+                  "limit_test": 1000, "save_every": 100, "ema_decay": 0.999, "eval_every": 300},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Serialisable):
+    """The paper's recipe by default (T 16, batch 250, AdamW 1e-3 x batch/250, wd 1e-3,
+    150 epochs, scheduled sampling 0.1 -> 0.3, constant learning rate, no weight average).
+
+    ``ema_decay``: keep an exponential moving average of the weights and tdBN statistics
+    (``torch.optim.swa_utils.AveragedModel``, buffers included); None: off.
+    ``lr_schedule``: ``"constant"`` or ``"cosine"`` (from ``lr`` at the run's first step
+    to ``lr * lr_min_ratio`` after ``lr_decay_steps`` steps, or at the end of ``epochs`` if 0).
+    ``lr_warmup_steps``: a linear ramp of the learning rate over the run's first steps: a restarted
+    AdamW's first steps move every weight by about ``lr`` whatever its gradient's size (its moment
+    estimates are fresh), which knocked trained weights back (benchmarks/RESULTS.md, quality study).
+    ``eval_every``: also evaluate every N optimiser steps (0: at epoch ends only);
+    ``eval_samples``: samples for the AE Frechet distance of each evaluation (0: none).
+    ``calibrate_decoder``: also evaluate (and keep as ``best.safetensors`` when it wins) the EMA
+    with its decoder's tdBN statistics re-estimated on this many prior samples
+    (:func:`fsvae_sj.calibration.calibrate_decoder`); 0: off. Changes no training step.
+    """
+
+    dataset: str = "fashion-mnist"
+    model: str = "fsvae"
+    epochs: int = 150
+    batch_size: int = 250
+    lr: float | None = None
+    weight_decay: float = 1e-3
+    scheduled: bool = True
+    scheduled_start: float = 0.1
+    scheduled_end: float = 0.3
+    distance: str = "mmd"
+    mmd_reduction: str = "mean"
+    n_steps: int = 16
+    surrogate: str = "code"
+    surrogate_a: float | None = None
+    seed: int = 0
+    limit_train: int | None = None
+    limit_test: int | None = 2000
+    save_every: int = 50
+    data_root: str | None = None
+    download: bool = False
+    ema_decay: float | None = None
+    lr_schedule: str = "constant"
+    lr_min_ratio: float = 0.01
+    lr_decay_steps: int = 0
+    lr_warmup_steps: int = 0
+    eval_every: int = 0
+    eval_samples: int = 1000
+    calibrate_decoder: int = 0
+
+    def __post_init__(self):
+        self._check_types()
+        ranges = {"epochs": (self.epochs >= 1, ">= 1"), "n_steps": (self.n_steps >= 1, ">= 1"),
+                  "seed": (self.seed >= 0, ">= 0"), "lr": (self.lr is None or self.lr > 0, "> 0 or null"),
+                  "weight_decay": (self.weight_decay >= 0, ">= 0"),
+                  "scheduled_start": (0 <= self.scheduled_start <= 1, "in [0, 1]"),
+                  "scheduled_end": (0 <= self.scheduled_end <= 1, "in [0, 1]"),
+                  "distance": (self.distance in DISTANCES, f"one of {DISTANCES}"),
+                  "mmd_reduction": (self.mmd_reduction in MMD_REDUCTIONS, f"one of {MMD_REDUCTIONS}"),
+                  "limit_test": (self.limit_test is None or self.limit_test >= 1, ">= 1 or null"),
+                  "save_every": (self.save_every >= 0, ">= 0"), "eval_every": (self.eval_every >= 0, ">= 0"),
+                  "lr_min_ratio": (0 <= self.lr_min_ratio <= 1, "in [0, 1]"),
+                  "lr_decay_steps": (self.lr_decay_steps >= 0, ">= 0"),
+                  "lr_warmup_steps": (self.lr_warmup_steps >= 0, ">= 0"),
+                  "calibrate_decoder": (self.calibrate_decoder == 0 or self.calibrate_decoder >= 2,
+                                        "0 (off) or >= 2 samples")}
+        for name, (ok, want) in ranges.items():
+            if not ok:
+                raise ConfigError(f"TrainConfig field {name} must be {want}, got {getattr(self, name)!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.eval_samples == 1 or self.eval_samples < 0:
+            raise ConfigError(f"eval_samples must be 0 (no AE Frechet) or >= 2, got {self.eval_samples}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+
+    def model_config(self):
+        """The config of the architecture ``model`` for the dataset's images, with the recipe's
+        fields that architecture takes (the registry says which)."""
+        arch, data = architecture(self.model), DATASETS[canonical(self.dataset)]
+        return arch.config.for_images(data.channels, data.size,
+                                      **{f: getattr(self, f) for f in arch.recipe_fields})
+
+    def loss_settings(self, epoch: int, batches: int) -> LossSettings:
+        """What ``model.loss`` needs in ``epoch`` of ``batches`` steps."""
+        return LossSettings(scheduled_p(self, epoch), self.distance, self.mmd_reduction, 1.0 / batches)
+
+    def base_lr(self, world: int = 1) -> float:
+        return self.lr if self.lr is not None else 1e-3 * self.batch_size * world / 250
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Fields whose values differ, absent fields read as their defaults."""
+    d = TrainConfig().to_dict()
+    return [k for k in sorted(set(old) | set(new)) if {**d, **old}.get(k) != {**d, **new}.get(k)]
+
+
+def scheduled_p(cfg: TrainConfig, epoch: int) -> float:
+    if not cfg.scheduled:
+        return 0.0
+    return cfg.scheduled_start + (cfg.scheduled_end - cfg.scheduled_start) * epoch / cfg.epochs
+
+
+def learning_rate(cfg: TrainConfig, global_step: int, first_step: int, total_steps: int, world: int = 1) -> float:
+    """The learning rate of optimiser step ``global_step`` (counted over the whole run): the
+    schedule's, times ``(k + 1) / (lr_warmup_steps + 1)`` for the k-th step of the run while
+    ``k < lr_warmup_steps``."""
+    lr = cfg.base_lr(world)
+    k = global_step - first_step
+    warm = (k + 1) / (cfg.lr_warmup_steps + 1) if 0 <= k < cfg.lr_warmup_steps else 1.0
+    if cfg.lr_decay_steps:
+        total_steps = first_step + cfg.lr_decay_steps
+    if cfg.lr_schedule == "constant" or total_steps <= first_step:
+        return lr * warm
+    t = min(max(k / (total_steps - first_step), 0.0), 1.0)
+    lo = lr * cfg.lr_min_ratio
+    return (lo + (lr - lo) * 0.5 * (1 + math.cos(math.pi * t))) * warm
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Batches of one rank's ``n`` images; a last batch of one image is left out, since tdBN
+    (and BatchNorm) in training mode cannot normalise a single value per channel."""
+    if batch_size < 2:
+        raise ConfigError(f"batch size must be >= 2 (tdBN in training mode needs two images), got {batch_size}")
+    if n < 2:
+        raise ConfigError(f"{n} training image(s) per process; at least 2 are needed")
+    return n // batch_size + (n % batch_size >= 2)
+
+
+def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
+    """This rank's sample order for an epoch: a permutation fixed by (seed, epoch), sharded."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    per_rank = n // world
+    return perm[rank * per_rank:(rank + 1) * per_rank] if world > 1 else perm
