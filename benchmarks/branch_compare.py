@@ -17,6 +17,8 @@ import json
 import statistics
 from pathlib import Path
 
+from quality_study import replace_section   # this folder's scripts: one way to rewrite a RESULTS section
+
 MARK_BEGIN, MARK_END = "<!-- branch_compare: begin -->", "<!-- branch_compare: end -->"
 CANDIDATES = (("afd", "val_afd", "raw"), ("ema_afd", "ema_val_afd", "EMA"),
               ("emacal_afd", "emacal_val_afd", "EMA, decoder calibrated"))
@@ -87,17 +89,6 @@ def plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def replace_section(path: Path, body: str) -> None:
-    text = path.read_text()
-    block = f"{MARK_BEGIN}\n{body}\n{MARK_END}"
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n### Learning-rate schedule from one saved state (issue 20)\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="run folders (the source and its branches)")
@@ -116,7 +107,8 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(res, indent=1) + "\n")
     if args.results:
-        replace_section(args.results, body)
+        replace_section(args.results, body, MARK_BEGIN, MARK_END,
+                        "### Learning-rate schedule from one saved state (issue 20)")
     return 0
 
 

@@ -253,14 +253,17 @@ def plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def replace_section(path: Path, body: str) -> None:
+def replace_section(path: Path, body: str, begin: str = MARK_BEGIN, end: str = MARK_END,
+                    heading: str = "## Quality study (issue 20)") -> None:
+    """Put ``body`` between the markers ``begin``/``end`` of the markdown file ``path`` (appended
+    under ``heading`` the first time); the rest of the file stays as it is."""
     text = path.read_text() if path.is_file() else ""
-    block = f"{MARK_BEGIN}\n{body}\n{MARK_END}"
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
-        text = text.rstrip() + "\n\n## Quality study (issue 20)\n\n" + block + "\n"
+        text = text.rstrip() + f"\n\n{heading}\n\n" + block + "\n"
     path.write_text(text)
 
 
