@@ -58,3 +58,14 @@ def test_a_bug_keeps_its_traceback(bug):
     r = run_sample_with(bug)
     assert r.returncode == 1 and "Traceback (most recent call last)" in r.stderr, (r.returncode, r.stderr)
     assert r.stderr.rstrip().splitlines()[-1].startswith(bug.split("(")[0] + ":")
+
+
+def test_a_reader_that_goes_away_ends_the_tool_quietly_with_141():
+    # `python -m fsvae_sj.zoo list | head -1`: the pipe's reader is gone before the tool writes
+    # (closed here at once, so the write surely fails), as Unix tools end on SIGPIPE.
+    env = dict(os.environ, FSVAE_SJ_TCMALLOC="0", PYTHONPATH=str(PACKAGE.parent))
+    p = subprocess.Popen([sys.executable, "-m", "fsvae_sj.zoo", "list"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env, text=True)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert (p.wait(timeout=120), err) == (141, "")

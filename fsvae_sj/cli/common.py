@@ -5,7 +5,8 @@ Shared flags (parent parsers): ``--model NAME|PATH``, ``--device auto|cpu|cuda[:
 ``--num-samples`` / ``--num-images`` spellings still work) and ``-o/--out FILE``.
 
 Error style: a refused input is one line ``error: ...`` on stderr and exit status 2
-(:data:`EXIT_USAGE`, as argparse's own usage errors); Ctrl-C is one line and status 130; tools
+(:data:`EXIT_USAGE`, as argparse's own usage errors); Ctrl-C is one line and status 130; a reader
+that goes away (``| head``) ends the tool quietly with status 141, as it ends ``cat``; tools
 with statuses of their own (``train``: 75 stopped and resumable, 3 non-finite) say so in ``--help``.
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ BATCH_SIZE = 50
 BATCH_MEMORY = "a peak of about 1.6 GB on the CPU at the default --batch-size with the 32x32 zoo models, " \
                "for -n 1,000 and 10,000 alike (6.4 GB at 500)"
 EXIT_INTERRUPTED = 130   # 128 + SIGINT, as shells report a command stopped by Ctrl-C
+EXIT_BROKEN_PIPE = 141   # 128 + SIGPIPE, as shells report `cat` whose reader closed the pipe
 IMAGE_FORMATS = ("png", "npy")
 
 
@@ -50,8 +52,9 @@ def command(main):
     and only that: the library raises one for every refusal) becomes ``error: <message>`` on stderr
     and :data:`EXIT_USAGE`; a warning is one ``warning: <message>`` line; Ctrl-C (that the tool did
     not take itself, as ``train`` takes the first) is one line and :data:`EXIT_INTERRUPTED`, with
-    nothing half-written (every output is written atomically); anything else is a bug and keeps its
-    traceback."""
+    nothing half-written (every output is written atomically); a closed standard output (``| head``
+    has read enough) ends the tool without a word and :data:`EXIT_BROKEN_PIPE`; anything else is a
+    bug and keeps its traceback."""
     @functools.wraps(main)
     def wrapped(argv=None) -> int:
         try:
@@ -65,6 +68,11 @@ def command(main):
             print("error: interrupted (Ctrl-C); files written before it are whole, nothing is half-written",
                   file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # Python ignores SIGPIPE, so the write raised instead of ending the process as it ends
+            # C tools. Point stdout at /dev/null so the interpreter's last flush does not raise again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
     return wrapped
 
 
