@@ -250,6 +250,28 @@ def test_ctrl_c_in_training_finishes_the_step_saves_and_exits_75(tmp_path, monke
 
 
 @needs_fashion
+def test_a_sigterm_during_the_last_save_is_noted_not_a_kill(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import fsvae_sj.training.loop as training_loop
+    run, real, killed = tmp_path / "run", training_loop.save_state, []
+
+    def save_state(*a):   # the run's only save (--max-steps 2, --save-every 100) is its last
+        os.kill(os.getpid(), signal.SIGTERM)
+        real(*a)
+    monkeypatch.setattr(training_loop, "save_state", save_state)
+    # SIGTERM's default would end pytest itself: outside training it is recorded here instead
+    previous = signal.signal(signal.SIGTERM, lambda *a: killed.append(1))
+    try:
+        code = train_main(["--out", str(run)] + TINY + ["--save-every", "100", "--max-steps", "2"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert (code, killed) == (75, [])   # the loop's handler took it, the save finished
+    assert torch.load(run / "state.pt", weights_only=True)["step"] == 2
+
+
+@needs_fashion
 def test_a_second_ctrl_c_aborts_at_once_keeping_the_last_save(tmp_path, monkeypatch, capsys):
     import signal
     run = tmp_path / "run"

@@ -191,7 +191,7 @@ def run_training(cfg: TrainConfig, run: Path, time_budget: float | None = None,
                 status = _train_epoch(s, limits, progress)
                 if status == "finished":
                     _end_epoch(s)
-        s.save()
+            s.save()   # still under the handlers: a SIGTERM now is noted, not a kill mid-save
         if s.rank == 0:
             _write_csv(run / "log.csv", s.rs.history)
             s.tb.close()
