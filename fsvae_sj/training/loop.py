@@ -158,6 +158,18 @@ class _Limits:
     last_step: float = 0.0          # seconds of the last step: a step must fit in the budget left
     cpu_used: float = 0.0           # CPU seconds of the steps run (evaluations and saves excluded)
     last_step_cpu: float = 0.0
+    _t0: float = 0.0
+    _c0: float = 0.0
+
+    def step_started(self) -> None:
+        self._t0, self._c0 = time.time(), time.process_time()
+
+    def step_done(self) -> None:
+        """Count the step and its wall and CPU seconds (the budgets' bookkeeping)."""
+        self.steps_run += 1
+        self.last_step = time.time() - self._t0
+        self.last_step_cpu = time.process_time() - self._c0
+        self.cpu_used += self.last_step_cpu
 
     def reason(self) -> str | None:
         if self.max_steps is not None and self.steps_run >= self.max_steps:
@@ -261,8 +273,9 @@ def _train_epoch(s: _Session, limits: _Limits, progress: bool) -> str:
         if agree(reason is not None, s.world, s.device):   # every rank stops at the same step
             status = reason or "stopped by another rank"
             break
-        t0, c0 = time.time(), time.process_time()
+        limits.step_started()
         gstep = rs.epoch * s.n_batches + rs.step
+        # the step: learning rate, batch, loss, backward, optimiser, weight average
         for group in s.opt.param_groups:
             group["lr"] = learning_rate(cfg, gstep, rs.first_step, total, s.world)
         x = batch_of(s.train_set, order[rs.step * cfg.batch_size:(rs.step + 1) * cfg.batch_size]).to(s.device)
@@ -277,14 +290,10 @@ def _train_epoch(s: _Session, limits: _Limits, progress: bool) -> str:
         s.opt.step()
         if s.ema is not None:
             s.ema.update_parameters(s.model)
+        # bookkeeping: position, running means for the epoch's log row, budgets, progress
         rs.step += 1
-        limits.steps_run += 1
-        for k, v in losses.items():
-            rs.meters[k] = rs.meters.get(k, 0.0) + float(v.detach())
-        rs.meters["n"] = rs.meters.get("n", 0) + 1
-        limits.last_step = time.time() - t0
-        limits.last_step_cpu = time.process_time() - c0
-        limits.cpu_used += limits.last_step_cpu
+        _accumulate(rs.meters, losses)
+        limits.step_done()
         if bar:
             bar.set_postfix({k: f"{float(v.detach()):.4f}" for k, v in losses.items()})
             bar.update(1)
@@ -297,6 +306,13 @@ def _train_epoch(s: _Session, limits: _Limits, progress: bool) -> str:
     if bar:
         bar.close()
     return status
+
+
+def _accumulate(meters: dict, losses: dict[str, torch.Tensor]) -> None:
+    """Add a step's losses to the epoch's sums (``meters["n"]`` counts the steps)."""
+    for k, v in losses.items():
+        meters[k] = meters.get(k, 0.0) + float(v.detach())
+    meters["n"] = meters.get("n", 0) + 1
 
 
 def _end_epoch(s: _Session) -> None:
