@@ -327,7 +327,7 @@ def test_a_bare_name_is_the_zoo_entry_even_beside_a_file_of_that_name(tmp_path, 
 def test_names_that_become_file_names_are_refused_before_any_work(tmp_path, capsys, monkeypatch, name):
     from fsvae_sj.zoo import publish
     from fsvae_sj.cli.zoo import main as zoo_main
-    monkeypatch.setattr(publish, "model_from_file", lambda *a: pytest.fail("work started"))
+    monkeypatch.setattr(publish, "load_file", lambda *a: pytest.fail("work started"))
     assert_refused(zoo_main(["publish", str(tmp_path), "--name", name]), capsys, "cannot name a zoo entry")
 
 

@@ -80,6 +80,13 @@ def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, mo
     assert not list((tmp_path / "cache").glob("*.lock"))
     again = zoo.load("celeba", cache_dir=tmp_path / "cache")   # from the converted file
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+    # the class takes the same path: converted on first load into its own cache, or read converted
+    for cache in ("cache", "cache-class"):
+        via_class = FSVAE.from_pretrained("celeba", cache_dir=tmp_path / cache)
+        assert all(torch.equal(v, via_class.state_dict()[k]) for k, v in model.state_dict().items())
+    assert (tmp_path / "cache-class" / "fsvae_celeba_demo.fsvae-sj.safetensors").is_file()
+    with pytest.raises(zoo.CheckpointError, match="celeba holds a model of architecture 'fsvae', not ANNVAE"):
+        ANNVAE.from_pretrained("celeba", cache_dir=tmp_path / "cache")
 
     # the entry's source changes (new weights, new blob): the old conversion is not served
     torch.manual_seed(1)
@@ -208,6 +215,17 @@ def test_ann_from_pretrained_behaves_as_fsvae_from_pretrained(tmp_path):
     for cls in (FSVAE, ANNVAE):
         with pytest.raises(zoo.ZooError, match=f"offline mode is on.*{tmp_path / cls.__name__}"):
             cls.from_pretrained("celeba", cache_dir=tmp_path / cls.__name__, offline=True)
+
+
+def test_every_architecture_has_from_pretrained():
+    """Each registered model class builds from its own config class (what from_pretrained builds
+    a file's stored config with) and inherits the one from_pretrained."""
+    from fsvae_sj.models.pretrained import PretrainedMixin
+    from fsvae_sj.models.registry import ARCHITECTURES
+    assert set(ARCHITECTURES) == {"fsvae", "ann-vae"}
+    for a in ARCHITECTURES.values():
+        assert a.model.config_class is a.config and a.config.arch == a.name, a.name
+        assert a.model.from_pretrained.__func__ is PretrainedMixin.from_pretrained.__func__, a.name
 
 
 def test_from_pretrained_needs_no_zoo_import(tmp_path, tiny_cfg):
