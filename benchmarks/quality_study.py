@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from fsvae_sj import zoo
     from fsvae_sj.calibration import calibrate_decoder
-    from fsvae_sj.zoo.checkpoint import read_checkpoint
+    from fsvae_sj.hub.checkpoint import read_checkpoint
     from fsvae_sj.files import atomic_write_json
     from fsvae_sj.metrics import afd_scores, generate
     path = args.init_from if Path(args.init_from).is_file() else zoo.fetch(zoo.get_weights(args.init_from))

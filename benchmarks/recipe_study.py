@@ -38,7 +38,7 @@ def main(argv=None) -> int:
                    help="measure branch folders that already exist instead of refusing them")
     args = p.parse_args(argv)
     from fsvae_sj import zoo
-    from fsvae_sj.zoo.checkpoint import read_checkpoint
+    from fsvae_sj.hub.checkpoint import read_checkpoint
     from fsvae_sj.datasets import make_dataset
     from fsvae_sj.files import atomic_write_json
     from fsvae_sj.metrics import afd_score, generate, recon_mse

@@ -1,4 +1,4 @@
 """Old address of :mod:`fsvae_sj.models.pretrained`, kept for users."""
-from .models.pretrained import load_as, register_weights_loader
+from .models.pretrained import PretrainedMixin, load_pretrained
 
-__all__ = ["load_as", "register_weights_loader"]
+__all__ = ["PretrainedMixin", "load_pretrained"]

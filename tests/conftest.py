@@ -33,15 +33,15 @@ def tiny_cfg():
 @pytest.fixture
 def zoo_dir(monkeypatch, tmp_path):
     """``zoo_dir(folder=None)`` points the zoo at ``folder`` (default ``tmp_path / "zoo"``, not made)
-    for this test and returns it: the one place tests move the zoo's folder (``zoo.entries.ZOO_DIR``,
+    for this test and returns it: the one place tests move the zoo's folder (``hub.entries.ZOO_DIR``,
     where the library reads it, and its re-export ``zoo.ZOO_DIR``)."""
     from pathlib import Path
 
-    from fsvae_sj import zoo
+    from fsvae_sj import hub, zoo
 
     def point(folder=None):
         folder = tmp_path / "zoo" if folder is None else Path(folder)
-        monkeypatch.setattr(zoo.entries, "ZOO_DIR", folder)
+        monkeypatch.setattr(hub.entries, "ZOO_DIR", folder)
         monkeypatch.setattr(zoo, "ZOO_DIR", folder)
         return folder
     return point

@@ -8,7 +8,7 @@ import torch
 from fsvae_sj import FSVAEConfig
 from fsvae_sj.zoo.authors import convert_state_dict, load_authors_checkpoint
 from fsvae_sj import zoo
-from fsvae_sj.zoo.checkpoint import CheckpointError
+from fsvae_sj.hub.checkpoint import CheckpointError
 from fsvae_sj.cli.convert import main
 
 
@@ -42,7 +42,7 @@ def test_convert_cli_writes_our_format(tmp_path, authors_sd):
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], converted[k]) for k in a)
     # every learned tensor of the authors' file arrives, by value (the converter renames, never
     # alters; the three constants it checks and drops are rebuilt from the config)
-    from fsvae_sj.zoo.authors import _CONSTANT_KEYS
+    from fsvae_sj.models.authors import _CONSTANT_KEYS
     values = sorted(float(t.double().sum()) for k, t in authors_sd.items()
                     if t.is_floating_point() and k not in _CONSTANT_KEYS)
     assert values == sorted(float(t.double().sum()) for t in converted.values() if t.is_floating_point())

@@ -18,8 +18,7 @@ NOT_REFUSALS = {("training/loop.py", "FloatingPointError"),     # the loss diver
                 ("spiking/sj.py", "RuntimeError"),               # FlexSN asked for on the legacy SpikingJelly
                 ("spiking/surrogate.py", "NotImplementedError"),  # a CuPy dtype the code generator lacks
                 ("cli/common.py", "RuntimeError"),               # image_sink given fewer images than announced
-                ("training/distributed.py", "RuntimeError"),     # replicas diverged: a distribution bug
-                ("models/pretrained.py", "RuntimeError")}               # no weights loader registered
+                ("training/distributed.py", "RuntimeError")}     # replicas diverged: a distribution bug
 
 
 def builtin_raises():

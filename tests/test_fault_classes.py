@@ -123,30 +123,36 @@ def test_checkpoint_config_fields_of_the_wrong_type_or_range_are_refused_naming_
     ("[1, 2]", "must be a JSON object"), ("{not json", "not JSON"),
 ])
 def test_checkpoint_extra_metadata_is_checked_by_type(tmp_path, tiny_cfg, extra, field):
-    from fsvae_sj.zoo.checkpoint import CheckpointError, read_checkpoint
+    from fsvae_sj.hub.checkpoint import CheckpointError, read_checkpoint
     f = _checkpoint_with(tmp_path / "x.safetensors", FSVAE(tiny_cfg), extra=extra)
     with pytest.raises(CheckpointError, match=f"{f}: .*{field}"):
         read_checkpoint(f)
 
 
 def test_a_header_claiming_a_huge_model_is_refused_before_the_model_is_built(tmp_path, tiny_cfg, monkeypatch):
-    import fsvae_sj.zoo.checkpoint as ckpt
-    built = []
-    monkeypatch.setattr(ckpt, "build_model", lambda config: built.append(config) or pytest.fail("model built"))
+    from fsvae_sj import zoo
+    from fsvae_sj.errors import CheckpointError
     # the fashion-mnist entry's config with a latent of 16384 (~195 GB of parameters), and one tensor
     f = _checkpoint_with(tmp_path / "huge.safetensors", FSVAE(tiny_cfg),
                          {"image_size": 32, "hidden_dims": [32, 64, 128, 256], "latent_dim": 16384, "k": 20},
                          state={"encoder.0.layer.weight": torch.zeros(32, 1, 3, 3)})
-    with pytest.raises(ckpt.CheckpointError, match=f"{f} does not fit this architecture: missing keys"):
-        ckpt.model_from_file(f)
-    assert built == []
+    built, init = [], FSVAE.__init__
+
+    def counting_init(self, *a, **k):   # where each FSVAE is laid out: only on the meta device, no memory
+        built.append(torch.empty(0).device.type)
+        init(self, *a, **k)
+    monkeypatch.setattr(FSVAE, "__init__", counting_init)
+    for load in (FSVAE.from_pretrained, zoo.load):
+        with pytest.raises(CheckpointError, match=f"{f} does not fit this architecture: missing keys"):
+            load(f)
+    assert built == ["meta", "meta"]
 
 
 def test_authors_checkpoints_that_are_cut_short_are_named(tmp_path):
     import gzip
 
     from fsvae_sj.zoo.authors import load_authors_checkpoint
-    from fsvae_sj.zoo.checkpoint import CheckpointError
+    from fsvae_sj.hub.checkpoint import CheckpointError
     f = tmp_path / "authors.pth.gz"
     f.write_bytes(gzip.compress(bytes(range(256)) * 8)[:100])   # the gzip stream ends early
     with pytest.raises(CheckpointError, match=str(f)):
@@ -306,7 +312,7 @@ def test_a_download_removes_the_parts_a_killed_download_left(tmp_path, monkeypat
     src = tmp_path / "www" / "weights.pth"
     src.parent.mkdir()
     src.write_bytes(b"the weights")
-    w = dataclasses.replace(zoo.entries._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src))
+    w = dataclasses.replace(zoo.get_weights("celeba"), urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src))
     zoo_dir(tmp_path / "no-zoo")
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -343,7 +349,7 @@ def test_a_bare_name_is_the_zoo_entry_even_beside_a_file_of_that_name(tmp_path, 
 def test_names_that_become_file_names_are_refused_before_any_work(tmp_path, capsys, monkeypatch, name):
     from fsvae_sj.zoo import publish
     from fsvae_sj.cli.zoo import main as zoo_main
-    monkeypatch.setattr(publish, "model_from_file", lambda *a: pytest.fail("work started"))
+    monkeypatch.setattr(publish, "load_file", lambda *a: pytest.fail("work started"))
     assert_refused(zoo_main(["publish", str(tmp_path), "--name", name]), capsys, "cannot name a zoo entry")
 
 
@@ -496,16 +502,17 @@ def test_a_cache_that_cannot_be_written_names_fsvae_sj_home(tmp_path, monkeypatc
     import errno
     import os
 
-    from fsvae_sj import zoo
+    from fsvae_sj import hub, zoo
+    from fsvae_sj.models import pretrained
     from test_zoo_cli import TINY_LARGE, authors_format
     src = tmp_path / "www" / "w.pth"
     src.parent.mkdir()
     torch.manual_seed(0)
     model = FSVAE(TINY_LARGE).eval()
     src.write_bytes(authors_format(model))
-    entry = dataclasses.replace(zoo.entries._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src),
-                                config=TINY_LARGE, num_params=None)
-    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: [entry])
+    entry = dataclasses.replace(hub.entries._builtin_entries()[0], urls=(src.as_uri(),), git_blob=zoo.git_blob_id(src),
+                                config=TINY_LARGE.to_dict(), num_params=None)
+    monkeypatch.setattr(hub.entries, "_builtin_entries", lambda: [entry])
     zoo_dir(tmp_path / "no-zoo")
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(zoo.ZooError, match=r"cannot write the cache .*a-file.*set FSVAE_SJ_HOME to a writable"):
@@ -515,7 +522,7 @@ def test_a_cache_that_cannot_be_written_names_fsvae_sj_home(tmp_path, monkeypatc
 
     def read_only(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(zoo.loading, "save_model", read_only)
+    monkeypatch.setattr(pretrained, "save_model", read_only)
     with pytest.warns(RuntimeWarning, match="without caching.*FSVAE_SJ_HOME"):
         got = zoo.load("celeba", cache_dir=cache, offline=False)
     assert all(torch.equal(v, got.state_dict()[k]) for k, v in model.state_dict().items())

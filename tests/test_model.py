@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fsvae_sj import ANNVAE, ANNVAEConfig, ConfigError, FSVAE, FSVAEConfig, fsvae_large, save_model, zoo
-from fsvae_sj.zoo.checkpoint import CheckpointError
+from fsvae_sj.hub.checkpoint import CheckpointError
 from fsvae_sj.models.losses import fsvae_loss
 
 

@@ -1,7 +1,8 @@
 """The import graph of the package: no loops (package edges included), the wings stand on each
 other in at most :data:`MAX_FLOORS` floors, no library module imports the command layer, the wings
-keep to their floors (``spiking/`` imports nothing of ours outside it). Imports inside functions
-count (a lazy import is still a dependency).
+keep to their floors (``spiking/`` and ``hub/`` import nothing of ours outside them but the base
+modules; ``models/`` stands on those alone). Imports inside functions count (a lazy import is
+still a dependency).
 
     python tests/test_structure.py      # prints the floors, lowest first
 """
@@ -173,22 +174,36 @@ def test_the_base_modules_import_only_each_other():
     assert BASE <= set(graph) and not wrong, wrong
 
 
+def imports_outside(wing: str, below: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """What each module of ``wing`` (a package) imports of ours outside it, the base modules and
+    the wings ``below``; asserts that the wing exists."""
+    graph = import_graph()
+    inside = {m for m in graph if _within(m, (wing,))}
+    assert wing in inside, wing
+    allowed = inside | BASE | {m for m in graph if _within(m, below)}
+    return {m: sorted(graph[m] - allowed) for m in inside if graph[m] - allowed}
+
+
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
 def test_spiking_imports_nothing_above_it():
     """The spiking wing (neuron, surrogate, tdBN, layers) stands on torch, SpikingJelly and the base
     modules alone."""
-    graph = import_graph()
-    wing = {m for m in graph if m.startswith("fsvae_sj.spiking")}
-    assert "fsvae_sj.spiking.equations" in wing
-    wrong = {m: sorted(graph[m] - wing - BASE) for m in wing if graph[m] - wing - BASE}
+    wrong = imports_outside("fsvae_sj.spiking")
     assert not wrong, wrong
 
 
-def test_models_stand_on_the_spiking_wing_and_the_base_alone():
-    graph = import_graph()
-    wing = {m for m in graph if m.startswith("fsvae_sj.models")}
-    assert "fsvae_sj.models.fsvae" in wing
-    below = {m for m in graph if m.startswith("fsvae_sj.spiking")} | BASE
-    wrong = {m: sorted(graph[m] - wing - below) for m in wing if graph[m] - wing - below}
+def test_the_hub_imports_only_the_base_modules():
+    """The hub wing (entries, fetching, our checkpoint format, names and paths) needs no model
+    class: ``from_pretrained`` imports it from below the models, with no callback."""
+    wrong = imports_outside("fsvae_sj.hub")
+    assert not wrong, wrong
+
+
+def test_models_stand_on_the_spiking_wing_the_hub_and_the_base_alone():
+    wrong = imports_outside("fsvae_sj.models", below=("fsvae_sj.spiking", "fsvae_sj.hub"))
     assert not wrong, wrong
 
 

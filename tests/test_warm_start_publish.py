@@ -10,7 +10,7 @@ from fsvae_sj import FSVAE, zoo
 from fsvae_sj import datasets as data
 from fsvae_sj.files import sha256_file
 from fsvae_sj.zoo import publish
-from fsvae_sj.zoo.checkpoint import read_checkpoint, save_model
+from fsvae_sj.hub.checkpoint import read_checkpoint, save_model
 from fsvae_sj.cli.train import main
 from fsvae_sj.training import EXIT_STOPPED
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fsvae_sj import ANNVAE, FSVAE, FSVAEConfig, zoo
+from fsvae_sj import ANNVAE, FSVAE, FSVAEConfig, hub, zoo
 from fsvae_sj.cli.sample import main as sample_main
 from conftest import assert_refused
 
@@ -45,11 +45,12 @@ def served(tmp_path):
     srv.shutdown()
 
 
-CELEBA = zoo.entries._builtin_entries()[0]
+CELEBA = hub.entries._builtin_entries()[0]
 
 
 def stand_in_entries(url, blob, name="celeba"):
-    return [dataclasses.replace(CELEBA, name=name, urls=(url,), git_blob=blob, config=TINY_LARGE, num_params=None)]
+    return [dataclasses.replace(CELEBA, name=name, urls=(url,), git_blob=blob, config=TINY_LARGE.to_dict(),
+                                num_params=None)]
 
 
 def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, monkeypatch, zoo_dir):
@@ -64,7 +65,7 @@ def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, mo
     monkeypatch.delenv("FSVAE_SJ_OFFLINE", raising=False)
 
     # offline: fails with the placement instructions
-    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
+    monkeypatch.setattr(hub.entries, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
     with pytest.raises(zoo.ZooError, match=r"offline mode is on.*place it at .*fsvae_celeba_demo.pth.*git blob"):
         zoo.load("celeba", cache_dir=tmp_path / "cache", offline=True)
     monkeypatch.setenv("FSVAE_SJ_OFFLINE", "1")
@@ -79,6 +80,13 @@ def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, mo
     assert not list((tmp_path / "cache").glob("*.lock"))
     again = zoo.load("celeba", cache_dir=tmp_path / "cache")   # from the converted file
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+    # the class takes the same path: converted on first load into its own cache, or read converted
+    for cache in ("cache", "cache-class"):
+        via_class = FSVAE.from_pretrained("celeba", cache_dir=tmp_path / cache)
+        assert all(torch.equal(v, via_class.state_dict()[k]) for k, v in model.state_dict().items())
+    assert (tmp_path / "cache-class" / "fsvae_celeba_demo.fsvae-sj.safetensors").is_file()
+    with pytest.raises(zoo.CheckpointError, match="celeba holds a model of architecture 'fsvae', not ANNVAE"):
+        ANNVAE.from_pretrained("celeba", cache_dir=tmp_path / "cache")
 
     # the entry's source changes (new weights, new blob): the old conversion is not served
     torch.manual_seed(1)
@@ -86,17 +94,17 @@ def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, mo
     (root / "newer.pth").write_bytes(authors_format(newer))
     new_blob = zoo.git_blob_id(root / "newer.pth")
     (tmp_path / "cache" / "fsvae_celeba_demo.pth").unlink()
-    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/newer.pth", new_blob))
+    monkeypatch.setattr(hub.entries, "_builtin_entries", lambda: stand_in_entries(url + "/newer.pth", new_blob))
     got = zoo.load("celeba", cache_dir=tmp_path / "cache")
     assert all(torch.equal(v, got.state_dict()[k]) for k, v in newer.state_dict().items())
     got = zoo.load("celeba", cache_dir=tmp_path / "cache")
     assert all(torch.equal(v, got.state_dict()[k]) for k, v in newer.state_dict().items())
-    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
+    monkeypatch.setattr(hub.entries, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
     (tmp_path / "cache" / "fsvae_celeba_demo.pth").write_bytes(data)
 
     # a file whose blob id differs is rejected and never lands in the cache
     (root / "bad.pth").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/bad.pth", blob))
+    monkeypatch.setattr(hub.entries, "_builtin_entries", lambda: stand_in_entries(url + "/bad.pth", blob))
     with pytest.raises(zoo.ZooError, match=r"git blob [0-9a-f]{40}, expected " + blob):
         zoo.load("celeba", cache_dir=tmp_path / "cache2")
     assert not any((tmp_path / "cache2").glob("*.pth"))
@@ -105,7 +113,7 @@ def test_authors_weights_download_verify_convert_and_reject(served, tmp_path, mo
     cached = tmp_path / "cache" / "fsvae_celeba_demo.pth"
     cached.write_bytes(data[:100])
     (tmp_path / "cache" / "fsvae_celeba_demo.fsvae-sj.safetensors").unlink()
-    monkeypatch.setattr(zoo.entries, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
+    monkeypatch.setattr(hub.entries, "_builtin_entries", lambda: stand_in_entries(url + "/good.pth", blob))
     with pytest.raises(zoo.ZooError, match=r"corrupt or truncated .*Download .*good.pth by hand"):
         zoo.load("celeba", cache_dir=tmp_path / "cache")
 
@@ -123,7 +131,7 @@ def test_shipped_entries_match_their_files():
         w = zoo.get_weights(n)
         path = zoo.ZOO_DIR / w.file_name
         assert path.stat().st_size == w.size
-        assert zoo.loading.sha256_file(path) == w.sha256
+        assert hub.sources.sha256_file(path) == w.sha256
         model = zoo.load(n)
         trainable = sum(p.numel() for p in model.parameters())
         assert trainable == w.num_params
@@ -135,14 +143,16 @@ def test_shipped_entries_match_their_files():
 
 def test_the_config_is_stored_once():
     """A shipped entry's architecture lives in its safetensors header only (the JSON describes
-    the entry); the authors' entry, whose .pth carries none, holds the converter's FSVAELarge."""
+    the entry); the authors' entry, whose .pth carries none, holds the converter's FSVAELarge as
+    the plain dict a header holds (the hub knows no model class: this pins it to the models')."""
     for p in sorted(zoo.ZOO_DIR.glob("*.json")):
         data = json.loads(p.read_text())
         assert "arch_config" not in data and "config" not in data, p
         w = zoo.get_weights(data["name"])
         assert w.config is None and w.architecture() == zoo.read_config(zoo.ZOO_DIR / w.file_name)
     celeba = zoo.get_weights("celeba")
-    assert celeba.config == FSVAEConfig.large() and "config" not in celeba.to_json()
+    assert dict(celeba.config) == FSVAEConfig.large().to_dict() and "config" not in celeba.to_json()
+    assert list(celeba.architecture().items()) == list(FSVAEConfig.large().to_dict().items())   # as the card shows it
 
 
 def test_an_old_entry_with_the_duplicate_config_still_loads(tmp_path, monkeypatch, zoo_dir):
@@ -173,7 +183,7 @@ def test_from_pretrained_is_the_zoo_model_in_eval_mode(tmp_path):
     assert next(double.parameters()).dtype == torch.float64 and not double.training
     with pytest.raises(zoo.ZooError, match="valid names: .*fashion-mnist.*mnist"):
         FSVAE.from_pretrained("imagenet")
-    with pytest.raises(zoo.CheckpointError, match="ANNVAE.*zoo.load"):
+    with pytest.raises(zoo.CheckpointError, match="mnist-ann holds a model of architecture 'ann-vae', not FSVAE.*zoo.load"):
         FSVAE.from_pretrained("mnist-ann")
 
 
@@ -196,7 +206,7 @@ def test_ann_from_pretrained_behaves_as_fsvae_from_pretrained(tmp_path):
     assert all(torch.equal(v, ref.state_dict()[k]) for k, v in ann.state_dict().items())
     path = ANNVAE.from_pretrained(zoo.ZOO_DIR / "mnist-ann.safetensors")
     assert next(path.parameters()).dtype == torch.float32
-    with pytest.raises(zoo.CheckpointError, match="FSVAE, not ANNVAE.*zoo.load"):
+    with pytest.raises(zoo.CheckpointError, match="architecture 'fsvae', not ANNVAE.*zoo.load"):
         ANNVAE.from_pretrained("mnist")
     with pytest.raises(zoo.ZooError, match="valid names: .*mnist-ann"):
         ANNVAE.from_pretrained("imagenet")
@@ -207,12 +217,61 @@ def test_ann_from_pretrained_behaves_as_fsvae_from_pretrained(tmp_path):
             cls.from_pretrained("celeba", cache_dir=tmp_path / cls.__name__, offline=True)
 
 
+def test_every_architecture_has_from_pretrained():
+    """Each registered model class builds from its own config class (what from_pretrained builds
+    a file's stored config with) and inherits the one from_pretrained."""
+    from fsvae_sj.models.pretrained import PretrainedMixin
+    from fsvae_sj.models.registry import ARCHITECTURES
+    assert set(ARCHITECTURES) == {"fsvae", "ann-vae"}
+    for a in ARCHITECTURES.values():
+        assert a.model.config_class is a.config and a.config.arch == a.name, a.name
+        assert a.model.from_pretrained.__func__ is PretrainedMixin.from_pretrained.__func__, a.name
+
+
+def test_from_pretrained_needs_no_zoo_import(tmp_path, tiny_cfg):
+    """The model module alone loads weights: no loader is registered at import time. In a fresh
+    process whose package facade is left out (``fsvae_sj/__init__.py`` imports the zoo), importing
+    fsvae_sj.models.fsvae and calling from_pretrained loads a file of ours exactly, never imports
+    fsvae_sj.zoo, and refuses a file of another architecture naming zoo.load."""
+    import os
+    import subprocess
+    import sys
+
+    from fsvae_sj import ANNVAEConfig, save_model
+    torch.manual_seed(0)
+    save_model(FSVAE(tiny_cfg), tmp_path / "f.safetensors")
+    save_model(ANNVAE(ANNVAEConfig(image_size=8, hidden_dims=(4, 8), latent_dim=6)), tmp_path / "a.safetensors")
+    package = os.path.dirname(os.path.dirname(zoo.__file__))
+    code = ("import sys, types\n"
+            "facade = types.ModuleType('fsvae_sj')\n"
+            f"facade.__path__ = [{package!r}]\n"
+            "sys.modules['fsvae_sj'] = facade\n"
+            "from fsvae_sj.models.fsvae import FSVAE\n"
+            "from fsvae_sj.errors import CheckpointError\n"
+            "m = FSVAE.from_pretrained(sys.argv[1])\n"
+            "print(type(m).__name__, m.training, m.weights_source.kind, repr(sum(float(v.double().sum()) "
+            "for v in m.state_dict().values())))\n"
+            "try:\n    FSVAE.from_pretrained(sys.argv[2])\n"
+            "except CheckpointError as e:\n    print('refused:', e)\n"
+            "print(sorted(n for n in sys.modules if n.startswith('fsvae_sj.zoo')))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.safetensors"), str(tmp_path / "a.safetensors")],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, FSVAE_SJ_OFFLINE="1", PYTHONPATH=os.path.dirname(package)))
+    assert r.returncode == 0, r.stderr
+    want = sum(float(v.double().sum()) for v in FSVAE.from_pretrained(tmp_path / "f.safetensors").state_dict().values())
+    assert r.stdout.splitlines() == [
+        f"FSVAE False file {want!r}",
+        f"refused: {tmp_path / 'a.safetensors'} holds a model of architecture 'ann-vae', not FSVAE ('fsvae'); "
+        f"load it with fsvae_sj.zoo.load({str(tmp_path / 'a.safetensors')!r})",
+        "[]"]
+
+
 def test_loading_by_name_hashes_the_file_once(monkeypatch, capsys, tmp_path):
     """The CLI's provenance line uses the digest load() verified: no second lookup or hash."""
     from fsvae_sj.cli import common as _cli
     calls = []
-    real = zoo.loading.sha256_file
-    for module in (zoo.fetching, zoo.loading):   # verification and the provenance line
+    real = hub.sources.sha256_file
+    for module in (hub.fetching, hub.sources):   # verification and the provenance line
         monkeypatch.setattr(module, "sha256_file", lambda p: calls.append(p) or real(p))
     _cli.load_and_report("mnist", "cpu")
     w = zoo.get_weights("mnist")

@@ -11,7 +11,7 @@ import os
 
 from . import common
 from ..zoo.authors import check_fixture, load_authors_checkpoint
-from ..zoo.checkpoint import save_model
+from ..hub import save_model
 
 
 def build_parser():

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import zoo
+from ..hub import entries
 from . import common
 
 _ENTRY = "a zoo entry (python -m fsvae_sj.zoo list)"
@@ -60,7 +61,7 @@ def _verify_all() -> int:
     bad = 0
     for n in zoo.list_models():
         w = zoo.get_weights(n)
-        for f in (zoo.entries.ZOO_DIR / w.file_name, zoo.cache_dir() / w.file_name):
+        for f in (entries.ZOO_DIR / w.file_name, zoo.cache_dir() / w.file_name):
             if f.is_file():
                 problem = zoo.verify(w, f)
                 bad += problem is not None

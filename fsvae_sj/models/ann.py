@@ -1,8 +1,6 @@
 """The paper's ANN baseline: a Gaussian VAE with FSVAE's conv stack."""
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
@@ -10,16 +8,19 @@ from .. import seeding
 from .config import ANNVAEConfig, check_image_batch, resolve
 from ..errors import InputError, StateError
 from .losses import LossSettings, gaussian_vae_loss
-from .pretrained import load_as
+from .pretrained import PretrainedMixin
 
 
 def _act(c: int) -> list[nn.Module]:
     return [nn.BatchNorm2d(c), nn.LeakyReLU(0.01)]
 
 
-class ANNVAE(nn.Module):
+class ANNVAE(PretrainedMixin, nn.Module):
     """The paper's ANN baseline. Keeps no state between calls: in eval mode several threads may
-    call ``sample`` and ``reconstruct`` on one model at once (training mode updates BatchNorm)."""
+    call ``sample`` and ``reconstruct`` on one model at once (training mode updates BatchNorm).
+    ``ANNVAE.from_pretrained("mnist-ann")``: a zoo model (:class:`PretrainedMixin`)."""
+
+    config_class = ANNVAEConfig
 
     def __init__(self, config: ANNVAEConfig | None = None, **overrides):
         super().__init__()
@@ -88,14 +89,3 @@ class ANNVAE(nn.Module):
         """Eval-mode reconstructions ``[N, C, H, W]`` (one posterior draw per image)."""
         self._check_eval("reconstruct")
         return self(x, generator=seeding.resolve(seed, generator, x.shape[0]))[0]
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, cache_dir: str | os.PathLike | None = None,
-                        offline: bool | None = None) -> "ANNVAE":
-        """A pretrained ANN VAE in eval mode (``"fashion-mnist-ann"``, ``"mnist-ann"`` or a
-        ``.safetensors`` of ours), exactly as :meth:`fsvae_sj.FSVAE.from_pretrained`: ``device``/
-        ``dtype`` as in ``nn.Module.to`` (default the CPU, float32), ``cache_dir``/``offline`` as in
-        :func:`fsvae_sj.zoo.load`; :class:`~fsvae_sj.errors.CheckpointError` if the file holds
-        another class, :class:`~fsvae_sj.zoo.ZooError` for an unknown name."""
-        return load_as(cls, name_or_path, device=device, dtype=dtype, cache_dir=cache_dir, offline=offline)

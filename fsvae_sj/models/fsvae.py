@@ -2,7 +2,6 @@
 ``[T, N, ...]``."""
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import torch
@@ -18,7 +17,7 @@ from ..errors import InputError, StateError, warn
 from ..spiking.layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
 from ..locks import serialised
 from .losses import LossSettings, fsvae_loss
-from .pretrained import load_as
+from .pretrained import PretrainedMixin
 
 
 class FSVAEOutput(NamedTuple):
@@ -63,10 +62,11 @@ class _TimeWeightedSum(torch.autograd.Function):
         return grad_spikes, None
 
 
-class FSVAE(nn.Module):
+class FSVAE(PretrainedMixin, nn.Module):
     """Fully Spiking VAE (Kamata et al., AAAI 2022).
 
-    ``FSVAE(FSVAEConfig(...))``; ``FSVAELarge()`` gives the authors' 64x64 model.
+    ``FSVAE(FSVAEConfig(...))``; ``fsvae_large()`` gives the authors' 64x64 model;
+    ``FSVAE.from_pretrained("fashion-mnist")`` a zoo model (:class:`PretrainedMixin`).
     Images are ``[N, C, H, W]`` in [-1, 1]; the analog image is fed at every one
     of the T steps (direct encoding).
 
@@ -78,6 +78,8 @@ class FSVAE(nn.Module):
     model's lock (:mod:`fsvae_sj.locks`): calls from several threads on one model run one at a
     time, each with the result it gets alone; separate models run in parallel.
     """
+
+    config_class = FSVAEConfig
 
     def __init__(self, config: FSVAEConfig | None = None, **overrides):
         super().__init__()
@@ -226,22 +228,6 @@ class FSVAE(nn.Module):
                                "call model.eval() first")
         g = seeding.resolve(seed, generator, x.shape[0])
         return self(x, generator=g).x_recon
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None, cache_dir: str | os.PathLike | None = None,
-                        offline: bool | None = None) -> "FSVAE":
-        """A pretrained FSVAE in eval mode: a zoo name (``"fashion-mnist"``, ``"celeba"``, ...)
-        or a path to a ``.safetensors`` of ours (a training run's file loads alone: it carries its
-        config). ``device``/``dtype`` as in ``nn.Module.to`` (default the CPU, float32);
-        ``cache_dir``/``offline`` as in :func:`fsvae_sj.zoo.load`, which does the work (fetch,
-        verify, build) and raises :class:`~fsvae_sj.zoo.ZooError` listing the valid names for an
-        unknown one; :class:`~fsvae_sj.errors.CheckpointError` if the file holds another class.
-
-        Why here and not a builder with ``weights=`` beside the zoo: users find loading on the
-        class, as in diffusers. :meth:`fsvae_sj.ANNVAE.from_pretrained` behaves the same (both are
-        :func:`fsvae_sj.models.pretrained.load_as`); other architectures: :func:`fsvae_sj.zoo.load`."""
-        return load_as(cls, name_or_path, device=device, dtype=dtype, cache_dir=cache_dir, offline=offline)
 
     def set_loop(self, loop: str) -> "FSVAE":
         if loop not in LOOPS:

@@ -20,7 +20,7 @@ import torch
 
 from .. import tblog
 from ..calibration import calibrate_decoder
-from ..zoo.checkpoint import save_model
+from ..hub import save_model
 from ..datasets import batch_of, canonical, make_dataset
 from ..files import atomic_write_bytes, remove_stale_temporaries
 from ..locks import claim_folder

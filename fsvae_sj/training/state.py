@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from .. import zoo
-from ..zoo.checkpoint import read_checkpoint, save_model
+from ..hub import read_checkpoint, save_model
 from ..models.config import ConfigError
 from ..datasets import canonical, make_dataset
 from ..errors import CheckpointError

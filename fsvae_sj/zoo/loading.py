@@ -1,37 +1,21 @@
-"""Loading weights, the one way: :func:`load` (a zoo name or a checkpoint file of ours -> a ready
-model); ``FSVAE.from_pretrained`` and ``ANNVAE.from_pretrained`` call it.
+"""Loading weights, the one public way: :func:`load` (a zoo name or a checkpoint file of ours -> a
+ready model of any architecture, through the registry). It is the code path of
+``FSVAE.from_pretrained`` and ``ANNVAE.from_pretrained``
+(:func:`fsvae_sj.models.pretrained.load_pretrained`, below the models), asking for whichever
+class the file's architecture has; plus what a name or path was trained on (:func:`trained_on`).
 """
 from __future__ import annotations
 
-import functools
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..datasets import canonical
 from ..errors import warn
-from ..files import sha256_file
-from ..models.pretrained import register_weights_loader
-from .authors import load_authors_checkpoint
-from .checkpoint import CheckpointError, model_from_file, read_checkpoint, save_model
-from .entries import DEFAULT, ZooError, get_weights, looks_like_path
-from .fetching import fetch
-
-@dataclass(frozen=True)
-class WeightsSource:
-    """Where a loaded model's weights came from, for provenance lines: the name or path asked
-    for and the verified file read (``model.weights_source`` after :func:`load`)."""
-
-    name: str
-    path: Path
-    recorded_sha256: str | None = None   # the entry's, already checked by fetch()
-    kind: str = "zoo entry"              # or "file": how the name was read (looks_like_path)
-
-    @functools.cached_property
-    def sha256(self) -> str:
-        """The file's SHA-256: the entry's verified one, else hashed once, when first asked."""
-        return self.recorded_sha256 or sha256_file(self.path)
+from ..hub import DEFAULT, get_weights, looks_like_path, read_metadata
+from ..models.pretrained import load_pretrained, model_from_file
+from ..models.registry import architecture
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.device | None = None,
@@ -41,51 +25,28 @@ def load(name_or_path: str | os.PathLike = DEFAULT, *, device: str | torch.devic
     (default the CPU) in ``dtype`` (a floating-point ``torch.dtype``; default as stored, float32).
 
     One way down: resolve the entry, fetch and verify its file, read, build, return. The model's
-    ``weights_source`` (:class:`WeightsSource`) says which file it came from and its SHA-256.
-    A path must look like one (:func:`looks_like_path`); a bare name is always a zoo entry, and
-    a file of that name in the working folder gets a warning saying it was not read.
-    ``FSVAE.from_pretrained`` and ``ANNVAE.from_pretrained`` load through here. Raises
-    :class:`ZooError` for an unknown name (listing the valid ones), a missing or corrupt file,
-    or a ``dtype`` that is not floating point."""
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ZooError(f"dtype must be a floating-point torch.dtype (torch.float32, torch.float64, "
-                       f"torch.bfloat16, ...), got {dtype!r}")
-    model = _load(name_or_path, device or "cpu", cache_dir, offline)
-    return model.to(dtype=dtype) if dtype is not None else model
+    ``weights_source`` (:class:`~fsvae_sj.hub.WeightsSource`) says which file it came from and its
+    SHA-256. A path must look like one (:func:`~fsvae_sj.hub.looks_like_path`); a bare name is
+    always a zoo entry, and a file of that name in the working folder gets a warning saying it
+    was not read. ``FSVAE.from_pretrained`` and ``ANNVAE.from_pretrained`` take the same path
+    (:func:`fsvae_sj.models.pretrained.load_pretrained`). Raises :class:`~fsvae_sj.hub.ZooError`
+    for an unknown name (listing the valid ones), a missing or corrupt file, or a ``dtype`` that
+    is not floating point; :class:`~fsvae_sj.errors.CheckpointError` for a file given by path
+    that does not load."""
+    return load_pretrained(name_or_path, _any_architecture, device=device, dtype=dtype, cache_dir=cache_dir,
+                           offline=offline)
 
 
-def _load(name_or_path: str | os.PathLike, device: str | torch.device, cache_dir: str | os.PathLike | None,
-          offline: bool | None) -> torch.nn.Module:
-    p = Path(name_or_path)
-    if looks_like_path(name_or_path):
-        if not p.is_file():
-            raise ZooError(f"no file at {p}")
-        return _with_source(model_from_file(p, device), WeightsSource(str(name_or_path), p, kind="file"))
-    w = get_weights(str(name_or_path))
-    if p.exists():
-        warn(f"loading the zoo entry {name_or_path!r}; the file ./{p} in this folder was not read "
-             f"(to load it, give it as a path: ./{p})")
-    path = fetch(w, cache_dir, offline)
-    source = WeightsSource(str(name_or_path), path, w.sha256)
-    if w.source_format == "authors":
-        # The converted file is derived from the verified source: it is used only while it
-        # records that source's identity, else it is rebuilt.
-        converted = path.with_name(path.stem + ".fsvae-sj.safetensors")
-        if _derived_from(converted) != w.git_blob:
-            model = load_authors_checkpoint(path, w.config)
-            try:
-                save_model(model, converted, extra={"source": w.urls[0] if w.urls else w.file_name,
-                                                    "git_blob": w.git_blob})
-            except OSError as e:   # a read-only or full cache: serve it, convert again next time
-                warn(f"{w.name}: converted without caching the result ({e}); to cache it, set "
-                     f"FSVAE_SJ_HOME to a writable folder", RuntimeWarning)
-            return _with_source(model.to(device).eval(), source)
-        path = converted
-    try:
-        model = model_from_file(path, device)
-    except CheckpointError as e:
-        raise ZooError(f"{w.name}: {e}") from e
-    return _with_source(model, source)
+def _any_architecture(arch: str) -> type:
+    """The registry's model class for ``arch`` (ConfigError naming the valid ones)."""
+    return architecture(arch).model
+
+
+def load_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The model a checkpoint file of ours holds, of any architecture, in eval mode (no
+    provenance: what publishing measures). Raises :class:`~fsvae_sj.errors.CheckpointError`
+    naming the file for anything that does not load."""
+    return model_from_file(path, _any_architecture, device)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -96,20 +57,15 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return load(Path(path), device=device)
 
 
-def _with_source(model: torch.nn.Module, source: WeightsSource) -> torch.nn.Module:
-    model.weights_source = source
-    return model
-
-
-def _derived_from(converted: Path) -> str | None:
-    """The source git blob a converted checkpoint records (None if absent or unreadable)."""
-    if not converted.is_file():
-        return None
+def trained_on(name_or_path: str | os.PathLike) -> str | None:
+    """The dataset (its canonical name) a zoo entry or a checkpoint file of ours was trained on, from
+    the entry or the file's header (no weights read); None when it does not say. Names and paths
+    as :func:`load` reads them."""
+    if looks_like_path(name_or_path):
+        name = (read_metadata(name_or_path)[1].get("train_config") or {}).get("dataset")
+    else:
+        name = get_weights(str(name_or_path)).dataset
     try:
-        return read_checkpoint(converted)[2].get("git_blob")
-    except CheckpointError:
+        return canonical(name) if isinstance(name, str) else None
+    except ValueError:   # a dataset this version does not know
         return None
-
-
-# FSVAE.from_pretrained and ANNVAE.from_pretrained (below the zoo) load through this.
-register_weights_loader(load)

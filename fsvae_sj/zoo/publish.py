@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from .. import viz, zoo
-from . import entries
-from .checkpoint import model_from_file, read_checkpoint
+from ..hub import entries, read_checkpoint
+from .loading import load_file
 from ..datasets import DATASETS, canonical
 from ..files import remove_stale_temporaries, written_together
 from ..locks import claim_folder
@@ -89,7 +89,7 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     if tcfg.get("dataset") and canonical(dataset) != canonical(tcfg["dataset"]):
         raise PublishRefused(f"{src} was trained on {tcfg['dataset']}, not {dataset}: its card would name the wrong "
                              f"data; publish it without --dataset")
-    model = model_from_file(src)
+    model = load_file(src)
     spread = sample_spread(model)
     if spread < MIN_SAMPLE_STD:
         raise PublishRefused(f"{src}: its 64 seeded samples hardly vary (mean per-pixel std {spread:.4f} < "
@@ -260,7 +260,7 @@ def _current_afd(w: zoo.Weights, dataset: str, num_samples: int, seed: int, prot
     path = entries.ZOO_DIR / w.file_name
     if not path.is_file():
         return None
-    return afd_score(generate(model_from_file(path), num_samples, seed, progress=True), dataset)
+    return afd_score(generate(load_file(path), num_samples, seed, progress=True), dataset)
 
 
 def _default_notes(arch, dataset, tcfg, epoch, step, cpu_h, extra, paper, metrics) -> str:

@@ -1,22 +1,23 @@
 """The zoo's entries: immutable :class:`Weights` records (torchvision-style) read from the JSON files
 in the repository's ``zoo/`` folder (:data:`ZOO_DIR`), plus the authors' CelebA model; names, and
 what a name or a path means. A model's architecture is stored once: in its safetensors file's
-metadata (the JSON describes the entry, not the model), or, for the authors' .pth, as the config
-the converter builds (:meth:`FSVAEConfig.large`).
+metadata (the JSON describes the entry, not the model), or, for the authors' .pth, which carries
+none, in the entry as the plain config dict the converter builds (``FSVAEConfig.large()``'s,
+held as data: this wing knows no model class; tests/test_zoo_cli.py pins the two equal).
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from ..datasets import canonical
 from ..errors import FsvaeError
-from ..models.config import FSVAEConfig
-from .checkpoint import CheckpointError, read_config, read_metadata
+from .checkpoint import CheckpointError, read_config
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -79,8 +80,9 @@ class Weights:
     """One zoo entry. ``source_format`` is ``"fsvae-sj"`` (our safetensors) or
     ``"authors"`` (their .pth, verified by ``git_blob`` and converted on load).
 
-    ``config``: the architecture of a file that does not carry one (the authors' .pth); None
-    for our safetensors, whose header holds it (:meth:`architecture` reads it)."""
+    ``config``: the architecture of a file that does not carry one (the authors' .pth), as the
+    plain dict a header of ours holds (kept read-only); None for our safetensors, whose header
+    holds it (:meth:`architecture` reads it)."""
 
     name: str
     version: str
@@ -96,7 +98,7 @@ class Weights:
     urls: tuple[str, ...] = ()
     source_format: str = "fsvae-sj"
     git_blob: str | None = None
-    config: FSVAEConfig | None = None
+    config: Mapping | None = None
     num_params: int | None = None
     metrics: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     eval_protocol: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
@@ -118,6 +120,10 @@ class Weights:
             raise ZooError(f"size must be a byte count >= 0 or null, got {self.size!r}")
         if self.source_format not in ("fsvae-sj", "authors"):
             raise ZooError(f"source_format must be 'fsvae-sj' or 'authors', got {self.source_format!r}")
+        if self.config is not None:
+            if not isinstance(self.config, Mapping):
+                raise ZooError(f"config must be a mapping (a model config as a dict) or null, got {self.config!r}")
+            object.__setattr__(self, "config", MappingProxyType(copy.deepcopy(dict(self.config))))
 
     @classmethod
     def from_json(cls, data: dict) -> "Weights":
@@ -154,7 +160,7 @@ class Weights:
         """The model config as a dict: the entry's own ``config``, else the one in the header of
         its local weights file (metadata only, no weights read); None before it is downloaded."""
         if self.config is not None:
-            return self.config.to_dict()
+            return copy.deepcopy(dict(self.config))
         for f in (ZOO_DIR / self.file_name, cache_dir(cache) / self.file_name):
             if f.is_file():
                 try:
@@ -233,7 +239,10 @@ def _builtin_entries() -> list[Weights]:
         urls=("https://github.com/kamata1729/FullySpikingVAE/raw/ffadb3d4bf4fe02927acb241ac11e6ad693c22dc/"
               "demo_checkpoint/fsvae_celeba_demo.pth",),
         source_format="authors", git_blob="a9455f1d8e3a5fe6fccccb3596f980f5bf6099c8",
-        config=FSVAEConfig.large(),   # the authors' FSVAELarge, as the converter builds it
+        # the authors' FSVAELarge as the converter builds it: FSVAEConfig.large().to_dict()
+        config={"in_channels": 3, "image_size": 64, "hidden_dims": [32, 64, 128, 256, 512], "latent_dim": 128,
+                "k": 20, "n_steps": 16, "v_threshold": 0.2, "decay": 0.25, "surrogate": "code", "surrogate_a": None,
+                "readout_decay": 0.8, "lif_impl": "exact", "arch": "fsvae"},
         num_params=6_681_571,
         metrics=MappingProxyType({"recon_mse": 0.051, "inception_score": 3.697, "fid": 101.6,
                                   "autoencoder_frechet": 112.9}),
@@ -278,20 +287,6 @@ def get_weights(name: str) -> Weights:
         raise ZooError(f"unknown model {name!r}; valid names: {', '.join(list_models())} (or a path to a "
                        f".safetensors file: a separator or a suffix, e.g. ./NAME){local}")
     return reg[name]
-
-
-def trained_on(name_or_path: str | os.PathLike) -> str | None:
-    """The dataset (its canonical name) a zoo entry or a checkpoint file of ours was trained on, from
-    the entry or the file's header (no weights read); None when it does not say. Names and paths
-    as :func:`load` reads them."""
-    if looks_like_path(name_or_path):
-        name = (read_metadata(name_or_path)[1].get("train_config") or {}).get("dataset")
-    else:
-        name = get_weights(str(name_or_path)).dataset
-    try:
-        return canonical(name) if isinstance(name, str) else None
-    except ValueError:   # a dataset this version does not know
-        return None
 
 
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:

@@ -1,7 +1,10 @@
-"""The zoo's own checkpoint format: one safetensors file whose metadata holds the model config.
+"""Our checkpoint format: one safetensors file whose metadata holds the model config (JSON) and
+``extra`` (training metadata). Writes are atomic.
 
-Models are rebuilt from config + weights (through the architecture registry,
-:data:`fsvae_sj.models.registry.ARCHITECTURES`), never unpickled. Writes are atomic.
+This module reads and writes the format and knows no model class: the config comes back as the
+plain dict stored (a JSON object naming its ``arch``); its fields are checked, and the model is
+built from config + weights (never unpickled), where the model classes are
+(:func:`fsvae_sj.models.pretrained.model_from_file`).
 """
 from __future__ import annotations
 
@@ -14,13 +17,14 @@ import torch
 
 from ..errors import CheckpointError
 from ..files import atomic_write_bytes, sha256_file
-from ..models.registry import build_model, check_state, config_from_dict, load_state_strict
 
 FORMAT = "fsvae-sj/1"
 
 
 def save_model(model: torch.nn.Module, path: str | os.PathLike, extra: dict | None = None) -> str:
-    """Save weights + config as safetensors; returns the file's SHA-256."""
+    """Save ``model``'s weights + its config (``model.config.to_json()``) as safetensors, with
+    ``extra`` (a JSON object) beside them; returns the file's SHA-256. Atomic: raises
+    :class:`OSError` naming the file and leaves nothing half-written."""
     from safetensors.torch import save
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": model.config.to_json()}
@@ -31,10 +35,11 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, extra: dict | No
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict]:
-    """``(config dict, state_dict, extra)`` of a checkpoint in our format, the config and the
-    known fields of ``extra`` validated by type and range (the one reader of the format: every
-    loader goes through it); raises :class:`CheckpointError` naming the file and the field for
-    anything else (and the tool for the authors' .pth)."""
+    """``(config dict, state_dict, extra)`` of a checkpoint in our format: the config as stored (a
+    JSON object; its fields are checked when a model is built from it), the known fields of
+    ``extra`` validated by type and range (the one reader of the format: every loader goes
+    through it); raises :class:`CheckpointError` naming the file and the field for anything else
+    (and the tool for the authors' .pth)."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load
     path = Path(path)
@@ -62,7 +67,7 @@ def read_config(path: str | os.PathLike) -> dict:
 
 
 def read_metadata(path: str | os.PathLike) -> tuple[dict, dict]:
-    """``(config dict, extra)`` of a checkpoint of ours from its header alone, validated as
+    """``(config dict, extra)`` of a checkpoint of ours from its header alone, checked as
     :func:`read_checkpoint` does (the weights are not read)."""
     from safetensors import SafetensorError, safe_open
     try:
@@ -75,15 +80,17 @@ def read_metadata(path: str | os.PathLike) -> tuple[dict, dict]:
 
 def _config_of(meta: dict, path: Path) -> dict:
     """The model config of a header's metadata as stored (a file of an older version may leave
-    out fields that have defaults), after checking that it builds a valid config."""
+    out fields that have defaults): a JSON object whose ``arch``, if given, is a string."""
     if meta.get("format") != FORMAT or "config" not in meta:
         raise CheckpointError(f"{path} is safetensors but not an fsvae-sj checkpoint "
                               f"(metadata format={meta.get('format')!r}, expected {FORMAT!r})")
     try:
         stored = json.loads(meta["config"])
-        config_from_dict(stored)
-    except ValueError as e:   # bad JSON, or a ConfigError naming the field
+    except ValueError as e:
         raise CheckpointError(f"{path}: the model config in its metadata is invalid: {e}") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("arch", ""), str):
+        raise CheckpointError(f"{path}: the model config in its metadata is invalid: expected a JSON object "
+                              f"with a string 'arch', got {stored!r:.80}")
     return stored
 
 
@@ -118,17 +125,4 @@ def _extra_of(meta: dict, path: Path) -> dict:
     return extra
 
 
-def model_from_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild a model from one of our checkpoints, in eval mode (what :func:`fsvae_sj.zoo.load` does
-    with a file of ours, the one public way to load weights). Strict: every key must match,
-    checked against the config before the model is built (a header claiming a huge model with
-    no tensors to match is refused without allocating it)."""
-    cfg_dict, state, _ = read_checkpoint(path)
-    config = config_from_dict(cfg_dict)
-    check_state(config, state, source=str(path))
-    model = build_model(config)
-    load_state_strict(model, state, source=str(path))
-    return model.to(device).eval()
-
-
-__all__ = ["CheckpointError", "FORMAT", "model_from_file", "read_checkpoint", "read_config", "read_metadata", "save_model"]
+__all__ = ["CheckpointError", "FORMAT", "read_checkpoint", "read_config", "read_metadata", "save_model"]
