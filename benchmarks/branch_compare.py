@@ -1,8 +1,10 @@
 """Recipes compared from one saved state: run folders made with ``train --branch-from`` (and the
-source run continued as it was), read from their ``evals.csv`` after the branch point.
+source run continued as it was), or with ``train --init-from`` the same weights, read from their
+``evals.csv`` after the branch point.
 
     python benchmarks/branch_compare.py RUN_A RUN_B ... --since-step 6019 \
         --json benchmarks/branch_compare.json --plot benchmarks/branch_compare.png --results benchmarks/RESULTS.md
+    python benchmarks/branch_compare.py RUN_C RUN_D --since-step 3450 --section mnist_arms ...   # a second table
 
 Each arm's evaluations (every ``--eval-every`` steps of its training: 1,000 samples, seed 0) are listed
 against the CPU-hours spent since the branch point (training steps and evaluations, one process);
@@ -19,20 +21,26 @@ from pathlib import Path
 
 from quality_study import replace_section   # this folder's scripts: one way to rewrite a RESULTS section
 
-MARK_BEGIN, MARK_END = "<!-- branch_compare: begin -->", "<!-- branch_compare: end -->"
+# RESULTS.md sections this script writes: name -> the heading its markers go under when first written
+SECTIONS = {"branch_compare": "### Learning-rate schedule from one saved state (issue 20)",
+            "mnist_arms": "### What limits the samples (issue 20)"}
+# the settings an arm may differ by, shown per arm when they differ between the arms
+SETTINGS = ("lr", "lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps", "mmd_reduction",
+            "scheduled_start", "scheduled_end", "seed")
 CANDIDATES = (("afd", "val_afd", "raw"), ("ema_afd", "ema_val_afd", "EMA"),
               ("emacal_afd", "emacal_val_afd", "EMA, decoder calibrated"))
 
 
 def branch_cpu_hours(runs: list[Path]) -> float | None:
-    """The CPU-hours the source had spent at the branch point, from a branch's recorded provenance
-    (``model.safetensors`` metadata; every arm shares that state, so it holds for the source too)."""
+    """The CPU-hours the source had spent at the branch point, from a branch's or warm start's
+    recorded provenance (``model.safetensors`` metadata; every arm shares that state, so it holds for
+    the source too)."""
     from safetensors import safe_open
     for run in runs:
         with safe_open(str(run / "model.safetensors"), "pt") as f:
             extra = json.loads(f.metadata().get("extra", "{}"))
         for event in extra.get("provenance", []):
-            if event.get("event", "").startswith("branched"):
+            if event.get("event", "").startswith(("branched", "warm start")) and "cpu_hours" in event:
                 return float(event["cpu_hours"])
     return None
 
@@ -41,18 +49,19 @@ def read_arm(run: Path, since_step: int, start_cpu_hours: float | None) -> dict:
     cfg = json.loads((run / "train_config.json").read_text())
     rows = [r for r in csv.DictReader(open(run / "evals.csv")) if int(r["global_step"]) > since_step] \
         if (run / "evals.csv").is_file() else []
-    flags = {k: cfg[k] for k in ("lr", "lr_schedule", "lr_decay_steps", "lr_min_ratio") if k in cfg}
-    return {"run": run.name, "dataset": cfg["dataset"], "schedule": flags, "evaluations": rows,
+    flags = {k: cfg[k] for k in SETTINGS if k in cfg}
+    return {"run": run.name, "dataset": cfg["dataset"], "settings": flags, "evaluations": rows,
             "start_cpu_hours": start_cpu_hours}
 
 
 def markdown(res: dict) -> str:
     lines = [f"Branch point: global step {res['since_step']}. Each row: one evaluation of an arm (1,000 samples, "
              "seed 0; test = the paper's number, val = to the training images, which chooses).", "",
-             "| arm | schedule | step | CPU-h since branch | recon MSE (EMA) | raw test / val | EMA test / val "
+             "| arm | settings | step | CPU-h since branch | recon MSE (EMA) | raw test / val | EMA test / val "
              "| EMA calibrated test / val |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    differ = [k for k in SETTINGS if len({str(a["settings"].get(k)) for a in res["arms"]}) > 1]
     for arm in res["arms"]:
-        sched = ", ".join(f"{k} {v}" for k, v in arm["schedule"].items())
+        sched = ", ".join(f"{k} {arm['settings'].get(k)}" for k in differ) or "the same"
         for r in arm["evaluations"]:
             since = (f"{float(r['cpu_hours']) - arm['start_cpu_hours']:.2f}" if arm["start_cpu_hours"] is not None
                      else "?")
@@ -96,6 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path)
     p.add_argument("--plot", type=Path)
     p.add_argument("--results", type=Path, help="markdown file whose section (between the markers) is replaced")
+    p.add_argument("--section", choices=sorted(SECTIONS), default="branch_compare",
+                   help="which section of --results (default branch_compare)")
     args = p.parse_args(argv)
     start = branch_cpu_hours(args.runs)
     res = {"since_step": args.since_step, "arms": [read_arm(r, args.since_step, start) for r in args.runs]}
@@ -107,8 +118,8 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(res, indent=1) + "\n")
     if args.results:
-        replace_section(args.results, body, MARK_BEGIN, MARK_END,
-                        "### Learning-rate schedule from one saved state (issue 20)")
+        replace_section(args.results, body, f"<!-- {args.section}: begin -->", f"<!-- {args.section}: end -->",
+                        SECTIONS[args.section])
     return 0
 
 

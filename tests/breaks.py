@@ -2,6 +2,7 @@
 
     git worktree add /tmp/brk HEAD && python tests/breaks.py /tmp/brk && git worktree remove --force /tmp/brk
     python tests/breaks.py /tmp/brk K2 F1     # only the breaks so named (the first word of the name)
+    PYTHONPATH=.venv/sj014 python tests/breaks.py /tmp/brk    # on the legacy SpikingJelly (as .ci/run)
 
 Each break is a one-line change that no test noticed before (issue 13); the named tests must
 fail with it and pass without it. Prints one line per break (each runs its tests: minutes, the
@@ -73,7 +74,9 @@ def apply(source: str, old: str, new: str) -> str:
 if __name__ == "__main__":
     B = sys.argv[1] if len(sys.argv) > 1 else "/tmp/brk"
     chosen = set(sys.argv[2:])
-    env = dict(os.environ, PYTHONPATH=B, OMP_NUM_THREADS="1")
+    # the scratch copy first; a PYTHONPATH given (the legacy SpikingJelly's folder) stays behind it
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [B, os.environ.get("PYTHONPATH")])),
+               OMP_NUM_THREADS="1")
     for name, f, old, new, test in BREAKS:
         if chosen and name.split()[0] not in chosen:
             continue
