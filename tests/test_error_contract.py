@@ -34,6 +34,10 @@ def test_every_refusal_is_an_fsvae_error():
     assert not plain, f"refusals that are not FsvaeError subclasses (errors.py): {plain}"
 
 
+# a command in a child process: this checkout, glibc (no re-execution under tcmalloc)
+ENV = dict(os.environ, FSVAE_SJ_TCMALLOC="0", PYTHONPATH=str(PACKAGE.parent))
+
+
 def run_sample_with(raising: str) -> subprocess.CompletedProcess:
     """``fsvae-sample`` whose model loading raises ``raising`` (an expression)."""
     code = ("from fsvae_sj.cli import common, sample\n"
@@ -41,9 +45,8 @@ def run_sample_with(raising: str) -> subprocess.CompletedProcess:
             f"def load(*a, **k):\n    raise {raising}\n"
             "common.load_and_report = load\n"
             "sample.cli()\n")
-    env = dict(os.environ, FSVAE_SJ_TCMALLOC="0", PYTHONPATH=str(PACKAGE.parent))
     return subprocess.run([sys.executable, "-c", code, "-n", "1", "-o", os.devnull + ".png"], capture_output=True,
-                          text=True, env=env, timeout=120)
+                          text=True, env=ENV, timeout=120)
 
 
 def test_a_refusal_is_one_line_and_exit_2():
@@ -62,9 +65,8 @@ def test_a_bug_keeps_its_traceback(bug):
 def test_a_reader_that_goes_away_ends_the_tool_quietly_with_141():
     # `python -m fsvae_sj.zoo list | head -1`: the pipe's reader is gone before the tool writes
     # (closed here at once, so the write surely fails), as Unix tools end on SIGPIPE.
-    env = dict(os.environ, FSVAE_SJ_TCMALLOC="0", PYTHONPATH=str(PACKAGE.parent))
     p = subprocess.Popen([sys.executable, "-m", "fsvae_sj.zoo", "list"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=env, text=True)
+                         stderr=subprocess.PIPE, env=ENV, text=True)
     p.stdout.close()
     err = p.stderr.read()
     assert (p.wait(timeout=120), err) == (141, "")
