@@ -322,3 +322,52 @@ def test_a_branch_continues_the_source_exactly_and_starts_its_schedule_at_the_br
                          "--init-from", str(tmp_path / "src" / "model.safetensors")]), capsys, "exclude")
     assert_refused(main(["--out", str(tmp_path / "z"), "--branch-from", str(tmp_path / "nothing")]),
                    capsys, "no state.pt")
+
+
+def test_the_prior_stage_trains_the_prior_alone_and_resumes_exactly(tmp_path, capsys):
+    import csv
+    assert main(["--out", str(tmp_path / "src")] + TINY) == 0
+    start = weights(tmp_path / "src")
+    stage = ["--init-from", str(tmp_path / "src" / "model.safetensors"), "--stage", "prior", "--epochs", "4",
+             "--ema-decay", "0.9", "--scheduled-start", "0.5", "--scheduled-end", "0.5"]
+    tiny = TINY[:TINY.index("--epochs")] + TINY[TINY.index("--epochs") + 2:]
+    assert main(["--out", str(tmp_path / "a")] + tiny + stage) == 0
+    a, ema = weights(tmp_path / "a"), load_file(str(tmp_path / "a" / "ema.safetensors"))
+    # every part but the prior bit-identical, tdBN statistics included, in the weights and their EMA
+    # (whose integer batch counters the average rounds down whatever the stage); the prior's moved
+    for k in start:
+        if k.startswith("prior."):
+            continue
+        assert torch.equal(a[k], start[k]), k
+        assert "num_batches_tracked" in k or torch.equal(ema[k], start[k]), k
+    moved = [k for k in start if k.startswith("prior.") and not torch.equal(a[k], start[k])]
+    assert any(k.endswith("layer.weight") for k in moved) and any(k.endswith("running_mean") for k in moved)
+    st = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
+    n_prior = sum(1 for k in start if k.startswith("prior.") and "running" not in k and "num_batches" not in k)
+    assert len(st["optimizer"]["param_groups"][0]["params"]) == n_prior   # the optimiser holds the prior only
+    # the loss is the distance alone; reconstructions (encoder, posterior, decoder) never change
+    rows = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))   # the source's 2 epochs, then the stage's 2
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]
+    assert all(r["train_loss"] == r["train_distance"] and not r["train_recon"] for r in rows[2:])
+    assert rows[1]["train_recon"] and len({r["test_recon_mse"] for r in rows[1:]}) == 1
+    # stopped and resumed, the same weights as uninterrupted
+    assert main(["--out", str(tmp_path / "b"), "--max-steps", "7"] + tiny + stage) == EXIT_STOPPED
+    assert main(["--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    b = weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    assert_refused(main(["--out", str(tmp_path / "c"), "--model", "ann-vae", "--stage", "prior"] + tiny), capsys,
+                   "prior")
+    assert_refused(main(["--out", str(tmp_path / "b"), "--stage", "full", "--no-progress"]), capsys, "stage")
+
+
+def test_the_prior_loss_is_the_distance_term_of_the_fsvae_loss():
+    from fsvae_sj.models.losses import fsvae_loss, prior_loss
+    g = torch.Generator().manual_seed(0)
+    q, p = torch.rand(4, 3, 8, 2, generator=g), torch.rand(4, 3, 8, 2, generator=g)
+    x, xr = torch.rand(3, 1, 4, 4, generator=g), torch.rand(3, 1, 4, 4, generator=g)
+    for distance, red in (("mmd", "mean"), ("mmd", "sum"), ("kld", "mean")):
+        full, prior = fsvae_loss(x, xr, q, p, distance, mmd_reduction=red), prior_loss(q, p, distance, mmd_reduction=red)
+        assert torch.equal(prior["distance"], full["distance"])
+        assert torch.allclose(prior["loss"] + full["recon"], full["loss"], rtol=0, atol=1e-7)
+    assert torch.allclose(prior_loss(q, p, "kld")["loss"], 1e-4 * prior_loss(q, p, "kld")["distance"])

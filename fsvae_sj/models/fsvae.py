@@ -16,7 +16,7 @@ from .config import ConfigError, FSVAEConfig, check_image_batch, resolve
 from ..errors import InputError, StateError, warn
 from ..spiking.layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
 from ..locks import serialised
-from .losses import LossSettings, fsvae_loss
+from .losses import LossSettings, fsvae_loss, prior_loss
 from .pretrained import PretrainedMixin
 
 
@@ -179,16 +179,36 @@ class FSVAE(PretrainedMixin, nn.Module):
         L, k = self.config.latent_dim, self.config.k
         return FSVAEOutput(x_recon, q_out.view(*q_out.shape[:2], L, k), p_out.view(*p_out.shape[:2], L, k), z)
 
+    @serialised
+    def prior_forward(self, x: torch.Tensor, scheduled_p: float = 0.0,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prior stage's forward: ``(q_out, p_out)``, posterior and prior spikes ``[T, N, latent, k]``
+        of images ``x``. Encoder and posterior run without gradient (in the prior stage they are
+        frozen in eval mode, so z is drawn as :meth:`reconstruct` draws it); the prior runs on z
+        as in :meth:`forward`, with the same draws from ``generator``; the decoder does not run."""
+        with torch.no_grad():
+            z, q_out = self.posterior.sample(self.encode(x), generator, loop=self.loop)
+        p_out = self.prior.teacher_forced(z, scheduled_p, generator)
+        L, k = self.config.latent_dim, self.config.k
+        return q_out.view(*q_out.shape[:2], L, k), p_out.view(*p_out.shape[:2], L, k)
+
     def loss(self, x: torch.Tensor, settings: LossSettings = LossSettings(),
              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """A training step's losses for images ``x [N, C, H, W]``: ``{"loss", "recon", "distance",
         "mean_q", "mean_p"}`` (scalars; ``loss`` is what to back-propagate), as the authors'
-        ``loss_function_mmd`` / ``_kld`` with the scheduled sampling of ``settings``."""
-        out = self(x, settings.scheduled_p, generator)
-        losses = fsvae_loss(x, out.x_recon, out.q_out, out.p_out, settings.distance,
-                            mmd_reduction=settings.mmd_reduction)
-        losses["mean_q"] = out.q_out.detach().mean()
-        losses["mean_p"] = out.p_out.detach().mean()
+        ``loss_function_mmd`` / ``_kld`` with the scheduled sampling of ``settings``. With
+        ``settings.prior_only`` (the prior stage, :meth:`prior_forward`) ``loss`` is the distance
+        term alone and there is no ``recon``."""
+        if settings.prior_only:
+            q_out, p_out = self.prior_forward(x, settings.scheduled_p, generator)
+            losses = prior_loss(q_out, p_out, settings.distance, mmd_reduction=settings.mmd_reduction)
+        else:
+            out = self(x, settings.scheduled_p, generator)
+            q_out, p_out = out.q_out, out.p_out
+            losses = fsvae_loss(x, out.x_recon, q_out, p_out, settings.distance,
+                                mmd_reduction=settings.mmd_reduction)
+        losses["mean_q"] = q_out.detach().mean()
+        losses["mean_p"] = p_out.detach().mean()
         return losses
 
     @torch.no_grad()

@@ -20,7 +20,8 @@ class LossSettings:
     """What a training step's ``model.loss(x, settings, generator)`` needs besides the batch.
 
     Each architecture reads its own fields: FSVAE ``scheduled_p`` (probability that the prior
-    is fed its own guess), ``distance`` and ``mmd_reduction``; the Gaussian ANN VAE
+    is fed its own guess), ``distance``, ``mmd_reduction`` and ``prior_only`` (the prior stage: the
+    loss is the distance alone, and only the prior gets gradients); the Gaussian ANN VAE
     ``batch_fraction``, the weight of its KL term (the authors' M/N: 1 / batches per epoch).
     """
 
@@ -28,6 +29,7 @@ class LossSettings:
     distance: str = "mmd"
     mmd_reduction: str = "mean"
     batch_fraction: float = 1.0
+    prior_only: bool = False
 
 
 def psp(v: torch.Tensor, tau_syn: float = 2.0) -> torch.Tensor:
@@ -65,16 +67,23 @@ def fsvae_loss(x: torch.Tensor, x_recon: torch.Tensor, q_out: torch.Tensor, p_ou
                kld_weight: float = 1e-4) -> dict[str, torch.Tensor]:
     """``{"loss", "recon", "distance"}`` as the authors' ``loss_function_mmd``/``_kld``."""
     recon = F.mse_loss(x_recon, x)
+    losses = prior_loss(q_out, p_out, distance, tau_syn, mmd_reduction, kld_weight)
+    return {"loss": recon + losses["loss"], "recon": recon, "distance": losses["distance"]}
+
+
+def prior_loss(q_out: torch.Tensor, p_out: torch.Tensor, distance: str = "mmd", tau_syn: float = 2.0,
+               mmd_reduction: str = "mean", kld_weight: float = 1e-4) -> dict[str, torch.Tensor]:
+    """``{"loss", "distance"}``: the prior-posterior term of :func:`fsvae_loss` for spikes
+    ``[T, N, latent, k]`` (``loss`` is the distance as weighted in the FSVAE loss: the MMD as it is,
+    the KL divergence times ``kld_weight``)."""
     q_bar, p_bar = q_out.mean(-1), p_out.mean(-1)
     if distance == "mmd":
         dist = mmd_loss(q_bar, p_bar, tau_syn, mmd_reduction)
-        loss = recon + dist
-    elif distance == "kld":
+        return {"loss": dist, "distance": dist}
+    if distance == "kld":
         dist = bernoulli_kld(q_bar, p_bar)
-        loss = recon + kld_weight * dist
-    else:
-        raise ConfigError(f"unknown distance {distance!r}; expected one of {DISTANCES}")
-    return {"loss": loss, "recon": recon, "distance": dist}
+        return {"loss": kld_weight * dist, "distance": dist}
+    raise ConfigError(f"unknown distance {distance!r}; expected one of {DISTANCES}")
 
 
 def gaussian_vae_loss(x: torch.Tensor, x_recon: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor,

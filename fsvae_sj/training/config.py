@@ -31,6 +31,13 @@ RESUMABLE_CHANGES = ("epochs", "save_every", "eval_every", "eval_samples", "limi
 BRANCH_CHANGES = ("lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps")
 
 
+# What a run trains: "full", the whole model on the FSVAE loss; "prior", the prior alone on the
+# prior-posterior distance, every other part frozen in eval mode (weights and tdBN statistics fixed,
+# z drawn as in reconstruction): a stage after the main run, letting the prior catch up with an
+# autoencoder that no longer moves (benchmarks/RESULTS.md, "What limits the samples").
+STAGES = ("full", "prior")
+
+
 # The zoo's short-budget recipe (its cards cite it by name); the paper's is TrainConfig().
 RECIPES = {
     "paper": {},
@@ -53,6 +60,7 @@ class TrainConfig(_Serialisable):
     estimates are fresh), which knocked trained weights back (benchmarks/RESULTS.md, quality study).
     ``eval_every``: also evaluate every N optimiser steps (0: at epoch ends only);
     ``eval_samples``: samples for the AE Frechet distance of each evaluation (0: none).
+    ``stage``: ``"full"`` or ``"prior"`` (:data:`STAGES`, :func:`frozen_parts`).
     ``calibrate_decoder``: also evaluate (and keep as ``best.safetensors`` when it wins) the EMA
     with its decoder's tdBN statistics re-estimated on this many prior samples
     (:func:`fsvae_sj.calibration.calibrate_decoder`); 0: off. Changes no training step.
@@ -86,6 +94,7 @@ class TrainConfig(_Serialisable):
     eval_every: int = 0
     eval_samples: int = 1000
     calibrate_decoder: int = 0
+    stage: str = "full"
 
     def __post_init__(self):
         self._check_types()
@@ -110,6 +119,10 @@ class TrainConfig(_Serialisable):
             raise ConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.eval_samples == 1 or self.eval_samples < 0:
             raise ConfigError(f"eval_samples must be 0 (no AE Frechet) or >= 2, got {self.eval_samples}")
+        if self.stage not in STAGES:
+            raise ConfigError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.stage == "prior" and self.model != "fsvae":
+            raise ConfigError(f"the prior stage trains FSVAE's prior; model {self.model!r} has none")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
@@ -122,10 +135,20 @@ class TrainConfig(_Serialisable):
 
     def loss_settings(self, epoch: int, batches: int) -> LossSettings:
         """What ``model.loss`` needs in ``epoch`` of ``batches`` steps."""
-        return LossSettings(scheduled_p(self, epoch), self.distance, self.mmd_reduction, 1.0 / batches)
+        return LossSettings(scheduled_p(self, epoch), self.distance, self.mmd_reduction, 1.0 / batches,
+                            prior_only=self.stage == "prior")
 
     def base_lr(self, world: int = 1) -> float:
         return self.lr if self.lr is not None else 1e-3 * self.batch_size * world / 250
+
+
+def frozen_parts(model: torch.nn.Module, stage: str) -> list[torch.nn.Module]:
+    """The modules that ``stage`` keeps fixed: none in ``"full"``; in ``"prior"`` every part of the
+    FSVAE but its prior (encoder, posterior, decoder: their weights get no gradient and they stay in
+    eval mode, so their tdBN statistics do not move)."""
+    if stage == "full":
+        return []
+    return [m for m in model.children() if m is not model.prior]
 
 
 def config_differences(old: dict, new: dict) -> list[str]:

@@ -27,7 +27,7 @@ from ..locks import claim_folder
 from ..metrics import afd_scores, generate, recon_mse
 from ..models.registry import build_model
 from ..spiking.lif import use_fused_kernels
-from .config import TrainConfig, batches_per_epoch, epoch_order, learning_rate, scheduled_p
+from .config import TrainConfig, batches_per_epoch, epoch_order, frozen_parts, learning_rate, scheduled_p
 from .distributed import Objective, agree, check_replicas, dist_info
 from .state import RunState, STATE, WarmStart, check_finite, load_state, save_state
 
@@ -140,6 +140,12 @@ class _Session:
     clock: _Clock
     tb: tblog.RunLog | None         # TensorBoard events, on rank 0
 
+    def train_mode(self) -> None:
+        """Training mode for what the run's stage trains; the parts it freezes stay in eval mode."""
+        self.net.train()
+        for part in frozen_parts(self.model, self.cfg.stage):
+            part.eval()
+
     def save(self) -> None:
         self.clock.update()
         save_state(self.run, self.model, self.opt, self.ema, self.cfg, self.rs, self.gen, self.rank, self.world)
@@ -230,8 +236,10 @@ def _setup(cfg: TrainConfig, run: Path, device: str, init: WarmStart | None, fus
             print(f"removed {len(stale)} temporary file(s) left by an interrupted save in {run}: "
                   f"{', '.join(p.name for p in stale)}", file=sys.stderr)
     model = use_fused_kernels(build(cfg).to(device), fused_lif)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.base_lr(world), betas=(0.9, 0.999),
-                            weight_decay=cfg.weight_decay)
+    for part in frozen_parts(model, cfg.stage):
+        part.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.base_lr(world),
+                            betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     ema = make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
     gen = torch.Generator().manual_seed(cfg.seed + 1 + rank)
     if (run / STATE).is_file():
@@ -265,7 +273,7 @@ def _train_epoch(s: _Session, limits: _Limits, progress: bool) -> str:
     if progress and s.rank == 0:
         from tqdm import tqdm
         bar = tqdm(total=s.n_batches, initial=rs.step, desc=f"epoch {rs.epoch}", dynamic_ncols=True)
-    s.net.train()
+    s.train_mode()
     limits.last_step = limits.last_step_cpu = 0.0
     status = "finished"
     while rs.step < s.n_batches:
@@ -301,6 +309,7 @@ def _train_epoch(s: _Session, limits: _Limits, progress: bool) -> str:
         if mid_epoch and cfg.eval_every and (gstep + 1) % cfg.eval_every == 0 and s.rank == 0:
             s.clock.update()
             s.tb.evaluation(_evaluate(s.run, s.model, s.ema, cfg, s.test_set, rs, gstep + 1))
+            s.train_mode()
         if mid_epoch and cfg.save_every and rs.step % cfg.save_every == 0:
             s.save()
     if bar:
