@@ -20,13 +20,15 @@ import statistics
 from pathlib import Path
 
 from quality_study import replace_section   # this folder's scripts: one way to rewrite a RESULTS section
+from fsvae_sj.training import TrainConfig
 
 # RESULTS.md sections this script writes: name -> the heading its markers go under when first written
 SECTIONS = {"branch_compare": "### Learning-rate schedule from one saved state (issue 20)",
-            "mnist_arms": "### What limits the samples (issue 20)"}
+            "mnist_arms": "### What limits the samples (issue 20)",
+            "prior_stage": "### A prior stage after the main run (issue 20)"}
 # the settings an arm may differ by, shown per arm when they differ between the arms
-SETTINGS = ("lr", "lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps", "mmd_reduction",
-            "scheduled_start", "scheduled_end", "seed")
+SETTINGS = ("stage", "lr", "lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps", "distance",
+            "mmd_reduction", "scheduled_start", "scheduled_end", "seed")
 CANDIDATES = (("afd", "val_afd", "raw"), ("ema_afd", "ema_val_afd", "EMA"),
               ("emacal_afd", "emacal_val_afd", "EMA, decoder calibrated"))
 
@@ -49,7 +51,8 @@ def read_arm(run: Path, since_step: int, start_cpu_hours: float | None) -> dict:
     cfg = json.loads((run / "train_config.json").read_text())
     rows = [r for r in csv.DictReader(open(run / "evals.csv")) if int(r["global_step"]) > since_step] \
         if (run / "evals.csv").is_file() else []
-    flags = {k: cfg[k] for k in SETTINGS if k in cfg}
+    cfg = {**TrainConfig().to_dict(), **cfg}   # a field newer than the run's config: its default
+    flags = {k: cfg[k] for k in SETTINGS}
     return {"run": run.name, "dataset": cfg["dataset"], "settings": flags, "evaluations": rows,
             "start_cpu_hours": start_cpu_hours}
 
