@@ -22,8 +22,7 @@ from .distributed import process_placement
 from .loop import build, make_ema, run_training
 from .state import STATE, RunState, WarmStart, branch_run, read_state, resolve_config, warm_start
 
-__all__ = ["BRANCH_CHANGES", "EXIT_FINISHED", "EXIT_NONFINITE", "EXIT_STOPPED", "RECIPES", "RESUMABLE_CHANGES", "STAGES",
-           "STATE",
-           "RunState", "TrainConfig", "WarmStart", "batches_per_epoch", "branch_run", "build", "config_differences",
+__all__ = ["BRANCH_CHANGES", "EXIT_FINISHED", "EXIT_NONFINITE", "EXIT_STOPPED", "RECIPES", "RESUMABLE_CHANGES",
+           "STAGES", "STATE", "RunState", "TrainConfig", "WarmStart", "batches_per_epoch", "branch_run", "build", "config_differences",
            "epoch_order", "frozen_parts", "learning_rate", "make_ema", "process_placement", "read_state", "resolve_config",
            "run_training", "scheduled_p", "warm_start"]

@@ -33,8 +33,9 @@ BRANCH_CHANGES = ("lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_st
 
 # What a run trains: "full", the whole model on the FSVAE loss; "prior", the prior alone on the
 # prior-posterior distance, every other part frozen in eval mode (weights and tdBN statistics fixed,
-# z drawn as in reconstruction): a stage after the main run, letting the prior catch up with an
-# autoencoder that no longer moves (benchmarks/RESULTS.md, "What limits the samples").
+# z drawn as in reconstruction): a stage after the main run, to let the prior catch up with an
+# autoencoder that no longer moves. On the mnist entry it made samples worse (benchmarks/RESULTS.md,
+# "A prior stage after the main run").
 STAGES = ("full", "prior")
 
 
