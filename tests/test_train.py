@@ -324,11 +324,12 @@ def test_a_branch_continues_the_source_exactly_and_starts_its_schedule_at_the_br
                    capsys, "no state.pt")
 
 
-def test_the_prior_stage_trains_the_prior_alone_and_resumes_exactly(tmp_path, capsys):
+@pytest.mark.parametrize("stage_name", ["prior", "prior-free"])
+def test_the_prior_stages_train_the_prior_alone_and_resume_exactly(tmp_path, capsys, stage_name):
     import csv
     assert main(["--out", str(tmp_path / "src")] + TINY) == 0
     start = weights(tmp_path / "src")
-    stage = ["--init-from", str(tmp_path / "src" / "model.safetensors"), "--stage", "prior", "--epochs", "4",
+    stage = ["--init-from", str(tmp_path / "src" / "model.safetensors"), "--stage", stage_name, "--epochs", "4",
              "--ema-decay", "0.9", "--scheduled-start", "0.5", "--scheduled-end", "0.5"]
     tiny = TINY[:TINY.index("--epochs")] + TINY[TINY.index("--epochs") + 2:]
     assert main(["--out", str(tmp_path / "a")] + tiny + stage) == 0
@@ -356,7 +357,7 @@ def test_the_prior_stage_trains_the_prior_alone_and_resumes_exactly(tmp_path, ca
     b = weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
     capsys.readouterr()
-    assert_refused(main(["--out", str(tmp_path / "c"), "--model", "ann-vae", "--stage", "prior"] + tiny), capsys,
+    assert_refused(main(["--out", str(tmp_path / "c"), "--model", "ann-vae", "--stage", stage_name] + tiny), capsys,
                    "prior")
     assert_refused(main(["--out", str(tmp_path / "b"), "--stage", "full", "--no-progress"]), capsys, "stage")
 
@@ -371,3 +372,45 @@ def test_the_prior_loss_is_the_distance_term_of_the_fsvae_loss():
         assert torch.equal(prior["distance"], full["distance"])
         assert torch.allclose(prior["loss"] + full["recon"], full["loss"], rtol=0, atol=1e-7)
     assert torch.allclose(prior_loss(q, p, "kld")["loss"], 1e-4 * prior_loss(q, p, "kld")["distance"])
+
+
+def test_the_set_mmd_matches_its_formula_and_separates_distributions():
+    from fsvae_sj.models.losses import latent_set_mmd, psp
+    g = torch.Generator().manual_seed(0)
+    z_p = (torch.rand(4, 5, 3, generator=g) < 0.3).float()
+    z_q = (torch.rand(4, 6, 3, generator=g) < 0.3).float()
+    # the estimator written out pair by pair (Gretton et al. 2012, eq. 3), median heuristic bandwidth
+    a = [psp(z_p)[:, i].flatten() for i in range(5)]
+    b = [psp(z_q)[:, j].flatten() for j in range(6)]
+    vs = a + b
+    d2 = torch.stack([torch.stack([((u - v) ** 2).sum() for v in vs]) for u in vs])
+    h = d2[~torch.eye(11, dtype=torch.bool)].median()
+
+    def kern(u, v):
+        return sum(torch.exp(-((u - v) ** 2).sum() / (s * h)) for s in (0.5, 1.0, 2.0))
+    want = (sum(kern(a[i], a[j]) for i in range(5) for j in range(5) if i != j) / 20
+            + sum(kern(b[i], b[j]) for i in range(6) for j in range(6) if i != j) / 30
+            - 2 * sum(kern(u, v) for u in a for v in b) / 30)
+    assert torch.allclose(latent_set_mmd(z_p, z_q), want, atol=1e-5)
+    # 64 trains against 64 of the same rate, and against 64 firing twice as often
+    same = latent_set_mmd(*(torch.rand(2, 16, 64, 8, generator=g) < 0.2).float())
+    other = latent_set_mmd((torch.rand(16, 64, 8, generator=g) < 0.2).float(),
+                           (torch.rand(16, 64, 8, generator=g) < 0.4).float())
+    assert abs(float(same)) < 0.02 < float(other)
+    with pytest.raises(ValueError, match="at least 2"):
+        latent_set_mmd(z_p[:, :1], z_q)
+
+
+def test_the_prior_draws_freely_with_gradient_in_training_mode_only():
+    from fsvae_sj import FSVAE, FSVAEConfig
+    from fsvae_sj.errors import StateError
+    torch.manual_seed(0)
+    prior = FSVAE(FSVAEConfig(n_steps=4)).prior.train()
+    z, out = prior.free_running(3, 4, torch.Generator().manual_seed(0))
+    assert z.shape == (4, 3, prior.latent_dim) and out.shape == (4, 3, prior.latent_dim * prior.k)
+    assert bool(((z == 0) | (z == 1)).all()) and z.requires_grad
+    # the same draws give the same trains
+    again, _ = prior.free_running(3, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(z, again)
+    with pytest.raises(StateError, match="generate"):
+        prior.eval().free_running(3, 4)

@@ -64,9 +64,11 @@ FIELD_HELP = {
     "eval_samples": "samples for the AE Frechet distance of each evaluation, 0 or >= 2 (0: none)",
     "calibrate_decoder": "also score, at each evaluation, the EMA with its decoder's tdBN statistics re-estimated on "
                          "this many prior samples (fsvae_sj.calibration); best.safetensors may be that one; 0: off",
-    "stage": "what the run trains: full (the whole model on the FSVAE loss) or prior (the prior alone on the "
-             "prior-posterior distance; encoder, posterior and decoder frozen in eval mode, their weights and tdBN "
-             "statistics unchanged; a stage after the main run, started with --init-from)",
+    "stage": "what the run trains: full (the whole model on the FSVAE loss); prior (the prior alone on --distance, "
+             "teacher-forced on the posterior's z); prior-free (the prior alone, drawing its own z in training mode, "
+             "on the kernel MMD between its latent spike trains and the posterior's over the batch). In the prior "
+             "stages encoder, posterior and decoder stay frozen in eval mode (weights and tdBN statistics unchanged): "
+             "a stage after the main run, started with --init-from",
 }
 EFFECTIVE_DEFAULTS = {
     "lr": "1e-3 x batch size x processes / 250: 1e-3 at the paper's batch of 250",

@@ -104,6 +104,21 @@ class _Sampler(nn.Module):
         return z_prev[1:], torch.stack(outs), indices
 
 
+    def _train_sample(self, cond: torch.Tensor | None, n: int, T: int, generator: torch.Generator | None,
+                      device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training-mode sampling, the authors' procedure for the posterior: choices from train-mode
+        prefix runs without gradient, then one full pass with gradient whose spikes at the same
+        choices become z. Returns ``(z [T, N, L], out [T, N, L*k])``."""
+        if isinstance(generator, list):
+            raise InputError("per-sample generators are for eval-mode sampling; training takes one generator")
+        z_first, _, indices = self._loop(None if cond is None else cond.detach(), n, T - 1, "prefix", generator,
+                                         device)
+        z_prev = torch.cat([torch.zeros(1, n, self.latent_dim, device=device), z_first], dim=0)
+        out = self.run(self._inputs(cond, z_prev))
+        indices.append(draw_indices((n, self.latent_dim), self.k, generator, device))
+        return self.pick(out, torch.stack(indices)), out
+
+
 class Posterior(_Sampler):
     """q(z | x): the latent spike train given the encoder's spikes ``[T, N, latent]``."""
 
@@ -123,13 +138,7 @@ class Posterior(_Sampler):
         T, n = cond.shape[0], cond.shape[1]
         if not self.training:
             return self._loop(cond, n, T, loop, generator, cond.device)[:2]
-        if isinstance(generator, list):
-            raise InputError("per-sample generators are for eval-mode sampling; training takes one generator")
-        z_first, _, indices = self._loop(cond.detach(), n, T - 1, "prefix", generator, cond.device)
-        z_prev = torch.cat([torch.zeros(1, n, self.latent_dim, device=cond.device), z_first], dim=0)
-        out = self.run(self._inputs(cond, z_prev))
-        indices.append(draw_indices((n, self.latent_dim), self.k, generator, cond.device))
-        return self.pick(out, torch.stack(indices)), out
+        return self._train_sample(cond, n, T, generator, cond.device)
 
 
 class Prior(_Sampler):
@@ -162,6 +171,18 @@ class Prior(_Sampler):
         else:
             inputs.append(z[:-1])
         return self.run(torch.cat(inputs, dim=0))
+
+    def free_running(self, n: int, steps: int, generator: torch.Generator | None = None,
+                     device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` latent spike trains drawn from the prior on its own spikes in training mode, with
+        gradient: the posterior's training procedure (:meth:`Posterior.sample`) without a
+        condition, so tdBN takes the batch statistics of the prior's own samples and its running
+        statistics follow them. Returns ``(z [steps, n, L], out [steps, n, L*k])``; raises
+        :class:`~fsvae_sj.errors.StateError` in eval mode (use :meth:`generate`)."""
+        if not self.training:
+            raise StateError("free_running() is training mode's draw; in eval mode call generate()")
+        device = device if device is not None else next(self.parameters()).device
+        return self._train_sample(None, n, steps, generator, device)
 
     def generate(self, n: int, steps: int, generator: seeding.Generators = None,
                  loop: str = "incremental", device=None) -> tuple[torch.Tensor, torch.Tensor]:

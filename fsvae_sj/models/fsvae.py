@@ -16,7 +16,7 @@ from .config import ConfigError, FSVAEConfig, check_image_batch, resolve
 from ..errors import InputError, StateError, warn
 from ..spiking.layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
 from ..locks import serialised
-from .losses import LossSettings, fsvae_loss, prior_loss
+from .losses import LossSettings, fsvae_loss, latent_set_mmd, prior_loss
 from .pretrained import PretrainedMixin
 
 
@@ -183,23 +183,43 @@ class FSVAE(PretrainedMixin, nn.Module):
     def prior_forward(self, x: torch.Tensor, scheduled_p: float = 0.0,
                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The prior stage's forward: ``(q_out, p_out)``, posterior and prior spikes ``[T, N, latent, k]``
-        of images ``x``. Encoder and posterior run without gradient (in the prior stage they are
+        of images ``x``. Encoder and posterior run without gradient (in the prior stages they are
         frozen in eval mode, so z is drawn as :meth:`reconstruct` draws it); the prior runs on z
         as in :meth:`forward`, with the same draws from ``generator``; the decoder does not run."""
-        with torch.no_grad():
-            z, q_out = self.posterior.sample(self.encode(x), generator, loop=self.loop)
+        z, q_out = self._posterior_z(x, generator)
         p_out = self.prior.teacher_forced(z, scheduled_p, generator)
         L, k = self.config.latent_dim, self.config.k
         return q_out.view(*q_out.shape[:2], L, k), p_out.view(*p_out.shape[:2], L, k)
+
+    @serialised
+    def free_prior_forward(self, x: torch.Tensor, generator: torch.Generator | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The free-running prior stage's forward: ``(z_q, z_p)``, the posterior's latent spike trains
+        ``[T, N, latent]`` of images ``x`` (without gradient, as in :meth:`prior_forward`) and as many
+        drawn by the prior on its own spikes in training mode, with gradient (:meth:`Prior.free_running`)."""
+        z_q, _ = self._posterior_z(x, generator)
+        z_p, _ = self.prior.free_running(z_q.shape[1], z_q.shape[0], generator, device=z_q.device)
+        return z_q, z_p
+
+    def _posterior_z(self, x: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return self.posterior.sample(self.encode(x), generator, loop=self.loop)
 
     def loss(self, x: torch.Tensor, settings: LossSettings = LossSettings(),
              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """A training step's losses for images ``x [N, C, H, W]``: ``{"loss", "recon", "distance",
         "mean_q", "mean_p"}`` (scalars; ``loss`` is what to back-propagate), as the authors'
-        ``loss_function_mmd`` / ``_kld`` with the scheduled sampling of ``settings``. With
-        ``settings.prior_only`` (the prior stage, :meth:`prior_forward`) ``loss`` is the distance
-        term alone and there is no ``recon``."""
-        if settings.prior_only:
+        ``loss_function_mmd`` / ``_kld`` with the scheduled sampling of ``settings``. In the prior
+        stages (``settings.stage``) ``loss`` is a distance alone and there is no ``recon``:
+        ``"prior"`` the teacher-forced distance (:meth:`prior_forward`), ``"prior-free"`` the kernel
+        MMD between the prior's own trains and the posterior's (:meth:`free_prior_forward`,
+        :func:`~fsvae_sj.models.losses.latent_set_mmd`; ``mean_q``/``mean_p`` are then the two
+        sets' firing rates)."""
+        if settings.stage == "prior-free":
+            z_q, z_p = self.free_prior_forward(x, generator)
+            dist = latent_set_mmd(z_p, z_q)
+            return {"loss": dist, "distance": dist, "mean_q": z_q.mean(), "mean_p": z_p.detach().mean()}
+        if settings.stage == "prior":
             q_out, p_out = self.prior_forward(x, settings.scheduled_p, generator)
             losses = prior_loss(q_out, p_out, settings.distance, mmd_reduction=settings.mmd_reduction)
         else:

@@ -13,6 +13,10 @@ from ..errors import ConfigError
 
 DISTANCES = ("mmd", "kld")
 MMD_REDUCTIONS = ("mean", "sum")
+# What a training step trains (fsvae_sj.training.config says more): the whole model ("full"); the
+# prior alone, teacher-forced on the posterior's z ("prior"); the prior alone, drawing its own z,
+# against the posterior's z as sets ("prior-free", :func:`latent_set_mmd`).
+STAGES = ("full", "prior", "prior-free")
 
 
 @dataclass(frozen=True)
@@ -20,8 +24,8 @@ class LossSettings:
     """What a training step's ``model.loss(x, settings, generator)`` needs besides the batch.
 
     Each architecture reads its own fields: FSVAE ``scheduled_p`` (probability that the prior
-    is fed its own guess), ``distance``, ``mmd_reduction`` and ``prior_only`` (the prior stage: the
-    loss is the distance alone, and only the prior gets gradients); the Gaussian ANN VAE
+    is fed its own guess), ``distance``, ``mmd_reduction`` and ``stage`` (one of :data:`STAGES`; in
+    the prior stages the loss is a prior-posterior distance alone); the Gaussian ANN VAE
     ``batch_fraction``, the weight of its KL term (the authors' M/N: 1 / batches per epoch).
     """
 
@@ -29,7 +33,7 @@ class LossSettings:
     distance: str = "mmd"
     mmd_reduction: str = "mean"
     batch_fraction: float = 1.0
-    prior_only: bool = False
+    stage: str = "full"
 
 
 def psp(v: torch.Tensor, tau_syn: float = 2.0) -> torch.Tensor:
@@ -84,6 +88,31 @@ def prior_loss(q_out: torch.Tensor, p_out: torch.Tensor, distance: str = "mmd", 
         dist = bernoulli_kld(q_bar, p_bar)
         return {"loss": kld_weight * dist, "distance": dist}
     raise ConfigError(f"unknown distance {distance!r}; expected one of {DISTANCES}")
+
+
+def latent_set_mmd(z_p: torch.Tensor, z_q: torch.Tensor, tau_syn: float = 2.0,
+                   scales: tuple[float, ...] = (0.5, 1.0, 2.0)) -> torch.Tensor:
+    """Unbiased squared kernel MMD between two sets of latent spike trains ``z_p [T, N, L]`` and
+    ``z_q [T, M, L]`` (N, M >= 2): each train PSP-filtered over time and flattened to one vector per
+    image; the kernel is a sum of Gaussians ``exp(-|a - b|^2 / (s * h))`` over ``scales`` s, with h
+    the median squared distance between all the vectors (taken without gradient). Unlike
+    :func:`mmd_loss`, which compares each image's posterior with the prior run on that image's z,
+    this compares what the two distributions draw, so it sees how much the trains vary across images.
+    Gretton et al., "A Kernel Two-Sample Test", JMLR 2012 (the unbiased estimator, eq. 3)."""
+    n, m = z_p.shape[1], z_q.shape[1]
+    if n < 2 or m < 2:
+        raise ConfigError(f"latent_set_mmd needs at least 2 trains per set, got {n} and {m}")
+    a = psp(z_p, tau_syn).transpose(0, 1).flatten(1)
+    b = psp(z_q, tau_syn).transpose(0, 1).flatten(1)
+    x = torch.cat([a, b])
+    sq = (x * x).sum(1)
+    d2 = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0)
+    off = ~torch.eye(n + m, dtype=torch.bool, device=x.device)
+    h = d2.detach()[off].median().clamp_min(1e-12)
+    k = sum(torch.exp(-d2 / (s * h)) for s in scales)
+    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
+    return ((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+            + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean())
 
 
 def gaussian_vae_loss(x: torch.Tensor, x_recon: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor,

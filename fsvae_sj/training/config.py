@@ -9,7 +9,7 @@ import torch
 
 from ..models.config import ConfigError, _Serialisable
 from ..datasets import DATASETS, canonical
-from ..models.losses import DISTANCES, MMD_REDUCTIONS, LossSettings
+from ..models.losses import DISTANCES, MMD_REDUCTIONS, STAGES, LossSettings
 from ..models.registry import architecture
 
 
@@ -29,14 +29,6 @@ RESUMABLE_CHANGES = ("epochs", "save_every", "eval_every", "eval_samples", "limi
 # What a branch (a new run from another run's whole state, see branch_run) may change besides: the
 # learning-rate schedule, which then starts at the branch point.
 BRANCH_CHANGES = ("lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps")
-
-
-# What a run trains: "full", the whole model on the FSVAE loss; "prior", the prior alone on the
-# prior-posterior distance, every other part frozen in eval mode (weights and tdBN statistics fixed,
-# z drawn as in reconstruction): a stage after the main run, to let the prior catch up with an
-# autoencoder that no longer moves. On the mnist entry it made samples worse (benchmarks/RESULTS.md,
-# "A prior stage after the main run").
-STAGES = ("full", "prior")
 
 
 # The zoo's short-budget recipe (its cards cite it by name); the paper's is TrainConfig().
@@ -61,7 +53,14 @@ class TrainConfig(_Serialisable):
     estimates are fresh), which knocked trained weights back (benchmarks/RESULTS.md, quality study).
     ``eval_every``: also evaluate every N optimiser steps (0: at epoch ends only);
     ``eval_samples``: samples for the AE Frechet distance of each evaluation (0: none).
-    ``stage``: ``"full"`` or ``"prior"`` (:data:`STAGES`, :func:`frozen_parts`).
+    ``stage``: what the run trains (:data:`STAGES`): ``"full"``, the whole model on the FSVAE loss;
+    ``"prior"``, the prior alone on ``distance``, teacher-forced on the posterior's z (scheduled
+    sampling as set); ``"prior-free"``, the prior alone drawing its own z in training mode (so its
+    tdBN statistics are those of its own samples, as when it generates), trained on the kernel MMD
+    between its trains and the posterior's over the batch (:func:`fsvae_sj.models.losses.latent_set_mmd`).
+    In both prior stages every other part is frozen in eval mode (:func:`frozen_parts`): a stage
+    after the main run, to let the prior catch up with an autoencoder that no longer moves.
+    Measured on mnist: benchmarks/RESULTS.md, "A prior stage after the main run".
     ``calibrate_decoder``: also evaluate (and keep as ``best.safetensors`` when it wins) the EMA
     with its decoder's tdBN statistics re-estimated on this many prior samples
     (:func:`fsvae_sj.calibration.calibrate_decoder`); 0: off. Changes no training step.
@@ -122,7 +121,7 @@ class TrainConfig(_Serialisable):
             raise ConfigError(f"eval_samples must be 0 (no AE Frechet) or >= 2, got {self.eval_samples}")
         if self.stage not in STAGES:
             raise ConfigError(f"stage must be one of {STAGES}, got {self.stage!r}")
-        if self.stage == "prior" and self.model != "fsvae":
+        if self.stage != "full" and self.model != "fsvae":
             raise ConfigError(f"the prior stage trains FSVAE's prior; model {self.model!r} has none")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
@@ -137,15 +136,15 @@ class TrainConfig(_Serialisable):
     def loss_settings(self, epoch: int, batches: int) -> LossSettings:
         """What ``model.loss`` needs in ``epoch`` of ``batches`` steps."""
         return LossSettings(scheduled_p(self, epoch), self.distance, self.mmd_reduction, 1.0 / batches,
-                            prior_only=self.stage == "prior")
+                            stage=self.stage)
 
     def base_lr(self, world: int = 1) -> float:
         return self.lr if self.lr is not None else 1e-3 * self.batch_size * world / 250
 
 
 def frozen_parts(model: torch.nn.Module, stage: str) -> list[torch.nn.Module]:
-    """The modules that ``stage`` keeps fixed: none in ``"full"``; in ``"prior"`` every part of the
-    FSVAE but its prior (encoder, posterior, decoder: their weights get no gradient and they stay in
+    """The modules that ``stage`` keeps fixed: none in ``"full"``; in the prior stages every part of
+    the FSVAE but its prior (encoder, posterior, decoder: their weights get no gradient and they stay in
     eval mode, so their tdBN statistics do not move)."""
     if stage == "full":
         return []
