@@ -406,7 +406,11 @@ def test_the_prior_draws_freely_with_gradient_in_training_mode_only():
     from fsvae_sj.errors import StateError
     torch.manual_seed(0)
     prior = FSVAE(FSVAEConfig(n_steps=4)).prior.train()
+    bns = [m for m in prior.modules() if hasattr(m, "num_batches_tracked")]
     z, out = prior.free_running(3, 4, torch.Generator().manual_seed(0))
+    # tdBN's running statistics took one update per layer, from the pass over all 4 steps (prefix
+    # runs would add one per step, the first of them on a step of zeros alone)
+    assert [int(m.num_batches_tracked) for m in bns] == [1, 1, 1]
     assert z.shape == (4, 3, prior.latent_dim) and out.shape == (4, 3, prior.latent_dim * prior.k)
     assert bool(((z == 0) | (z == 1)).all()) and z.requires_grad
     # the same draws give the same trains

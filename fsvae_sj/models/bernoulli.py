@@ -174,15 +174,25 @@ class Prior(_Sampler):
 
     def free_running(self, n: int, steps: int, generator: torch.Generator | None = None,
                      device=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` latent spike trains drawn from the prior on its own spikes in training mode, with
-        gradient: the posterior's training procedure (:meth:`Posterior.sample`) without a
-        condition, so tdBN takes the batch statistics of the prior's own samples and its running
-        statistics follow them. Returns ``(z [steps, n, L], out [steps, n, L*k])``; raises
+        """``n`` latent spike trains the prior draws on its own spikes, with gradient, for training:
+        the trains are drawn as :meth:`generate` draws them (eval mode, running statistics, without
+        gradient), then the layers run once over the whole sequence in training mode on those inputs
+        (zeros, then each step's drawn spikes), and the spikes at the same choices are returned.
+        tdBN's batch statistics, and so the running statistics it keeps, come from the prior's own
+        trains over all steps. (Training-mode prefix runs, as the posterior draws, would feed tdBN a
+        first step of zeros alone: no variance, and running statistics pulled towards it.)
+        Returns ``(z [steps, n, L], out [steps, n, L*k])``; raises
         :class:`~fsvae_sj.errors.StateError` in eval mode (use :meth:`generate`)."""
         if not self.training:
             raise StateError("free_running() is training mode's draw; in eval mode call generate()")
         device = device if device is not None else next(self.parameters()).device
-        return self._train_sample(None, n, steps, generator, device)
+        self.eval()
+        try:
+            z, _, indices = self._loop(None, n, steps, "incremental", generator, device)
+        finally:
+            self.train()
+        out = self.run(torch.cat([torch.zeros_like(z[:1]), z[:-1]]))
+        return self.pick(out, torch.stack(indices)), out
 
     def generate(self, n: int, steps: int, generator: seeding.Generators = None,
                  loop: str = "incremental", device=None) -> tuple[torch.Tensor, torch.Tensor]:
