@@ -25,7 +25,8 @@ from fsvae_sj.training import TrainConfig
 # RESULTS.md sections this script writes: name -> the heading its markers go under when first written
 SECTIONS = {"branch_compare": "### Learning-rate schedule from one saved state (issue 20)",
             "mnist_arms": "### What limits the samples (issue 20)",
-            "prior_stage": "### A prior stage after the main run (issue 20)"}
+            "prior_stage": "### A prior stage after the main run (issue 20)",
+            "prior_stage_fashion": "### A prior stage after the main run (issue 20)"}
 # the settings an arm may differ by, shown per arm when they differ between the arms
 SETTINGS = ("stage", "lr", "lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps", "distance",
             "mmd_reduction", "scheduled_start", "scheduled_end", "seed")
