@@ -104,21 +104,6 @@ class _Sampler(nn.Module):
         return z_prev[1:], torch.stack(outs), indices
 
 
-    def _train_sample(self, cond: torch.Tensor | None, n: int, T: int, generator: torch.Generator | None,
-                      device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training-mode sampling, the authors' procedure for the posterior: choices from train-mode
-        prefix runs without gradient, then one full pass with gradient whose spikes at the same
-        choices become z. Returns ``(z [T, N, L], out [T, N, L*k])``."""
-        if isinstance(generator, list):
-            raise InputError("per-sample generators are for eval-mode sampling; training takes one generator")
-        z_first, _, indices = self._loop(None if cond is None else cond.detach(), n, T - 1, "prefix", generator,
-                                         device)
-        z_prev = torch.cat([torch.zeros(1, n, self.latent_dim, device=device), z_first], dim=0)
-        out = self.run(self._inputs(cond, z_prev))
-        indices.append(draw_indices((n, self.latent_dim), self.k, generator, device))
-        return self.pick(out, torch.stack(indices)), out
-
-
 class Posterior(_Sampler):
     """q(z | x): the latent spike train given the encoder's spikes ``[T, N, latent]``."""
 
@@ -138,7 +123,13 @@ class Posterior(_Sampler):
         T, n = cond.shape[0], cond.shape[1]
         if not self.training:
             return self._loop(cond, n, T, loop, generator, cond.device)[:2]
-        return self._train_sample(cond, n, T, generator, cond.device)
+        if isinstance(generator, list):
+            raise InputError("per-sample generators are for eval-mode sampling; training takes one generator")
+        z_first, _, indices = self._loop(cond.detach(), n, T - 1, "prefix", generator, cond.device)
+        z_prev = torch.cat([torch.zeros(1, n, self.latent_dim, device=cond.device), z_first], dim=0)
+        out = self.run(self._inputs(cond, z_prev))
+        indices.append(draw_indices((n, self.latent_dim), self.k, generator, cond.device))
+        return self.pick(out, torch.stack(indices)), out
 
 
 class Prior(_Sampler):
@@ -192,7 +183,8 @@ class Prior(_Sampler):
         finally:
             self.train()
         out = self.run(torch.cat([torch.zeros_like(z[:1]), z[:-1]]))
-        return self.pick(out, torch.stack(indices)), out
+        chosen = self.pick(out, torch.stack(indices))
+        return chosen, out
 
     def generate(self, n: int, steps: int, generator: seeding.Generators = None,
                  loop: str = "incremental", device=None) -> tuple[torch.Tensor, torch.Tensor]:
