@@ -49,14 +49,15 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write every round here")
     a = ap.parse_args(argv)
     checkouts = [c.resolve() for c in a.checkouts]
+    commits = {c: commit_of(c) for c in checkouts}
     cells = {str(c): [] for c in checkouts}
     for r in range(a.rounds):
         for c in checkouts:
             res = time_step(c, a.batch, a.repeats, a.threads)
             cells[str(c)].append(res)
-            print(f"round {r}: {commit_of(c)}: {res['seconds']:.3f} s (digest {res['digest']})", flush=True)
+            print(f"round {r}: {commits[c]}: {res['seconds']:.3f} s (digest {res['digest']})", flush=True)
     digests = {res["digest"] for rows in cells.values() for res in rows}
-    summary = {str(c): {"commit": commit_of(c), "median_s": statistics.median(x["seconds"] for x in cells[str(c)]),
+    summary = {str(c): {"commit": commits[c], "median_s": statistics.median(x["seconds"] for x in cells[str(c)]),
                         "rounds_s": [round(x["seconds"], 4) for x in cells[str(c)]]} for c in checkouts}
     for s in summary.values():
         print(f"{s['commit']}: median {s['median_s']:.3f} s over rounds {s['rounds_s']}")
