@@ -324,12 +324,13 @@ def test_a_branch_continues_the_source_exactly_and_starts_its_schedule_at_the_br
                    capsys, "no state.pt")
 
 
-@pytest.mark.parametrize("stage_name", ["prior", "prior-free"])
-def test_the_prior_stages_train_the_prior_alone_and_resume_exactly(tmp_path, capsys, stage_name):
+@pytest.mark.parametrize("stage_name, on", [("prior", []), ("prior-free", []),
+                                            ("prior-free", ["--prior-free-on", "probabilities"])])
+def test_the_prior_stages_train_the_prior_alone_and_resume_exactly(tmp_path, capsys, stage_name, on):
     import csv
     assert main(["--out", str(tmp_path / "src")] + TINY) == 0
     start = weights(tmp_path / "src")
-    stage = ["--init-from", str(tmp_path / "src" / "model.safetensors"), "--stage", stage_name, "--epochs", "4",
+    stage = ["--init-from", str(tmp_path / "src" / "model.safetensors"), "--stage", stage_name, *on, "--epochs", "4",
              "--ema-decay", "0.9", "--scheduled-start", "0.5", "--scheduled-end", "0.5"]
     tiny = TINY[:TINY.index("--epochs")] + TINY[TINY.index("--epochs") + 2:]
     assert main(["--out", str(tmp_path / "a")] + tiny + stage) == 0
@@ -399,6 +400,43 @@ def test_the_set_mmd_matches_its_formula_and_separates_distributions():
     assert abs(float(same)) < 0.02 < float(other)
     with pytest.raises(ValueError, match="at least 2"):
         latent_set_mmd(z_p[:, :1], z_q)
+
+
+def test_the_free_running_stage_compares_trains_or_the_probabilities_they_are_drawn_from():
+    import copy
+    from fsvae_sj import FSVAE, FSVAEConfig
+    from fsvae_sj.models.losses import LossSettings, latent_set_mmd
+    from fsvae_sj.training import TrainConfig
+    torch.manual_seed(0)
+    model = FSVAE(FSVAEConfig(n_steps=4)).train()
+    for part in (model.encoder, model.posterior, model.decoder):
+        part.eval()
+    # untrained samplers barely fire (the prior never, on its first input of zeros); tdBN shifts make them
+    for bn in (m for part in (model.prior, model.posterior) for m in part.modules() if hasattr(m, "num_batches_tracked")):
+        bn.bias.data.normal_(0.2, 0.2)
+    x = torch.rand(6, 1, 32, 32) * 2 - 1
+    # each call updates the prior's tdBN statistics: three copies of one state, the same draws
+    twin, third = copy.deepcopy(model), copy.deepcopy(model)
+    z_q, z_p = model.free_prior_forward(x, torch.Generator().manual_seed(1))
+    pi_q, pi_p = twin.free_prior_forward(x, torch.Generator().manual_seed(1), on="probabilities")
+    # the same draws: each chosen spike is one of the k spikes averaged into its probability
+    assert pi_q.shape == z_q.shape == (4, 6, model.prior.latent_dim) and pi_p.shape == z_p.shape
+    k = model.prior.k
+    assert bool(((pi_q * k).round() == pi_q * k).all()) and not torch.equal(pi_p, z_p)
+    assert bool(((z_p == 1) <= (pi_p > 0)).all() and ((z_p == 0) <= (pi_p < 1)).all())
+    assert bool(((z_q == 1) <= (pi_q > 0)).all() and ((z_q == 0) <= (pi_q < 1)).all())
+    assert pi_p.requires_grad and not pi_q.requires_grad
+    # the stage's loss is the set MMD of the probabilities
+    assert 0.05 < float(pi_q.mean()) < 0.95 and 0.05 < float(pi_p.detach().mean()) < 0.95
+    loss = third.loss(x, LossSettings(stage="prior-free", prior_free_on="probabilities"),
+                      torch.Generator().manual_seed(1))
+    assert torch.equal(loss["loss"], latent_set_mmd(pi_p, pi_q))
+    with pytest.raises(ValueError, match="probabilities"):
+        model.free_prior_forward(x, on="rates")
+    with pytest.raises(ValueError, match="prior-free stage only"):
+        TrainConfig(prior_free_on="probabilities")
+    with pytest.raises(ValueError, match="one of"):
+        TrainConfig(stage="prior-free", prior_free_on="rates")
 
 
 def test_the_prior_draws_freely_with_gradient_in_training_mode_only():

@@ -16,7 +16,7 @@ from .config import ConfigError, FSVAEConfig, check_image_batch, resolve
 from ..errors import InputError, StateError, warn
 from ..spiking.layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
 from ..locks import serialised
-from .losses import LossSettings, fsvae_loss, latent_set_mmd, prior_loss
+from .losses import PRIOR_FREE_FEATURES, LossSettings, fsvae_loss, latent_set_mmd, prior_loss
 from .pretrained import PretrainedMixin
 
 
@@ -192,14 +192,20 @@ class FSVAE(PretrainedMixin, nn.Module):
         return q_out.view(*q_out.shape[:2], L, k), p_out.view(*p_out.shape[:2], L, k)
 
     @serialised
-    def free_prior_forward(self, x: torch.Tensor, generator: torch.Generator | None = None
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The free-running prior stage's forward: ``(z_q, z_p)``, the posterior's latent spike trains
-        ``[T, N, latent]`` of images ``x`` (without gradient, as in :meth:`prior_forward`) and as many
-        drawn by the prior on its own spikes in training mode, with gradient (:meth:`Prior.free_running`)."""
-        z_q, _ = self._posterior_z(x, generator)
-        z_p, _ = self.prior.free_running(z_q.shape[1], z_q.shape[0], generator, device=z_q.device)
-        return z_q, z_p
+    def free_prior_forward(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                           on: str = "spikes") -> tuple[torch.Tensor, torch.Tensor]:
+        """The free-running prior stage's forward: ``(q, p)``, each ``[T, N, latent]``: the posterior's
+        for images ``x`` (without gradient, as in :meth:`prior_forward`) and as many drawn by the prior
+        on its own spikes in training mode, with gradient (:meth:`Prior.free_running`). ``on``
+        ``"spikes"``: the latent spike trains; ``"probabilities"``: the firing probabilities they were
+        drawn from (each latent's mean over its k spikes). Raises ConfigError for another ``on``."""
+        if on not in PRIOR_FREE_FEATURES:
+            raise ConfigError(f"on must be one of {PRIOR_FREE_FEATURES}, got {on!r}")
+        z_q, out_q = self._posterior_z(x, generator)
+        z_p, out_p = self.prior.free_running(z_q.shape[1], z_q.shape[0], generator, device=z_q.device)
+        if on == "spikes":
+            return z_q, z_p
+        return self.posterior.probs(out_q), self.prior.probs(out_p)
 
     def _posterior_z(self, x: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
@@ -212,13 +218,13 @@ class FSVAE(PretrainedMixin, nn.Module):
         ``loss_function_mmd`` / ``_kld`` with the scheduled sampling of ``settings``. In the prior
         stages (``settings.stage``) ``loss`` is a distance alone and there is no ``recon``:
         ``"prior"`` the teacher-forced distance (:meth:`prior_forward`), ``"prior-free"`` the kernel
-        MMD between the prior's own trains and the posterior's (:meth:`free_prior_forward`,
-        :func:`~fsvae_sj.models.losses.latent_set_mmd`; ``mean_q``/``mean_p`` are then the two
-        sets' firing rates)."""
+        MMD between the prior's own trains (or firing probabilities: ``settings.prior_free_on``) and
+        the posterior's (:meth:`free_prior_forward`, :func:`~fsvae_sj.models.losses.latent_set_mmd`;
+        ``mean_q``/``mean_p`` are then the two sets' mean firing rates)."""
         if settings.stage == "prior-free":
-            z_q, z_p = self.free_prior_forward(x, generator)
-            dist = latent_set_mmd(z_p, z_q)
-            return {"loss": dist, "distance": dist, "mean_q": z_q.mean(), "mean_p": z_p.detach().mean()}
+            q, p = self.free_prior_forward(x, generator, settings.prior_free_on)
+            dist = latent_set_mmd(p, q)
+            return {"loss": dist, "distance": dist, "mean_q": q.mean(), "mean_p": p.detach().mean()}
         if settings.stage == "prior":
             q_out, p_out = self.prior_forward(x, settings.scheduled_p, generator)
             losses = prior_loss(q_out, p_out, settings.distance, mmd_reduction=settings.mmd_reduction)

@@ -17,6 +17,11 @@ MMD_REDUCTIONS = ("mean", "sum")
 # prior alone, teacher-forced on the posterior's z ("prior"); the prior alone, drawing its own z,
 # against the posterior's z as sets ("prior-free", :func:`latent_set_mmd`).
 STAGES = ("full", "prior", "prior-free")
+# What the "prior-free" stage's set MMD compares: the drawn spike trains, or the firing
+# probabilities the trains are drawn from (the mean of each latent's k spikes: no Bernoulli noise,
+# so at batch 256 it sees the prior-posterior gap 5-10x above its null spread against ~2x for the
+# trains; benchmarks/RESULTS.md, "What the set MMD sees").
+PRIOR_FREE_FEATURES = ("spikes", "probabilities")
 
 
 @dataclass(frozen=True)
@@ -24,8 +29,9 @@ class LossSettings:
     """What a training step's ``model.loss(x, settings, generator)`` needs besides the batch.
 
     Each architecture reads its own fields: FSVAE ``scheduled_p`` (probability that the prior
-    is fed its own guess), ``distance``, ``mmd_reduction`` and ``stage`` (one of :data:`STAGES`; in
-    the prior stages the loss is a prior-posterior distance alone); the Gaussian ANN VAE
+    is fed its own guess), ``distance``, ``mmd_reduction``, ``stage`` (one of :data:`STAGES`; in
+    the prior stages the loss is a prior-posterior distance alone) and ``prior_free_on`` (one of
+    :data:`PRIOR_FREE_FEATURES`: what the "prior-free" stage compares); the Gaussian ANN VAE
     ``batch_fraction``, the weight of its KL term (the authors' M/N: 1 / batches per epoch).
     """
 
@@ -34,6 +40,7 @@ class LossSettings:
     mmd_reduction: str = "mean"
     batch_fraction: float = 1.0
     stage: str = "full"
+    prior_free_on: str = "spikes"
 
 
 def psp(v: torch.Tensor, tau_syn: float = 2.0) -> torch.Tensor:
@@ -92,8 +99,8 @@ def prior_loss(q_out: torch.Tensor, p_out: torch.Tensor, distance: str = "mmd", 
 
 def latent_set_mmd(z_p: torch.Tensor, z_q: torch.Tensor, tau_syn: float = 2.0,
                    scales: tuple[float, ...] = (0.5, 1.0, 2.0)) -> torch.Tensor:
-    """Unbiased squared kernel MMD between two sets of latent spike trains ``z_p [T, N, L]`` and
-    ``z_q [T, M, L]`` (N, M >= 2): each train PSP-filtered over time and flattened to one vector per
+    """Unbiased squared kernel MMD between two sets of latent spike trains (or firing probabilities in
+    [0, 1]) ``z_p [T, N, L]`` and ``z_q [T, M, L]`` (N, M >= 2): each train PSP-filtered over time and flattened to one vector per
     image; the kernel is a sum of Gaussians ``exp(-|a - b|^2 / (s * h))`` over ``scales`` s, with h
     the median squared distance between all the vectors (taken without gradient). Unlike
     :func:`mmd_loss`, which compares each image's posterior with the prior run on that image's z,

@@ -9,7 +9,7 @@ import torch
 
 from ..models.config import ConfigError, _Serialisable
 from ..datasets import DATASETS, canonical
-from ..models.losses import DISTANCES, MMD_REDUCTIONS, STAGES, LossSettings
+from ..models.losses import DISTANCES, MMD_REDUCTIONS, PRIOR_FREE_FEATURES, STAGES, LossSettings
 from ..models.registry import architecture
 
 
@@ -61,6 +61,9 @@ class TrainConfig(_Serialisable):
     In both prior stages every other part is frozen in eval mode (:func:`frozen_parts`): a stage
     after the main run, to let the prior catch up with an autoencoder that no longer moves.
     Measured on mnist: benchmarks/RESULTS.md, "A prior stage after the main run".
+    ``prior_free_on``: what the "prior-free" stage's MMD compares (:data:`PRIOR_FREE_FEATURES`): the
+    latent spike trains, or the firing probabilities they are drawn from (less noise, so the MMD
+    sees the difference at a batch where it does not see it in the trains).
     ``calibrate_decoder``: also evaluate (and keep as ``best.safetensors`` when it wins) the EMA
     with its decoder's tdBN statistics re-estimated on this many prior samples
     (:func:`fsvae_sj.calibration.calibrate_decoder`); 0: off. Changes no training step.
@@ -95,6 +98,7 @@ class TrainConfig(_Serialisable):
     eval_samples: int = 1000
     calibrate_decoder: int = 0
     stage: str = "full"
+    prior_free_on: str = "spikes"
 
     def __post_init__(self):
         self._check_types()
@@ -123,6 +127,10 @@ class TrainConfig(_Serialisable):
             raise ConfigError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.stage != "full" and self.model != "fsvae":
             raise ConfigError(f"the prior stage trains FSVAE's prior; model {self.model!r} has none")
+        if self.prior_free_on not in PRIOR_FREE_FEATURES:
+            raise ConfigError(f"prior_free_on must be one of {PRIOR_FREE_FEATURES}, got {self.prior_free_on!r}")
+        if self.prior_free_on != "spikes" and self.stage != "prior-free":
+            raise ConfigError(f"prior_free_on applies to the prior-free stage only; stage is {self.stage!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
@@ -136,7 +144,7 @@ class TrainConfig(_Serialisable):
     def loss_settings(self, epoch: int, batches: int) -> LossSettings:
         """What ``model.loss`` needs in ``epoch`` of ``batches`` steps."""
         return LossSettings(scheduled_p(self, epoch), self.distance, self.mmd_reduction, 1.0 / batches,
-                            stage=self.stage)
+                            stage=self.stage, prior_free_on=self.prior_free_on)
 
     def base_lr(self, world: int = 1) -> float:
         return self.lr if self.lr is not None else 1e-3 * self.batch_size * world / 250
