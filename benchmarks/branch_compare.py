@@ -26,9 +26,12 @@ from fsvae_sj.training import TrainConfig
 SECTIONS = {"branch_compare": "### Learning-rate schedule from one saved state (issue 20)",
             "mnist_arms": "### What limits the samples (issue 20)",
             "prior_stage": "### A prior stage after the main run (issue 20)",
-            "prior_stage_fashion": "### A prior stage after the main run (issue 20)"}
+            "prior_stage_fashion": "### A prior stage after the main run (issue 20)",
+            "prior_free_features": "### What the set MMD sees (issue 20)",
+            "prior_free_features_fashion": "### What the set MMD sees (issue 20)",
+            "prior_free_again": "### What the set MMD sees (issue 20)"}
 # the settings an arm may differ by, shown per arm when they differ between the arms
-SETTINGS = ("stage", "lr", "lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps", "distance",
+SETTINGS = ("stage", "prior_free_on", "batch_size", "ema_decay", "lr", "lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps", "distance",
             "mmd_reduction", "scheduled_start", "scheduled_end", "seed")
 CANDIDATES = (("afd", "val_afd", "raw"), ("ema_afd", "ema_val_afd", "EMA"),
               ("emacal_afd", "emacal_val_afd", "EMA, decoder calibrated"))

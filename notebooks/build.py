@@ -46,8 +46,8 @@ viz.image_grid(images, nrow=n, title="samples from the prior")"""),
         ("md", """## The latent spike train of one sample
 Time runs left to right; each row is one latent channel and each black tick one spike. The 32 busiest
 of the 128 channels are shown, busiest at the top; the bars on the right give each channel's firing
-rate (spikes per step, 0 to 1). Even the busiest channels fire at only 8 to 11 of the 16 steps and the
-32nd busiest at 3: the code is a sparse pattern of which channels fire when, and that pattern is
+rate (spikes per step, 0 to 1). Even the busiest channels fire at only 9 to 12 of the 16 steps and the
+32nd busiest at 4: the code is a sparse pattern of which channels fire when, and that pattern is
 what the decoder reads."""),
         ("code", """busiest = torch.argsort(z[:, 0].mean(0), descending=True)[:32]
 viz.raster(z[:, 0], neurons=busiest, order_by_rate=True, title="latent spikes z of sample 0 (32 busiest channels)",
@@ -73,11 +73,11 @@ viz.latent_view(x[:3], out.z[:, :3], pi_q=pi_q[:, :3], pi_p=pi_p[:, :3], channel
         ("md", """## Activity in every layer
 Mean firing rate per layer (left) and per layer and time step (right: one row per layer, in the same
 order, colour = fraction of the layer's neurons that fire), while the test images are reconstructed.
-After the first two steps every layer fires at a steady rate, between about 0.14 and 0.48; the layer
+After the first two steps every layer fires at a steady rate, between about 0.13 and 0.48; the layer
 before the latent fires most. The encoder's layers alternate between even and odd steps (encoder.2:
-about 0.27, then 0.31); the last layers of the posterior and of the prior fire at about 0.3 at t = 0
-and drop to 0.05 at t = 1; the decoder starts at about half its later rate (its input layer: 0.06 to
-0.10 at t = 0 and 1, 0.16 to 0.22 after)."""),
+about 0.26, then 0.32); the last layers of the posterior and of the prior fire at about 0.3 at t = 0
+and drop to 0.05 at t = 1; the decoder starts at about half its later rate (its input layer: 0.05 to
+0.09 at t = 0 and 1, 0.14 to 0.20 after)."""),
         ("code", """records = viz.record_spikes(model, lambda: model.reconstruct(x, seed=0))
 viz.layer_activity(records, dpi=80)"""),
         ("md", """## One neuron's membrane
