@@ -94,7 +94,7 @@ def test_evaluate_model_marks_unavailable_metrics(tiny_cfg):
     # A 32x32 single-channel model is what the FashionMNIST autoencoder scores.
     from fsvae_sj import FSVAEConfig
     m = FSVAE(FSVAEConfig(latent_dim=8, k=2, n_steps=2)).eval()
-    res = evaluate(m, "fashion-mnist", ("recon", "afd", "is", "fid"), num_samples=64, test_limit=64)
+    res = evaluate(m, "fashion-mnist", ("recon", "afd", "afd-val", "is", "fid"), num_samples=64, test_limit=64)
     # recon: the mean squared error of the 64 reconstructions, computed here by hand
     x = data.make_dataset("fashion-mnist", "test", limit=64).images
     assert res["recon_mse"] == pytest.approx(float(((m.reconstruct(x, seed=0) - x) ** 2).mean()), rel=1e-5)
@@ -106,6 +106,12 @@ def test_evaluate_model_marks_unavailable_metrics(tiny_cfg):
     enc, mu, sigma = load_afd("fashion-mnist")
     f = enc(imgs[:1]).detach().double().numpy()[0]
     assert res["afd"] == pytest.approx(float(((f - mu) ** 2).sum() + np.trace(sigma)), rel=1e-4)
+    # afd_val: the same closed form against the statistics of the 60,000 training images' features
+    from fsvae_sj.metrics import train_reference
+    mu_train, sigma_train = train_reference("fashion-mnist")
+    assert mu_train.shape == mu.shape and not np.allclose(mu_train, mu)
+    assert res["afd_val"] == pytest.approx(float(((f - mu_train) ** 2).sum() + np.trace(sigma_train)), rel=1e-4)
+    assert "training images" in res["protocol"]["afd_val"] and "test statistics" in res["protocol"]["afd"]
     assert res["inception_score"] is None and "unavailable" in res["notes"]["inception_score"]
     assert res["fid"] is None and "unavailable" in res["notes"]["fid"]
     assert "5000" not in res["protocol"]["images"] and "64 generated images" in res["protocol"]["images"]

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
                    download=args.download, progress=True)
     res["model"] = args.model
     res["model_dataset"] = own   # what the model was trained on (None: not recorded), beside res["dataset"]
-    for key in ("recon_mse", "afd", "inception_score", "fid"):
+    for key in ("recon_mse", "afd", "afd_val", "inception_score", "fid"):
         val = res[key]
         shown = f"{val:.4f}" if isinstance(val, float) else "n/a"
         print(f"{key:16s} {shown:>10s}  {res['protocol'].get(key) or res['notes'].get(key, 'not requested')}")
