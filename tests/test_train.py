@@ -361,6 +361,14 @@ def test_the_prior_stages_train_the_prior_alone_and_resume_exactly(tmp_path, cap
     assert_refused(main(["--out", str(tmp_path / "c"), "--model", "ann-vae", "--stage", stage_name] + tiny), capsys,
                    "prior")
     assert_refused(main(["--out", str(tmp_path / "b"), "--stage", "full", "--no-progress"]), capsys, "stage")
+    # the staged weights continued with --init-from and no --stage: the whole model trains again
+    assert main(["--out", str(tmp_path / "d"), "--init-from", str(tmp_path / "a" / "model.safetensors"),
+                 "--max-steps", "1"] + tiny + ["--epochs", "5"]) == EXIT_STOPPED
+    assert f"made by the {stage_name!r} stage; this run's stage is 'full'" in capsys.readouterr().err
+    cfg = json.loads((tmp_path / "d" / "train_config.json").read_text())
+    assert (cfg["stage"], cfg["prior_free_on"]) == ("full", "spikes") and cfg["ema_decay"] == 0.9   # the rest carried
+    d = weights(tmp_path / "d")
+    assert any(k.startswith("encoder.") and not torch.equal(d[k], a[k]) for k in a)
 
 
 def test_the_prior_loss_is_the_distance_term_of_the_fsvae_loss():

@@ -106,8 +106,9 @@ def build_parser():
                         "(default paper)")
     p.add_argument("--init-from", metavar="NAME|PATH",
                    help="start a new run from a zoo entry or .safetensors: weights and tdBN statistics exact, "
-                        "optimiser restarted, epochs/steps/CPU-hours/learning curve carried over (default: "
-                        "freshly initialised weights)")
+                        "optimiser restarted, epochs/steps/CPU-hours/learning curve and the source's recipe carried over "
+                        "(flags override it; --stage is not carried: full unless given) (default: freshly "
+                        "initialised weights)")
     p.add_argument("--branch-from", metavar="RUN",
                    help="start a new run (--out) from another run folder's whole state: weights, optimiser "
                         "moments, EMA, data order and RNG; only the learning-rate schedule ("

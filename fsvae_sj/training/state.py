@@ -146,13 +146,18 @@ class WarmStart:
         return self.run_state
 
 
+# Settings of the source's run that a warm start does not take over: they say what that run trained.
+PER_RUN_SETTINGS = ("stage", "prior_free_on")
+
+
 def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, WarmStart]:
     """The training config and starting point of ``--init-from NAME|PATH``.
 
     The weights (tdBN statistics included) are loaded exactly; the epoch, step, learning
     curve and CPU time are carried over from the checkpoint's metadata (or the zoo entry's
     recipe); the optimiser restarts, and the run records that. The recipe comes from the
-    source unless ``cfg_overrides`` changes it; the architecture must match; a change of dataset
+    source unless ``cfg_overrides`` changes it, but for :data:`PER_RUN_SETTINGS` (the stage
+    and its options, which take their defaults); the architecture must match; a change of dataset
     is recorded in the provenance (and said on stderr).
     """
     p = Path(name_or_path)
@@ -175,7 +180,13 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
     tc = extra.get("train_config") or recipe.get("train_config")
     if not tc:
         raise CheckpointError(f"--init-from {name_or_path}: no training config in its metadata")
-    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **tc, **cfg_overrides})
+    # What the source run did (a prior stage) is not what the new run does: a staged zoo entry
+    # continued with --init-from trains the whole model unless --stage says otherwise.
+    inherited = {k: v for k, v in tc.items() if k not in PER_RUN_SETTINGS}
+    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **inherited, **cfg_overrides})
+    if tc.get("stage", "full") != cfg.stage:
+        print(f"note: --init-from {name_or_path} was made by the {tc['stage']!r} stage; this run's stage is "
+              f"{cfg.stage!r} (give --stage to choose)", file=sys.stderr)
     want = cfg.model_config().to_dict()
     diff = [k for k in sorted(set(want) | set(model_cfg)) if want.get(k) != model_cfg.get(k)]
     if diff:
