@@ -334,6 +334,7 @@ def test_the_prior_stages_train_the_prior_alone_and_resume_exactly(tmp_path, cap
              "--ema-decay", "0.9", "--scheduled-start", "0.5", "--scheduled-end", "0.5"]
     tiny = TINY[:TINY.index("--epochs")] + TINY[TINY.index("--epochs") + 2:]
     assert main(["--out", str(tmp_path / "a")] + tiny + stage) == 0
+    assert "was made by the" not in capsys.readouterr().err   # --stage given: no note
     a, ema = weights(tmp_path / "a"), load_file(str(tmp_path / "a" / "ema.safetensors"))
     # every part but the prior bit-identical, tdBN statistics included, in the weights and their EMA
     # (whose integer batch counters the average rounds down whatever the stage); the prior's moved

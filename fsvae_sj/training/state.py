@@ -184,7 +184,7 @@ def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, War
     # continued with --init-from trains the whole model unless --stage says otherwise.
     inherited = {k: v for k, v in tc.items() if k not in PER_RUN_SETTINGS}
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **inherited, **cfg_overrides})
-    if tc.get("stage", "full") != cfg.stage:
+    if "stage" not in cfg_overrides and tc.get("stage", "full") != cfg.stage:
         print(f"note: --init-from {name_or_path} was made by the {tc['stage']!r} stage; this run's stage is "
               f"{cfg.stage!r} (give --stage to choose)", file=sys.stderr)
     want = cfg.model_config().to_dict()
