@@ -6,8 +6,9 @@ Metrics (JSON keys): ``recon_mse`` (eval-mode MSE on the test set),
 statistics, MNIST/FashionMNIST shipped in ``fsvae_sj/assets/afd``, MIT, (c) 2021
 Hiromichi Kamata), ``afd_val`` (the same features' distance to the TRAINING
 images' statistics: the validation number to choose weights by),
-``inception_score`` (torchvision Inception-v3, 10 splits) and ``fid`` (clean-fid). A metric that could not be computed is null, with the
-reason in ``notes``; every computed number carries its protocol in ``protocol``.
+``inception_score`` (torchvision Inception-v3, 10 splits) and ``fid`` (clean-fid).
+A metric that could not be computed is null, with the reason in ``notes``; every
+computed number carries its protocol in ``protocol``.
 """
 from __future__ import annotations
 
