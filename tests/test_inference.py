@@ -54,12 +54,20 @@ def test_block_inference_equals_the_modules(kind, dtype, inference_calls):
 
 def test_block_inference_carries_the_membrane_across_calls(inference_calls):
     blk, x = make("linear", torch.float32)
-    ref, v_ref = modules(blk, x)
+    # The reference takes the same one-step calls through the modules: a one-step linear layer is
+    # another GEMM than the T-step one, whose roundings depend on the CPU's kernels (they differed on
+    # an AMD EPYC without AVX-512), and the inputs are built to sit within rounding of the threshold.
+    reset_net(blk)
+    with torch.enable_grad():
+        ref = torch.cat([blk(x[t:t + 1]).detach() for t in range(x.shape[0])])
+    v_ref = blk.lif.v.detach().clone()
+    assert inference_calls == []
     reset_net(blk)
     with torch.no_grad():
         steps = [blk(x[t:t + 1]) for t in range(x.shape[0])]   # the incremental sampling loop
     assert len(inference_calls) == x.shape[0]
     assert torch.equal(torch.cat(steps), ref) and torch.equal(blk.lif.v, v_ref)
+    assert 0.05 < float(ref.mean()) < 0.95
 
 
 def test_fire_leaves_an_input_it_does_not_own_alone(inference_calls):

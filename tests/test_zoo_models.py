@@ -64,6 +64,10 @@ def _sha256(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
 
 
+def pixel_sums(images: torch.Tensor) -> list[float]:
+    return images.double().flatten(1).sum(1).tolist()
+
+
 PINNED_WEIGHTS = "ea88e4e582ad1be9cf58d405659ad44654611e50f0b585285c034e3be391f723"
 
 
@@ -71,17 +75,20 @@ def test_fashion_mnist_outputs_are_pinned():
     """The zoo model's eval-mode outputs for fixed seeds, bit for bit, as recorded before the
     sampling loop was reworked for speed (issue 23): a faster loop must draw the same choices
     and fire the same spikes. The spike hashes hold on any CPU (spikes are 0/1; a flip needs a
-    membrane within rounding of the threshold); the image hashes also pin the decoder's
-    roundings, which are those of this machine's oneDNN kernels (x86-64, float32).
+    membrane within rounding of the threshold). Images are the decoder's float32 arithmetic, whose
+    roundings depend on the CPU's kernels (an AMD EPYC without AVX-512 gave other image bytes than
+    the Intel machine they were recorded on, from the same spikes): they are pinned by each image's
+    pixel sum (1,024 pixels in [-1, 1]), to within 2e-3, far above rounding and far below any change
+    of spikes.
     The pins belong to one weights file: when the entry is republished they are re-recorded with
     the code of that commit (last: ve10s820, a sharper autoencoder and the prior stage on probabilities, 2026-12-02)."""
     assert zoo.get_weights("fashion-mnist").sha256 == PINNED_WEIGHTS, "the entry changed: re-record the pins"
     m = zoo.load("fashion-mnist")
     img, z = m.sample(4, seed=0, return_latents=True)
     assert _sha256(z) == "6e6199febba5c6f3e6c70aaa8537a9e33cf795132f9da5ae5494074754f5c98d"
-    assert _sha256(img) == "c1b2655f5f304cd53a722e49660896e80c6b5fad17dfb04c3000619835c442fd"
+    assert pixel_sums(img) == pytest.approx([59.05936, -478.63622, -554.34420, -623.36053], rel=0, abs=2e-3)
     x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     out = m(x, generator=sample_generators(0, 4))
     assert _sha256(out.z) == "0647de0b92a136be4a28e67e65c69baba5d1ce88bb2d1db317d7988f5721dded"
     assert _sha256(out.q_out) == "2e538c6752968d36dac94416ded9f064745fc4678b22a77ee6f1257c698aa454"
-    assert _sha256(m.reconstruct(x, seed=0)) == "4cf3366720da2160bcfd2c65a6ac5f97f3e9cf5c3e975c4bf77c4398b4e0c0d5"
+    assert pixel_sums(m.reconstruct(x, seed=0)) == pytest.approx([52.00216, 83.48098, 48.43298, 4.56150], rel=0, abs=2e-3)
