@@ -73,9 +73,8 @@ PINNED_WEIGHTS = "ea88e4e582ad1be9cf58d405659ad44654611e50f0b585285c034e3be391f7
 
 def test_fashion_mnist_outputs_are_pinned():
     """The zoo model's eval-mode outputs for fixed seeds (spikes and latents bit for bit, images to
-    rounding), as recorded before the
-    sampling loop was reworked for speed (issue 23): a faster loop must draw the same choices
-    and fire the same spikes. The spike hashes hold on any CPU (spikes are 0/1; a flip needs a
+    rounding), as recorded before the sampling loop was reworked for speed (issue 23): a faster
+    loop must draw the same choices and fire the same spikes. The spike hashes hold on any CPU (spikes are 0/1; a flip needs a
     membrane within rounding of the threshold). Images are the decoder's float32 arithmetic, whose
     roundings depend on the CPU's kernels (an AMD EPYC without AVX-512 gave other image bytes than
     the Intel machine they were recorded on, from the same spikes): they are pinned by each image's
