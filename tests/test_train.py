@@ -372,6 +372,37 @@ def test_the_prior_stages_train_the_prior_alone_and_resume_exactly(tmp_path, cap
     assert any(k.startswith("encoder.") and not torch.equal(d[k], a[k]) for k in a)
 
 
+def test_the_autoencoder_stage_keeps_the_prior_and_trains_the_rest_on_the_fsvae_loss(tmp_path):
+    import csv
+    assert main(["--out", str(tmp_path / "src")] + TINY) == 0
+    start = weights(tmp_path / "src")
+    tiny = TINY[:TINY.index("--epochs")] + TINY[TINY.index("--epochs") + 2:]
+    stage = ["--init-from", str(tmp_path / "src" / "model.safetensors"), "--stage", "autoencoder", "--epochs", "4",
+             "--ema-decay", "0.9"]
+    assert main(["--out", str(tmp_path / "a")] + tiny + stage) == 0
+    a, ema = weights(tmp_path / "a"), load_file(str(tmp_path / "a" / "ema.safetensors"))
+    # the prior bit-identical, tdBN statistics included, in the weights and their EMA
+    for k in (k for k in start if k.startswith("prior.")):
+        assert torch.equal(a[k], start[k]), k
+        assert "num_batches_tracked" in k or torch.equal(ema[k], start[k]), k
+    # encoder, posterior and decoder trained, their statistics too
+    for part in ("encoder.", "posterior.", "decoder."):
+        moved = [k for k in start if k.startswith(part) and not torch.equal(a[k], start[k])]
+        assert any(k.endswith("weight") for k in moved) and any(k.endswith("running_mean") for k in moved), part
+    st = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
+    n_rest = sum(1 for k in start if not k.startswith("prior.") and "running" not in k and "num_batches" not in k)
+    assert len(st["optimizer"]["param_groups"][0]["params"]) == n_rest   # the optimiser holds all but the prior
+    # the FSVAE loss: reconstruction plus the distance
+    rows = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
+    assert all(float(r["train_loss"]) == pytest.approx(float(r["train_recon"]) + float(r["train_distance"]), rel=1e-5)
+               for r in rows[2:])
+    # stopped and resumed, the same weights as uninterrupted
+    assert main(["--out", str(tmp_path / "b"), "--max-steps", "7"] + tiny + stage) == EXIT_STOPPED
+    assert main(["--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    b = weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_the_prior_loss_is_the_distance_term_of_the_fsvae_loss():
     from fsvae_sj.models.losses import fsvae_loss, prior_loss
     g = torch.Generator().manual_seed(0)

@@ -54,6 +54,9 @@ class TrainConfig(_Serialisable):
     ``eval_every``: also evaluate every N optimiser steps (0: at epoch ends only);
     ``eval_samples``: samples for the AE Frechet distance of each evaluation (0: none).
     ``stage``: what the run trains (:data:`STAGES`): ``"full"``, the whole model on the FSVAE loss;
+    ``"autoencoder"``, encoder, posterior and decoder on the same loss with the prior frozen in eval
+    mode (so the prior-posterior term pulls the posterior towards the prior as it generates, and a
+    prior a stage has trained is not pulled away again: sharper reconstructions without losing it);
     ``"prior"``, the prior alone on ``distance``, teacher-forced on the posterior's z (scheduled
     sampling as set); ``"prior-free"``, the prior alone drawing its own z in training mode (so its
     tdBN statistics are those of its own samples, as when it generates), trained on the kernel MMD
@@ -126,7 +129,7 @@ class TrainConfig(_Serialisable):
         if self.stage not in STAGES:
             raise ConfigError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.stage != "full" and self.model != "fsvae":
-            raise ConfigError(f"the prior stage trains FSVAE's prior; model {self.model!r} has none")
+            raise ConfigError(f"stage {self.stage!r} needs FSVAE's prior; model {self.model!r} has none")
         if self.prior_free_on not in PRIOR_FREE_FEATURES:
             raise ConfigError(f"prior_free_on must be one of {PRIOR_FREE_FEATURES}, got {self.prior_free_on!r}")
         if self.prior_free_on != "spikes" and self.stage != "prior-free":
@@ -151,11 +154,13 @@ class TrainConfig(_Serialisable):
 
 
 def frozen_parts(model: torch.nn.Module, stage: str) -> list[torch.nn.Module]:
-    """The modules that ``stage`` keeps fixed: none in ``"full"``; in the prior stages every part of
-    the FSVAE but its prior (encoder, posterior, decoder: their weights get no gradient and they stay in
-    eval mode, so their tdBN statistics do not move)."""
+    """The modules that ``stage`` keeps fixed (their weights get no gradient and they stay in eval
+    mode, so their tdBN statistics do not move): none in ``"full"``; the prior in ``"autoencoder"``;
+    in the prior stages every part of the FSVAE but its prior (encoder, posterior, decoder)."""
     if stage == "full":
         return []
+    if stage == "autoencoder":
+        return [model.prior]
     return [m for m in model.children() if m is not model.prior]
 
 
