@@ -29,7 +29,9 @@ SECTIONS = {"branch_compare": "### Learning-rate schedule from one saved state (
             "prior_stage_fashion": "### A prior stage after the main run (issue 20)",
             "prior_free_features": "### What the set MMD sees (issue 20)",
             "prior_free_features_fashion": "### What the set MMD sees (issue 20)",
-            "prior_free_again": "### What the set MMD sees (issue 20)"}
+            "prior_free_again": "### What the set MMD sees (issue 20)",
+            "autoencoder_stage": "### The staged prior kept, the autoencoder trained under it (issue 20)",
+            "autoencoder_stage_mnist": "### The staged prior kept, the autoencoder trained under it (issue 20)"}
 # the settings an arm may differ by, shown per arm when they differ between the arms
 SETTINGS = ("stage", "prior_free_on", "batch_size", "ema_decay", "lr", "lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps", "distance",
             "mmd_reduction", "scheduled_start", "scheduled_end", "seed")
@@ -45,7 +47,8 @@ def branch_cpu_hours(runs: list[Path]) -> float | None:
     for run in runs:
         with safe_open(str(run / "model.safetensors"), "pt") as f:
             extra = json.loads(f.metadata().get("extra", "{}"))
-        for event in extra.get("provenance", []):
+        # the latest branch or warm start is this arm's branch point (a zoo entry's history holds earlier ones)
+        for event in reversed(extra.get("provenance", [])):
             if event.get("event", "").startswith(("branched", "warm start")) and "cpu_hours" in event:
                 return float(event["cpu_hours"])
     return None
@@ -75,12 +78,15 @@ def markdown(res: dict) -> str:
             cells = [f"{r.get(t) or '-'} / {r.get(v) or '-'}" for t, v, _ in CANDIDATES]
             lines.append(f"| {arm['run']} | {sched} | {r['global_step']} | {since} | {r['ema_test_recon_mse']} | "
                          + " | ".join(cells) + " |")
-    lines += ["", "| arm | evaluations | EMA calibrated val, last 3: mean +- sd |", "| --- | --- | --- |"]
+    lines += ["", "| arm | evaluations | EMA val, last 3: mean +- sd | EMA calibrated val, last 3: mean +- sd |",
+              "| --- | --- | --- | --- |"]
     for arm in res["arms"]:
-        vals = [float(r["emacal_val_afd"]) for r in arm["evaluations"] if r.get("emacal_val_afd")][-3:]
-        spread = (f"{statistics.mean(vals):.2f} +- {statistics.stdev(vals):.2f}" if len(vals) > 1
-                  else (f"{vals[0]:.2f}" if vals else "-"))
-        lines.append(f"| {arm['run']} | {len(arm['evaluations'])} | {spread} |")
+        spreads = []
+        for key in ("ema_val_afd", "emacal_val_afd"):
+            vals = [float(r[key]) for r in arm["evaluations"] if r.get(key)][-3:]
+            spreads.append(f"{statistics.mean(vals):.2f} +- {statistics.stdev(vals):.2f}" if len(vals) > 1
+                           else (f"{vals[0]:.2f}" if vals else "-"))
+        lines.append(f"| {arm['run']} | {len(arm['evaluations'])} | {' | '.join(spreads)} |")
     return "\n".join(lines)
 
 
@@ -90,15 +96,19 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for arm in res["arms"]:
-        rows = [r for r in arm["evaluations"] if r.get("emacal_afd")]
+        rows = [r for r in arm["evaluations"] if r.get("ema_afd")]
         if not rows or arm["start_cpu_hours"] is None:
             continue
         x = [float(r["cpu_hours"]) - arm["start_cpu_hours"] for r in rows]
-        line, = ax.plot(x, [float(r["emacal_afd"]) for r in rows], marker="o", label=f"{arm['run']} (EMA calibrated)")
-        ax.plot(x, [float(r["ema_afd"]) for r in rows], ls=":", marker=".", color=line.get_color(), alpha=0.6)
+        ema = [float(r["ema_afd"]) for r in rows]
+        if all(r.get("emacal_afd") for r in rows):
+            line, = ax.plot(x, [float(r["emacal_afd"]) for r in rows], marker="o", label=f"{arm['run']} (EMA calibrated)")
+            ax.plot(x, ema, ls=":", marker=".", color=line.get_color(), alpha=0.6)
+        else:   # an arm run without --calibrate-decoder: its EMA is its candidate
+            ax.plot(x, ema, marker="s", label=f"{arm['run']} (EMA)")
     ax.set_xlabel("CPU-hours since the branch point")
     ax.set_ylabel("AE Frechet to the test set, 1,000 samples")
-    ax.set_title("arms from one saved state (solid: EMA calibrated, dotted: EMA)", fontsize=10)
+    ax.set_title("arms from one saved state (solid: the arm's candidate, dotted: EMA)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
