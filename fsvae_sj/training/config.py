@@ -55,8 +55,9 @@ class TrainConfig(_Serialisable):
     ``eval_samples``: samples for the AE Frechet distance of each evaluation (0: none).
     ``stage``: what the run trains (:data:`STAGES`): ``"full"``, the whole model on the FSVAE loss;
     ``"autoencoder"``, encoder, posterior and decoder on the same loss with the prior frozen in eval
-    mode (so the prior-posterior term pulls the posterior towards the prior as it generates, and a
-    prior a stage has trained is not pulled away again: sharper reconstructions without losing it);
+    mode (so the prior-posterior term pulls only the posterior, towards the prior as it generates,
+    and a prior a stage has trained is not pulled away again; measured: benchmarks/RESULTS.md, "The
+    staged prior kept, the autoencoder trained under it");
     ``"prior"``, the prior alone on ``distance``, teacher-forced on the posterior's z (scheduled
     sampling as set); ``"prior-free"``, the prior alone drawing its own z in training mode (so its
     tdBN statistics are those of its own samples, as when it generates), trained on the kernel MMD
