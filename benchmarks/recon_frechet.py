@@ -1,6 +1,6 @@
 """AE Frechet distance of a model's reconstructions: what samples would score with a perfect prior.
 
-    python benchmarks/recon_frechet.py --model RUN/ema.safetensors --dataset mnist --n 2000
+    python benchmarks/recon_frechet.py --model RUN/ema.safetensors --n 2000
 
 Reconstructs the first N training images in eval mode (the posterior's draws seeded with 0, 250 images
 a call) and prints the AE Frechet distance of the reconstructions to the test and to the training
@@ -22,18 +22,21 @@ from fsvae_sj.metrics import afd_scores
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="zoo name or .safetensors path")
-    p.add_argument("--dataset", required=True, help="the dataset the model was trained on (its training images)")
+    p.add_argument("--dataset", help="whose training images (default: the one the model was trained on, from its metadata)")
     p.add_argument("--n", type=int, default=2000, help="the first N training images (default 2000)")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     if a.n < 2:
         p.error(f"--n must be >= 2, got {a.n}")
     torch.set_num_threads(a.threads)
+    dataset = a.dataset or zoo.trained_on(a.model)
+    if dataset is None:
+        p.error(f"{a.model} does not say which dataset it was trained on: give --dataset")
     model = zoo.load(a.model).eval()
-    x = batch_of(make_dataset(a.dataset, "train"), torch.arange(a.n))
+    x = batch_of(make_dataset(dataset, "train"), torch.arange(a.n))
     with torch.no_grad():
         rec = torch.cat([model.reconstruct(x[i:i + 250], seed=0) for i in range(0, a.n, 250)])
-    print({"model": a.model, "n": a.n, **afd_scores(rec, a.dataset)})
+    print({"model": a.model, "n": a.n, **afd_scores(rec, dataset)})
     return 0
 
 
