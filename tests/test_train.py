@@ -403,6 +403,39 @@ def test_the_autoencoder_stage_keeps_the_prior_and_trains_the_rest_on_the_fsvae_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_decoder_stage_keeps_the_latent_distribution_and_trains_the_decoder_on_the_reconstruction(tmp_path):
+    import csv
+    assert main(["--out", str(tmp_path / "src")] + TINY) == 0
+    start = weights(tmp_path / "src")
+    tiny = TINY[:TINY.index("--epochs")] + TINY[TINY.index("--epochs") + 2:]
+    stage = ["--init-from", str(tmp_path / "src" / "model.safetensors"), "--stage", "decoder", "--epochs", "4",
+             "--ema-decay", "0.9"]
+    assert main(["--out", str(tmp_path / "a")] + tiny + stage) == 0
+    a, ema = weights(tmp_path / "a"), load_file(str(tmp_path / "a" / "ema.safetensors"))
+    decoder = ("decoder_input.", "decoder.", "final_layer.")
+    # encoder, posterior and prior bit-identical, tdBN statistics included, in the weights and their EMA
+    for k in (k for k in start if not k.startswith(decoder)):
+        assert torch.equal(a[k], start[k]), k
+        assert "num_batches_tracked" in k or torch.equal(ema[k], start[k]), k
+    # every part of the decoder trained, its statistics too
+    for part in decoder:
+        moved = [k for k in start if k.startswith(part) and not torch.equal(a[k], start[k])]
+        assert any(k.endswith("weight") for k in moved), part
+    assert any(k.startswith(decoder) and k.endswith("running_mean") and not torch.equal(a[k], start[k]) for k in a)
+    st = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
+    n_dec = sum(1 for k in start if k.startswith(decoder) and "running" not in k and "num_batches" not in k)
+    assert len(st["optimizer"]["param_groups"][0]["params"]) == n_dec   # the optimiser holds the decoder only
+    # the loss is the reconstruction error alone: no prior-posterior term
+    rows = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
+    assert all(float(r["train_loss"]) == pytest.approx(float(r["train_recon"]), rel=1e-6) and r["train_distance"] == ""
+               for r in rows[2:])
+    # stopped and resumed, the same weights as uninterrupted
+    assert main(["--out", str(tmp_path / "b"), "--max-steps", "7"] + tiny + stage) == EXIT_STOPPED
+    assert main(["--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    b = weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_the_prior_loss_is_the_distance_term_of_the_fsvae_loss():
     from fsvae_sj.models.losses import fsvae_loss, prior_loss
     g = torch.Generator().manual_seed(0)

@@ -65,7 +65,8 @@ FIELD_HELP = {
     "calibrate_decoder": "also score, at each evaluation, the EMA with its decoder's tdBN statistics re-estimated on "
                          "this many prior samples (fsvae_sj.calibration); best.safetensors may be that one; 0: off",
     "stage": "what the run trains: full (the whole model on the FSVAE loss); autoencoder (encoder, posterior and "
-             "decoder on the same loss, the prior frozen in eval mode); prior (the prior alone on --distance, "
+             "decoder on the same loss, the prior frozen in eval mode); decoder (the decoder alone on the reconstruction "
+             "error, everything else frozen in eval mode); prior (the prior alone on --distance, "
              "teacher-forced on the posterior's z); prior-free (the prior alone, drawing its own z in training mode, "
              "on the kernel MMD between its latent spike trains and the posterior's over the batch). In the prior "
              "stages encoder, posterior and decoder stay frozen in eval mode (weights and tdBN statistics unchanged): "

@@ -216,7 +216,9 @@ class FSVAE(PretrainedMixin, nn.Module):
         """A training step's losses for images ``x [N, C, H, W]``: ``{"loss", "recon", "distance",
         "mean_q", "mean_p"}`` (scalars; ``loss`` is what to back-propagate), as the authors'
         ``loss_function_mmd`` / ``_kld`` with the scheduled sampling of ``settings``. In the prior
-        stages (``settings.stage``) ``loss`` is a distance alone and there is no ``recon``:
+        stages (``settings.stage``) ``loss`` is a distance alone and there is no ``recon``; in the
+        ``"decoder"`` stage ``loss`` is ``recon`` alone, of z drawn as :meth:`reconstruct` draws it
+        (encoder and posterior frozen in eval mode), and the prior does not run; in the prior stages:
         ``"prior"`` the teacher-forced distance (:meth:`prior_forward`), ``"prior-free"`` the kernel
         MMD between the prior's own trains (or firing probabilities: ``settings.prior_free_on``) and
         the posterior's (:meth:`free_prior_forward`, :func:`~fsvae_sj.models.losses.latent_set_mmd`;
@@ -225,6 +227,10 @@ class FSVAE(PretrainedMixin, nn.Module):
             q, p = self.free_prior_forward(x, generator, settings.prior_free_on)
             dist = latent_set_mmd(p, q)
             return {"loss": dist, "distance": dist, "mean_q": q.mean(), "mean_p": p.detach().mean()}
+        if settings.stage == "decoder":
+            z, q_out = self._posterior_z(x, generator)
+            recon = F.mse_loss(self.decode(z), x)
+            return {"loss": recon, "recon": recon, "mean_q": q_out.mean()}
         if settings.stage == "prior":
             q_out, p_out = self.prior_forward(x, settings.scheduled_p, generator)
             losses = prior_loss(q_out, p_out, settings.distance, mmd_reduction=settings.mmd_reduction)

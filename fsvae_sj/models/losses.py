@@ -14,10 +14,11 @@ from ..errors import ConfigError
 DISTANCES = ("mmd", "kld")
 MMD_REDUCTIONS = ("mean", "sum")
 # What a training step trains (fsvae_sj.training.config says more): the whole model ("full"); all
-# but the prior, on the same loss ("autoencoder"); the prior alone, teacher-forced on the
-# posterior's z ("prior"); the prior alone, drawing its own z, against the posterior's z as sets
-# ("prior-free", :func:`latent_set_mmd`).
-STAGES = ("full", "autoencoder", "prior", "prior-free")
+# but the prior, on the same loss ("autoencoder"); the decoder alone, on the reconstruction of the
+# posterior's z ("decoder"); the prior alone, teacher-forced on the posterior's z ("prior"); the
+# prior alone, drawing its own z, against the posterior's z as sets ("prior-free",
+# :func:`latent_set_mmd`).
+STAGES = ("full", "autoencoder", "decoder", "prior", "prior-free")
 # What the "prior-free" stage's set MMD compares: the drawn spike trains, or the firing
 # probabilities the trains are drawn from (the mean of each latent's k spikes: no Bernoulli noise,
 # so on mnist at batch 256 the prior-posterior gap is 11.9 null sd against 4.6 for the trains, and
@@ -31,8 +32,8 @@ class LossSettings:
 
     Each architecture reads its own fields: FSVAE ``scheduled_p`` (probability that the prior
     is fed its own guess), ``distance``, ``mmd_reduction``, ``stage`` (one of :data:`STAGES`; in
-    the prior stages the loss is a prior-posterior distance alone, in "full" and "autoencoder" the
-    FSVAE loss) and ``prior_free_on`` (one of
+    the prior stages the loss is a prior-posterior distance alone, in "decoder" the reconstruction
+    error alone, in "full" and "autoencoder" the FSVAE loss) and ``prior_free_on`` (one of
     :data:`PRIOR_FREE_FEATURES`: what the "prior-free" stage compares); the Gaussian ANN VAE
     ``batch_fraction``, the weight of its KL term (the authors' M/N: 1 / batches per epoch).
     """

@@ -58,6 +58,9 @@ class TrainConfig(_Serialisable):
     mode (so the prior-posterior term pulls only the posterior, towards the prior as it generates,
     and a prior a stage has trained is not pulled away again; measured: benchmarks/RESULTS.md, "The
     staged prior kept, the autoencoder trained under it");
+    ``"decoder"``, the decoder alone on the reconstruction error of the posterior's z, everything
+    else frozen in eval mode: the latent distribution the prior was fitted to stays as it is, so a
+    sharper decoder should not cost the prior its fit;
     ``"prior"``, the prior alone on ``distance``, teacher-forced on the posterior's z (scheduled
     sampling as set); ``"prior-free"``, the prior alone drawing its own z in training mode (so its
     tdBN statistics are those of its own samples, as when it generates), trained on the kernel MMD
@@ -157,11 +160,15 @@ class TrainConfig(_Serialisable):
 def frozen_parts(model: torch.nn.Module, stage: str) -> list[torch.nn.Module]:
     """The modules that ``stage`` keeps fixed (their weights get no gradient and they stay in eval
     mode, so their tdBN statistics do not move): none in ``"full"``; the prior in ``"autoencoder"``;
-    in the prior stages every part of the FSVAE but its prior (encoder, posterior, decoder)."""
+    all but the decoder (encoder, posterior, prior) in ``"decoder"``; in the prior stages every part
+    of the FSVAE but its prior (encoder, posterior, decoder)."""
     if stage == "full":
         return []
     if stage == "autoencoder":
         return [model.prior]
+    if stage == "decoder":
+        decoder = (model.decoder_input, model.decoder, model.final_layer)
+        return [m for m in model.children() if all(m is not d for d in decoder)]
     return [m for m in model.children() if m is not model.prior]
 
 
