@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..calibration import decoder_parts
 from ..models.config import ConfigError, _Serialisable
 from ..datasets import DATASETS, canonical
 from ..models.losses import DISTANCES, MMD_REDUCTIONS, PRIOR_FREE_FEATURES, STAGES, LossSettings
@@ -167,7 +168,7 @@ def frozen_parts(model: torch.nn.Module, stage: str) -> list[torch.nn.Module]:
     if stage == "autoencoder":
         return [model.prior]
     if stage == "decoder":
-        decoder = (model.decoder_input, model.decoder, model.final_layer)
+        decoder = decoder_parts(model)
         return [m for m in model.children() if all(m is not d for d in decoder)]
     return [m for m in model.children() if m is not model.prior]
 
