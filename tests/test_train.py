@@ -372,15 +372,33 @@ def test_the_prior_stages_train_the_prior_alone_and_resume_exactly(tmp_path, cap
     assert any(k.startswith("encoder.") and not torch.equal(d[k], a[k]) for k in a)
 
 
-def test_the_autoencoder_stage_keeps_the_prior_and_trains_the_rest_on_the_fsvae_loss(tmp_path):
+def _stage_from_a_trained_run(tmp_path, stage_name):
+    """A TINY run, then ``stage_name`` from its weights (``tmp_path/a``, 2 epochs, EMA 0.9), then the same
+    stopped after 7 steps and resumed (``tmp_path/b``), which must end bit-identical to ``a``. Returns the
+    source's weights, the stage's weights and EMA, its optimiser's parameter count and log rows."""
     import csv
     assert main(["--out", str(tmp_path / "src")] + TINY) == 0
-    start = weights(tmp_path / "src")
     tiny = TINY[:TINY.index("--epochs")] + TINY[TINY.index("--epochs") + 2:]
-    stage = ["--init-from", str(tmp_path / "src" / "model.safetensors"), "--stage", "autoencoder", "--epochs", "4",
+    stage = ["--init-from", str(tmp_path / "src" / "model.safetensors"), "--stage", stage_name, "--epochs", "4",
              "--ema-decay", "0.9"]
     assert main(["--out", str(tmp_path / "a")] + tiny + stage) == 0
-    a, ema = weights(tmp_path / "a"), load_file(str(tmp_path / "a" / "ema.safetensors"))
+    a = weights(tmp_path / "a")
+    assert main(["--out", str(tmp_path / "b"), "--max-steps", "7"] + tiny + stage) == EXIT_STOPPED
+    assert main(["--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    b = weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    st = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
+    return (weights(tmp_path / "src"), a, load_file(str(tmp_path / "a" / "ema.safetensors")),
+            len(st["optimizer"]["param_groups"][0]["params"]), list(csv.DictReader(open(tmp_path / "a" / "log.csv"))))
+
+
+def _trained(state: dict) -> int:
+    """How many tensors of ``state`` an optimiser holds (tdBN statistics are buffers)."""
+    return sum(1 for k in state if "running" not in k and "num_batches" not in k)
+
+
+def test_the_autoencoder_stage_keeps_the_prior_and_trains_the_rest_on_the_fsvae_loss(tmp_path):
+    start, a, ema, n_opt, rows = _stage_from_a_trained_run(tmp_path, "autoencoder")
     # the prior bit-identical, tdBN statistics included, in the weights and their EMA
     for k in (k for k in start if k.startswith("prior.")):
         assert torch.equal(a[k], start[k]), k
@@ -389,29 +407,14 @@ def test_the_autoencoder_stage_keeps_the_prior_and_trains_the_rest_on_the_fsvae_
     for part in ("encoder.", "posterior.", "decoder."):
         moved = [k for k in start if k.startswith(part) and not torch.equal(a[k], start[k])]
         assert any(k.endswith("weight") for k in moved) and any(k.endswith("running_mean") for k in moved), part
-    st = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
-    n_rest = sum(1 for k in start if not k.startswith("prior.") and "running" not in k and "num_batches" not in k)
-    assert len(st["optimizer"]["param_groups"][0]["params"]) == n_rest   # the optimiser holds all but the prior
-    # the FSVAE loss: reconstruction plus the distance
-    rows = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
+    assert n_opt == _trained({k: v for k, v in start.items() if not k.startswith("prior.")})   # all but the prior
+    # the FSVAE loss: reconstruction plus the distance (rows 0-1: the source run's epochs)
     assert all(float(r["train_loss"]) == pytest.approx(float(r["train_recon"]) + float(r["train_distance"]), rel=1e-5)
                for r in rows[2:])
-    # stopped and resumed, the same weights as uninterrupted
-    assert main(["--out", str(tmp_path / "b"), "--max-steps", "7"] + tiny + stage) == EXIT_STOPPED
-    assert main(["--out", str(tmp_path / "b"), "--no-progress"]) == 0
-    b = weights(tmp_path / "b")
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_the_decoder_stage_keeps_the_latent_distribution_and_trains_the_decoder_on_the_reconstruction(tmp_path):
-    import csv
-    assert main(["--out", str(tmp_path / "src")] + TINY) == 0
-    start = weights(tmp_path / "src")
-    tiny = TINY[:TINY.index("--epochs")] + TINY[TINY.index("--epochs") + 2:]
-    stage = ["--init-from", str(tmp_path / "src" / "model.safetensors"), "--stage", "decoder", "--epochs", "4",
-             "--ema-decay", "0.9"]
-    assert main(["--out", str(tmp_path / "a")] + tiny + stage) == 0
-    a, ema = weights(tmp_path / "a"), load_file(str(tmp_path / "a" / "ema.safetensors"))
+    start, a, ema, n_opt, rows = _stage_from_a_trained_run(tmp_path, "decoder")
     decoder = ("decoder_input.", "decoder.", "final_layer.")
     # encoder, posterior and prior bit-identical, tdBN statistics included, in the weights and their EMA
     for k in (k for k in start if not k.startswith(decoder)):
@@ -419,21 +422,12 @@ def test_the_decoder_stage_keeps_the_latent_distribution_and_trains_the_decoder_
         assert "num_batches_tracked" in k or torch.equal(ema[k], start[k]), k
     # every part of the decoder trained, its statistics too
     for part in decoder:
-        moved = [k for k in start if k.startswith(part) and not torch.equal(a[k], start[k])]
-        assert any(k.endswith("weight") for k in moved), part
+        assert any(k.startswith(part) and k.endswith("weight") and not torch.equal(a[k], start[k]) for k in a), part
     assert any(k.startswith(decoder) and k.endswith("running_mean") and not torch.equal(a[k], start[k]) for k in a)
-    st = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
-    n_dec = sum(1 for k in start if k.startswith(decoder) and "running" not in k and "num_batches" not in k)
-    assert len(st["optimizer"]["param_groups"][0]["params"]) == n_dec   # the optimiser holds the decoder only
+    assert n_opt == _trained({k: v for k, v in start.items() if k.startswith(decoder)})   # the decoder only
     # the loss is the reconstruction error alone: no prior-posterior term
-    rows = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
     assert all(float(r["train_loss"]) == pytest.approx(float(r["train_recon"]), rel=1e-6) and r["train_distance"] == ""
                for r in rows[2:])
-    # stopped and resumed, the same weights as uninterrupted
-    assert main(["--out", str(tmp_path / "b"), "--max-steps", "7"] + tiny + stage) == EXIT_STOPPED
-    assert main(["--out", str(tmp_path / "b"), "--no-progress"]) == 0
-    b = weights(tmp_path / "b")
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_the_prior_loss_is_the_distance_term_of_the_fsvae_loss():
