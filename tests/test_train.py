@@ -428,6 +428,8 @@ def test_the_decoder_stage_keeps_the_latent_distribution_and_trains_the_decoder_
     # the loss is the reconstruction error alone: no prior-posterior term
     assert all(float(r["train_loss"]) == pytest.approx(float(r["train_recon"]), rel=1e-6) and r["train_distance"] == ""
                for r in rows[2:])
+    with pytest.raises(ValueError, match="needs FSVAE's prior and posterior"):
+        TrainConfig(model="ann-vae", stage="decoder")
 
 
 def test_the_prior_loss_is_the_distance_term_of_the_fsvae_loss():
