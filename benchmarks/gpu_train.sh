@@ -3,27 +3,31 @@
 #   here:    python benchmarks/gpu_stage.py stage CHECKOUT     (prints the call; restore afterwards)
 #   device:  bash benchmarks/gpu_train.sh SECONDS [TRAIN FLAGS...]     (carry [".gpu-carry"])
 # SECONDS is what the whole command may take (the call's timeout_s less 25). The script installs the
-# carried wheels, unpacks the zoo weights and the data from .gpu-carry, trains both zoo models at
-# once on the one GPU from their entries (--init-from NAME, optimiser restarted) until SECONDS less
-# the setup, STAGE_SECONDS and RESERVE, then runs the zoo's prior stage (STAGE below, the recipe of
-# both published entries) from each main run's EMA for STAGE_SECONDS, and leaves in $OUT, per model,
-# ema.safetensors (the main run's EMA), prior-free-ema.safetensors (the stage's EMA; their metadata
-# hold the train config and provenance: --init-from takes them) and log.txt (exit statuses, the runs'
-# output but their progress bars, log.csv, evals.csv), plus gpu_train.txt (this output): 7 files
-# (the limit: 8 files, 16 MiB each, 64 MiB = 67.1 MB in all; the raw weights stay behind). With
-# STAGE_SECONDS=0 there is no stage and model.safetensors (raw) comes back instead.
+# carried wheels, unpacks the zoo weights and the data from .gpu-carry, and trains both zoo models at
+# once on the one GPU through the zoo's recipe, three phases each:
+#   main        from the entry (--init-from NAME, optimiser restarted), the whole model, until SECONDS
+#               less the setup, the two stages' seconds and RESERVE;
+#   prior-free  the prior stage (STAGE below) from the main run's EMA, for STAGE_SECONDS;
+#   decoder     the decoder stage (DECODER below) from the prior stage's EMA, for DECODER_SECONDS.
+# A phase given 0 seconds is skipped (the next starts from the phase before it). $OUT gets, per model,
+# the weights of the two latest phases that saved (the limit back is 64 MiB, four 16.3 MB files):
+# ema.safetensors (main), prior-free-ema.safetensors, decoder-ema.safetensors (each phase's EMA; their
+# metadata hold the train config and provenance: --init-from takes them), model.safetensors (the main
+# run's raw weights, with both stages at 0 s), and log.txt (exit statuses, the runs' output but their
+# progress bars, log.csv, evals.csv), plus gpu_train.txt (this output): 7 files at most.
 # Weights are copied to $OUT every minute as the runs save them (epoch ends), so a call cut short
 # still brings back the last epoch's. TRAIN FLAGS reach the main runs after RECIPE (the last flag wins);
 # --eval-samples 0 (the AE Frechet autoencoders stay behind: choose weights afterwards on the CPU)
 # and --limit-test (only that many test images travel) come last. On a warm machine a second call
 # resumes the main runs in $WORK/runs (give the same flags) and starts their stages afresh.
 # Environment: PYTHON (python3), DEVICE (cuda), CARRY (.gpu-carry), WORK (/tmp/fsvae-gpu), RESERVE (60 s
-# for the runs' own start, the last save and the copy), STAGE_SECONDS (120; 0: no prior stage),
-# STAGE_FLAGS (more flags for the stage runs, after STAGE), OMP_NUM_THREADS (4 per run).
+# for the runs' own start, the last save and the copy), STAGE_SECONDS (120), DECODER_SECONDS (90),
+# STAGE_FLAGS (more flags for both stages' runs, after their own), OMP_NUM_THREADS (4 per run).
 # CPU rehearsal (benchmarks/RESULTS.md, "GPU training run"), in a staged throwaway clone (an epoch's
 # end is slow on a CPU, hence the larger RESERVE):
-#   OUT=/tmp/gpu-out DEVICE=cpu RESERVE=120 STAGE_SECONDS=100 STAGE_FLAGS="--fused-lif false --limit-train 256" \
-#     PYTHON=/path/to/venv/python bash benchmarks/gpu_train.sh 300 --fused-lif false --batch-size 16 --limit-train 256
+#   OUT=/tmp/gpu-out DEVICE=cpu RESERVE=120 STAGE_SECONDS=100 DECODER_SECONDS=100 \
+#     STAGE_FLAGS="--fused-lif false --limit-train 256" PYTHON=/path/to/venv/python \
+#     bash benchmarks/gpu_train.sh 420 --fused-lif false --batch-size 16 --limit-train 256
 set -uo pipefail
 cd "$(dirname "$0")/.."
 allow=${1:?usage: bash benchmarks/gpu_train.sh SECONDS [TRAIN FLAGS...]}
@@ -36,6 +40,7 @@ CARRY=${CARRY:-.gpu-carry}
 WORK=${WORK:-/tmp/fsvae-gpu}
 RESERVE=${RESERVE:-60}
 STAGE_SECONDS=${STAGE_SECONDS:-120}
+DECODER_SECONDS=${DECODER_SECONDS:-90}
 read -ra STAGE_EXTRA <<<"${STAGE_FLAGS:-}"
 # The paper's recipe where a warm start lets it be (batch 250, AdamW 1e-3); the entries' own surrogate,
 # scheduled sampling and EMA 0.999 come with --init-from. The warm-up: a restarted AdamW's first steps
@@ -48,6 +53,11 @@ RECIPE=(--batch-size 250 --lr 1e-3 --lr-warmup-steps 100 --lr-schedule constant 
 STAGE=(--stage prior-free --prior-free-on probabilities --batch-size 64 --lr 2.56e-4 --lr-warmup-steps 100
        --lr-schedule cosine --lr-decay-steps 750 --lr-min-ratio 0.1 --max-steps 1050 --ema-decay 0.999
        --save-every 0 --eval-every 0 --calibrate-decoder 0)
+# The decoder stage the fashion-mnist entry was published from (its card; benchmarks/RESULTS.md, "The
+# decoder alone, the latent distribution kept"): the decoder alone on the posterior's z, the prior kept.
+DECODER=(--stage decoder --batch-size 64 --lr 2.56e-4 --lr-warmup-steps 30 --lr-schedule cosine
+         --lr-decay-steps 1500 --lr-min-ratio 0.1 --max-steps 1800 --ema-decay 0.999
+         --save-every 0 --eval-every 0 --calibrate-decoder 0)
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 mkdir -p "$OUT" "$WORK/runs"
 exec > >(tee "$OUT/gpu_train.txt") 2>&1
@@ -64,7 +74,7 @@ $PY benchmarks/gpu_stage.py unpack "$CARRY" --repo . --data "$WORK/data" --env "
 . "$WORK/staged.env"
 $PY -c "import spikingjelly, fsvae_sj.train; print('spikingjelly from', spikingjelly.__path__[0])" || exit 1
 
-budget=$((allow - SECONDS - RESERVE - STAGE_SECONDS))
+budget=$((allow - SECONDS - RESERVE - STAGE_SECONDS - DECODER_SECONDS))
 if ((budget < 30)); then say "error: $budget s left for training; give more SECONDS"; exit 1; fi
 declare -A pid rc
 BAR='^epoch [0-9]+: '   # the runs' progress bars (a line per step, in their logs)
@@ -72,27 +82,38 @@ lines() { tr '\r' '\n' <"$1" 2>/dev/null | grep -v '^ *$'; }
 copy_new() {   # copy_new SRC DST: the file if newer (saves are atomic: whole files), atomically
   if [ -f "$1" ] && [ "$1" -nt "$2" ]; then cp "$1" "$(dirname "$2")/.part" && mv "$(dirname "$2")/.part" "$2"; fi
 }
-sync_back() {   # the last saved weights and the logs, into $OUT/MODEL/
-  local m run stage
+weights_back() {   # weights_back MODEL: "SRC NAME" lines, the phases' saved weights, oldest first
+  local m=$1 run="$WORK/runs/$1"
+  [ -f "$run/ema.safetensors" ] && echo "$run/ema.safetensors ema.safetensors"
+  ((STAGE_SECONDS + DECODER_SECONDS == 0)) && [ -f "$run/model.safetensors" ] &&
+    echo "$run/model.safetensors model.safetensors"
+  [ -f "$run-prior-free/ema.safetensors" ] && echo "$run-prior-free/ema.safetensors prior-free-ema.safetensors"
+  [ -f "$run-decoder/ema.safetensors" ] && echo "$run-decoder/ema.safetensors decoder-ema.safetensors"
+}
+sync_back() {   # the two latest phases' weights and the logs, into $OUT/MODEL/
+  local m r src name keep
   for m in $MODELS; do
-    run="$WORK/runs/$m" stage="$WORK/runs/$m-prior-free"
     mkdir -p "$OUT/$m"
-    copy_new "$run/ema.safetensors" "$OUT/$m/ema.safetensors"
-    if ((STAGE_SECONDS > 0)); then
-      copy_new "$stage/ema.safetensors" "$OUT/$m/prior-free-ema.safetensors"
-    else
-      copy_new "$run/model.safetensors" "$OUT/$m/model.safetensors"
-    fi
+    keep=" "
+    while read -r src name; do
+      copy_new "$src" "$OUT/$m/$name"
+      keep+="$name "
+    done < <(weights_back "$m" | tail -n 2)
+    for name in ema model prior-free-ema decoder-ema; do   # an older phase's file makes room
+      [[ $keep == *" $name.safetensors "* ]] || rm -f "$OUT/$m/$name.safetensors"
+    done
     {
       echo "model $m; main run: exit status ${rc[$m]:-running}, ${budget} s on $DEVICE, flags: ${RECIPE[*]} $flags"
       echo "prior stage: exit status ${rc[$m-prior-free]:-not run}, ${STAGE_SECONDS} s, flags: ${STAGE[*]} ${STAGE_EXTRA[*]}"
-      for r in "$run" "$stage"; do
+      echo "decoder stage: exit status ${rc[$m-decoder]:-not run}, ${DECODER_SECONDS} s, flags: ${DECODER[*]} ${STAGE_EXTRA[*]}"
+      echo "weights back:$keep"
+      for r in "$WORK/runs/$m" "$WORK/runs/$m-prior-free" "$WORK/runs/$m-decoder"; do
         [ -e "$r.log" ] || continue
         echo "==== $(basename "$r")"
-        echo "== output but the progress bar (last 30 kB)"; lines "$r.log" | grep -Ev "$BAR" | tail -c 30000
+        echo "== output but the progress bar (last 20 kB)"; lines "$r.log" | grep -Ev "$BAR" | tail -c 20000
         echo "== the progress bar's last line"; lines "$r.log" | grep -E "$BAR" | tail -n 1
         echo "== log.csv"; cat "$r/log.csv" 2>/dev/null
-        echo "== evals.csv (last 30 kB)"; tail -c 30000 "$r/evals.csv" 2>/dev/null
+        echo "== evals.csv (last 20 kB)"; tail -c 20000 "$r/evals.csv" 2>/dev/null
       done
     } >"$OUT/$m/log.txt"
   done
@@ -133,36 +154,43 @@ supervise() {   # supervise END RUN...: wait for the runs, SIGTERM them near END
     lines "$WORK/runs/$r.log" | grep -Ev "$BAR" | tail -n 3
   done
 }
+run_stage() {   # run_stage NAME SECONDS END FLAGS...: the stage from each model's latest EMA, until END
+  local name=$1 seconds=$2 end=$3 m from stage_budget
+  shift 3
+  ((seconds > 0)) || return 0
+  stage_budget=$((end - SECONDS - RESERVE))
+  say "$name stage from each model's latest EMA, $stage_budget s each, flags: $* ${STAGE_EXTRA[*]}"
+  local runs=()
+  for m in $MODELS; do
+    from=$(weights_back "$m" | grep -v ' model.safetensors$' | tail -n 1 | cut -d' ' -f1)
+    if [ -z "$from" ]; then say "$m: no EMA saved; no $name stage"; continue; fi
+    $PY -m fsvae_sj.train --out "$WORK/runs/$m-$name" --init-from "$from" --device "$DEVICE" \
+      --time-budget "$stage_budget" "$@" "${STAGE_EXTRA[@]}" --eval-samples 0 --limit-test "$TEST_IMAGES" \
+      >"$WORK/runs/$m-$name.log" 2>&1 &
+    pid[$m-$name]=$!
+    runs+=("$m-$name")
+    say "$m-$name: from $from"
+  done
+  ((${#runs[@]})) && supervise "$end" "${runs[@]}"
+  sync_back
+}
 
 status=0
+# A warm machine's stage folders are an earlier call's: the stages of this one start from this call's weights.
+for m in $MODELS; do rm -rf "$WORK/runs/$m-prior-free" "$WORK/runs/$m-decoder"; done
 say "training $MODELS, $budget s each, flags: ${RECIPE[*]} $*"
 for m in $MODELS; do
   $PY -m fsvae_sj.train --out "$WORK/runs/$m" --init-from "$m" --device "$DEVICE" --time-budget "$budget" \
     "${RECIPE[@]}" "$@" --eval-samples 0 --limit-test "$TEST_IMAGES" >"$WORK/runs/$m.log" 2>&1 &
   pid[$m]=$!
 done
-supervise $((allow - STAGE_SECONDS)) $MODELS
+supervise $((allow - STAGE_SECONDS - DECODER_SECONDS)) $MODELS
 sync_back
-if ((STAGE_SECONDS > 0)); then
-  stage_budget=$((allow - SECONDS - RESERVE))
-  say "prior stage from each main run's EMA, $stage_budget s each, flags: ${STAGE[*]} ${STAGE_EXTRA[*]}"
-  stages=()
-  for m in $MODELS; do
-    if [ ! -f "$WORK/runs/$m/ema.safetensors" ]; then say "$m: no EMA saved; no stage"; continue; fi
-    rm -rf "$WORK/runs/$m-prior-free"   # a stage starts from this call's EMA, never resumes an older one
-    $PY -m fsvae_sj.train --out "$WORK/runs/$m-prior-free" --init-from "$WORK/runs/$m/ema.safetensors" \
-      --device "$DEVICE" --time-budget "$stage_budget" "${STAGE[@]}" "${STAGE_EXTRA[@]}" --eval-samples 0 \
-      --limit-test "$TEST_IMAGES" >"$WORK/runs/$m-prior-free.log" 2>&1 &
-    pid[$m-prior-free]=$!
-    stages+=("$m-prior-free")
-  done
-  ((${#stages[@]})) && supervise "$allow" "${stages[@]}"
-fi
-sync_back
+run_stage prior-free "$STAGE_SECONDS" $((allow - DECODER_SECONDS)) "${STAGE[@]}"
+run_stage decoder "$DECODER_SECONDS" "$allow" "${DECODER[@]}"
 if ! $PY benchmarks/gpu_stage.py check-out "$OUT"; then
-  say "over the limits of files back: the raw weights stay behind, the EMA comes back"
-  rm -f "$OUT"/*/model.safetensors
-  $PY benchmarks/gpu_stage.py check-out "$OUT" || status=1
+  say "over the limits of files back"
+  status=1
 fi
 say "done (status $status)"
 exec >&- 2>&-
