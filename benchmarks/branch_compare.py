@@ -61,7 +61,10 @@ def branch_cpu_hours(runs: list[Path]) -> float | None:
 
 def read_arm(run: Path, since_step: int, start_cpu_hours: float | None) -> dict:
     cfg = json.loads((run / "train_config.json").read_text())
-    rows = [r for r in csv.DictReader(open(run / "evals.csv")) if int(r["global_step"]) > since_step] \
+    # After the branch in steps and in CPU time: an arm with another batch size numbers its steps anew, and
+    # the history it inherited (in the old numbering) may hold larger step numbers, never more CPU-hours.
+    rows = [r for r in csv.DictReader(open(run / "evals.csv")) if int(r["global_step"]) > since_step
+            and (start_cpu_hours is None or float(r["cpu_hours"]) > start_cpu_hours)] \
         if (run / "evals.csv").is_file() else []
     cfg = {**TrainConfig().to_dict(), **cfg}   # a field newer than the run's config: its default
     flags = {k: cfg[k] for k in SETTINGS}
