@@ -19,14 +19,12 @@ the samples lack now").
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
 
-from fsvae_sj import zoo
-from fsvae_sj.datasets import batch_of, make_dataset
 from fsvae_sj.metrics import afd_scores
+from recon_frechet import model_and_training_images   # this folder's scripts: one command line for both
 
 
 def count_correlation(z: torch.Tensor) -> torch.Tensor:
@@ -35,20 +33,8 @@ def count_correlation(z: torch.Tensor) -> torch.Tensor:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, help="zoo name or .safetensors path")
-    p.add_argument("--dataset", help="whose images (default: the one the model was trained on, from its metadata)")
-    p.add_argument("--n", type=int, default=2000, help="the first N training images, and N prior samples (default 2000)")
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
-    if a.n < 2:
-        p.error(f"--n must be >= 2, got {a.n}")
-    torch.set_num_threads(a.threads)
-    dataset = a.dataset or zoo.trained_on(a.model)
-    if dataset is None:
-        p.error(f"{a.model} does not say which dataset it was trained on: give --dataset")
-    model = zoo.load(a.model).eval()
-    x = batch_of(make_dataset(dataset, "train"), torch.arange(a.n))
+    a, dataset, model, x = model_and_training_images(
+        __doc__.split("\n")[0], argv, n_help="the first N training images, and N prior samples (default 2000)")
     g = torch.Generator().manual_seed(0)
     latents = {"posterior": [], "teacher-forced prior": [], "half": []}
     with torch.no_grad():
@@ -61,7 +47,7 @@ def main(argv=None) -> int:
             latents["teacher-forced prior"].append(z_p)
             latents["half"].append(torch.where(torch.rand(z_q.shape, generator=g) < 0.5, z_p, z_q))
         latents = {k: torch.cat(v, dim=1) for k, v in latents.items()}
-        result = {"model": a.model, "dataset": a.dataset or dataset, "n": a.n}
+        result = {"model": a.model, "dataset": dataset, "n": a.n}
         for name, z in latents.items():
             images = torch.cat([model.decode(z[:, i:i + 250]) for i in range(0, a.n, 250)])
             result[f"afd {name}"] = afd_scores(images, dataset)
