@@ -212,3 +212,15 @@ def test_afd_projection_recovers_a_power_law():
     assert publish.afd_projection(rows[:2], 10.0) == "not enough evaluations to fit"
     # hours logged as 0 (rounded, a tiny run) are left out, not a math error
     assert publish.afd_projection([{"cpu_hours": 0.0, "afd": 9.0}] + rows, 10.0) == text
+
+
+def test_the_budget_projection_counts_whole_epochs_of_full_training_only():
+    full = {"train_recon": 0.05, "train_distance": 0.006}
+    history = [{"epoch": 0, "cpu_hours": 0.5, **full},
+               {"epoch": 1, "cpu_hours": 1.1, **full},                   # a whole epoch of full training: 0.6
+               {"epoch": 2, "cpu_hours": 1.3, "train_distance": 0.006},  # a prior stage's epoch: left out
+               {"epoch": 3, "cpu_hours": 1.9, **full},                   # full again, after the stage: 0.6
+               {"epoch": 5, "cpu_hours": 3.5, **full},                   # two epochs apart: left out
+               {"epoch": 6, "cpu_hours": 3.6, "train_recon": 0.05, "train_distance": ""}]   # decoder stage
+    assert publish.full_epoch_hours(history) == pytest.approx([0.6, 0.6])
+    assert publish.full_epoch_hours(history[:1]) == []

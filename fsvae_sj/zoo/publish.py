@@ -104,8 +104,7 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     epoch, step = int(extra.get("epoch", 0)), int(extra.get("step", 0))
     cpu_h = round(float(extra.get("cpu_seconds", 0.0)) / 3600, 3)
     paper = PAPER_TABLE1.get((dataset, arch))
-    per_epoch = [float(r["cpu_hours"]) - float(p["cpu_hours"]) for p, r in zip(history, history[1:])
-                 if r.get("cpu_hours") not in (None, "") and p.get("cpu_hours") not in (None, "")]
+    per_epoch = full_epoch_hours(history)
     recipe = {
         "by": "fsvae-sj (python -m fsvae_sj.train)", "train_config": tcfg,
         "weights": WEIGHTS_LABELS.get(extra.get("weights", "raw"), extra.get("weights", "raw")).format(
@@ -123,7 +122,7 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     }
     if per_epoch and paper:
         recipe["projection: the paper's budget"] = (
-            f"150 epochs at the last measured {per_epoch[-1]:.2f} CPU-hours per epoch: about "
+            f"150 epochs at the last measured {per_epoch[-1]:.2f} CPU-hours per epoch of full training: about "
             f"{150 * per_epoch[-1]:.0f} CPU-hours on this machine")
     if paper:
         recipe["projection: the paper's AE Frechet"] = afd_projection(evals, paper["autoencoder_frechet"])
@@ -223,6 +222,18 @@ def _say(phase: str) -> None:
     """A phase of the work, on stdout (progress bars and errors go to stderr): publishing takes
     minutes, mostly in sampling and reconstruction."""
     print(f"publish: {phase}", flush=True)
+
+
+def full_epoch_hours(history: list[dict]) -> list[float]:
+    """CPU-hours of each whole epoch of full training in a per-epoch log (``log.csv`` rows): rows one
+    epoch after the row before, whose epoch trained both the reconstruction and the prior-posterior term.
+    A stage's epochs (prior or decoder alone, another batch size) and rows further apart are not the
+    paper's epochs, so they are left out."""
+    def has(row, key):
+        return row.get(key) not in (None, "")
+    return [float(r["cpu_hours"]) - float(p["cpu_hours"]) for p, r in zip(history, history[1:])
+            if has(p, "cpu_hours") and has(r, "cpu_hours") and int(r["epoch"]) == int(p["epoch"]) + 1
+            and has(r, "train_recon") and has(r, "train_distance")]
 
 
 def afd_projection(evals: list[dict], target: float) -> str:
