@@ -325,7 +325,8 @@ def test_a_branch_continues_the_source_exactly_and_starts_its_schedule_at_the_br
 
 
 @pytest.mark.parametrize("stage_name, on", [("prior", []), ("prior-free", []),
-                                            ("prior-free", ["--prior-free-on", "probabilities"])])
+                                            ("prior-free", ["--prior-free-on", "probabilities"]),
+                                            ("prior-free", ["--prior-free-on", "images"])])
 def test_the_prior_stages_train_the_prior_alone_and_resume_exactly(tmp_path, capsys, stage_name, on):
     import csv
     assert main(["--out", str(tmp_path / "src")] + TINY) == 0
@@ -506,6 +507,40 @@ def test_the_free_running_stage_compares_trains_or_the_probabilities_they_are_dr
         TrainConfig(prior_free_on="probabilities")
     with pytest.raises(ValueError, match="one of"):
         TrainConfig(stage="prior-free", prior_free_on="rates")
+
+
+def test_the_free_running_stage_on_images_decodes_both_sets_and_trains_the_prior_through_the_decoder():
+    import copy
+    from fsvae_sj import FSVAE, FSVAEConfig
+    from fsvae_sj.models.losses import LossSettings, latent_set_mmd, psp, set_mmd
+    from fsvae_sj.training.config import frozen_parts
+    torch.manual_seed(0)
+    model = FSVAE(FSVAEConfig(n_steps=4)).train()
+    for part in frozen_parts(model, "prior-free"):
+        part.eval().requires_grad_(False)
+    # an untrained decoder barely fires either (constant images, no gradient): the same shifts
+    for bn in (m for m in model.modules() if hasattr(m, "num_batches_tracked")):
+        bn.bias.data.normal_(0.2, 0.2)
+    x = torch.rand(6, 1, 32, 32) * 2 - 1
+    twin, third = copy.deepcopy(model), copy.deepcopy(model)
+    z_q, z_p = model.free_prior_forward(x, torch.Generator().manual_seed(1))
+    x_q, x_p = twin.free_prior_forward(x, torch.Generator().manual_seed(1), on="images")
+    # the images are the frozen decoder's of the same draws: forward values exactly those of the trains
+    assert x_q.shape == x_p.shape == x.shape and not x_q.requires_grad and x_p.requires_grad
+    assert torch.equal(x_q, model.decode(z_q)) and torch.equal(x_p.detach(), model.decode(z_p))
+    assert not torch.equal(x_q, x_p)
+    loss = third.loss(x, LossSettings(stage="prior-free", prior_free_on="images"), torch.Generator().manual_seed(1))
+    assert torch.equal(loss["loss"], set_mmd(x_p.flatten(1), x_q.flatten(1)))
+    assert torch.equal(loss["mean_q"], x_q.mean())
+    # the gradient reaches the prior's weights through the decoder, nothing else
+    loss["loss"].backward()
+    grads = {n: p.grad for n, p in third.named_parameters()}
+    assert all(g is None for n, g in grads.items() if not n.startswith("prior.")), \
+        [n for n, g in grads.items() if g is not None and not n.startswith("prior.")]
+    assert sum(float(g.abs().sum()) for n, g in grads.items() if n.startswith("prior.") and g is not None) > 0
+    # the latent MMD is the set MMD of the PSP-filtered trains, one flattened vector per image
+    assert torch.equal(latent_set_mmd(z_p.detach(), z_q),
+                       set_mmd(psp(z_p.detach()).transpose(0, 1).flatten(1), psp(z_q).transpose(0, 1).flatten(1)))
 
 
 def test_the_prior_draws_freely_with_gradient_in_training_mode_only():

@@ -71,8 +71,10 @@ FIELD_HELP = {
              "on the kernel MMD between its latent spike trains and the posterior's over the batch). In the prior "
              "stages encoder, posterior and decoder stay frozen in eval mode (weights and tdBN statistics unchanged): "
              "a stage after the main run, started with --init-from",
-    "prior_free_on": "what the prior-free stage's MMD compares: spikes (the latent spike trains) or probabilities "
-                     "(the firing probabilities they are drawn from: less noise, the difference seen at smaller batches)",
+    "prior_free_on": "what the prior-free stage's MMD compares: spikes (the latent spike trains), probabilities "
+                     "(the firing probabilities they are drawn from: less noise, the difference seen at smaller batches) "
+                     "or images (the frozen decoder's images of the trains, with the spikes' gradient passed straight "
+                     "through to their probabilities; a decoder pass more per step)",
 }
 EFFECTIVE_DEFAULTS = {
     "lr": "1e-3 x batch size x processes / 250: 1e-3 at the paper's batch of 250",

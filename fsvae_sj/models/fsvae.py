@@ -16,7 +16,7 @@ from .config import ConfigError, FSVAEConfig, check_image_batch, resolve
 from ..errors import InputError, StateError, warn
 from ..spiking.layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
 from ..locks import serialised
-from .losses import PRIOR_FREE_FEATURES, LossSettings, fsvae_loss, latent_set_mmd, prior_loss
+from .losses import PRIOR_FREE_FEATURES, LossSettings, fsvae_loss, latent_set_mmd, prior_loss, set_mmd
 from .pretrained import PretrainedMixin
 
 
@@ -194,18 +194,26 @@ class FSVAE(PretrainedMixin, nn.Module):
     @serialised
     def free_prior_forward(self, x: torch.Tensor, generator: torch.Generator | None = None,
                            on: str = "spikes") -> tuple[torch.Tensor, torch.Tensor]:
-        """The free-running prior stage's forward: ``(q, p)``, each ``[T, N, latent]``: the posterior's
-        for images ``x`` (without gradient, as in :meth:`prior_forward`) and as many drawn by the prior
-        on its own spikes in training mode, with gradient (:meth:`Prior.free_running`). ``on``
-        ``"spikes"``: the latent spike trains; ``"probabilities"``: the firing probabilities they were
-        drawn from (each latent's mean over its k spikes). Raises ConfigError for another ``on``."""
+        """The free-running prior stage's forward: ``(q, p)``, the posterior's for images ``x`` (without
+        gradient, as in :meth:`prior_forward`) and as many drawn by the prior on its own spikes in
+        training mode, with gradient (:meth:`Prior.free_running`). ``on`` ``"spikes"``: the latent
+        spike trains ``[T, N, latent]``; ``"probabilities"``: the firing probabilities they were drawn
+        from (each latent's mean over its k spikes), ``[T, N, latent]``; ``"images"``: the decoder's
+        images of the trains ``[N, C, H, W]`` (decoder frozen; the prior's gradient passes the drawn
+        spikes straight through to their probabilities: Bengio et al. 2013, "Estimating or
+        Propagating Gradients Through Stochastic Neurons"). Raises ConfigError for another ``on``."""
         if on not in PRIOR_FREE_FEATURES:
             raise ConfigError(f"on must be one of {PRIOR_FREE_FEATURES}, got {on!r}")
         z_q, out_q = self._posterior_z(x, generator)
         z_p, out_p = self.prior.free_running(z_q.shape[1], z_q.shape[0], generator, device=z_q.device)
         if on == "spikes":
             return z_q, z_p
-        return self.posterior.probs(out_q), self.prior.probs(out_p)
+        pi_p = self.prior.probs(out_p)
+        if on == "probabilities":
+            return self.posterior.probs(out_q), pi_p
+        with torch.no_grad():
+            x_q = self.decode(z_q)
+        return x_q, self.decode(z_p.detach() + (pi_p - pi_p.detach()))
 
     def _posterior_z(self, x: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
@@ -220,12 +228,14 @@ class FSVAE(PretrainedMixin, nn.Module):
         ``"decoder"`` stage ``loss`` is ``recon`` alone, of z drawn as :meth:`reconstruct` draws it
         (encoder and posterior frozen in eval mode), and the prior does not run; in the prior stages:
         ``"prior"`` the teacher-forced distance (:meth:`prior_forward`), ``"prior-free"`` the kernel
-        MMD between the prior's own trains (or firing probabilities: ``settings.prior_free_on``) and
-        the posterior's (:meth:`free_prior_forward`, :func:`~fsvae_sj.models.losses.latent_set_mmd`;
-        ``mean_q``/``mean_p`` are then the two sets' mean firing rates)."""
+        MMD between the prior's own trains (or firing probabilities, or their images:
+        ``settings.prior_free_on``) and the posterior's (:meth:`free_prior_forward`,
+        :func:`~fsvae_sj.models.losses.latent_set_mmd`, for images :func:`~fsvae_sj.models.losses.set_mmd`
+        of the flattened images; ``mean_q``/``mean_p`` are then the two sets' means: firing rates, or
+        pixel values)."""
         if settings.stage == "prior-free":
             q, p = self.free_prior_forward(x, generator, settings.prior_free_on)
-            dist = latent_set_mmd(p, q)
+            dist = set_mmd(p.flatten(1), q.flatten(1)) if settings.prior_free_on == "images" else latent_set_mmd(p, q)
             return {"loss": dist, "distance": dist, "mean_q": q.mean(), "mean_p": p.detach().mean()}
         if settings.stage == "decoder":
             z, q_out = self._posterior_z(x, generator)

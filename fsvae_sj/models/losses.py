@@ -22,8 +22,11 @@ STAGES = ("full", "autoencoder", "decoder", "prior", "prior-free")
 # What the "prior-free" stage's set MMD compares: the drawn spike trains, or the firing
 # probabilities the trains are drawn from (the mean of each latent's k spikes: no Bernoulli noise,
 # so on mnist at batch 256 the prior-posterior gap is 11.9 null sd against 4.6 for the trains, and
-# 1.5 against 0.8 at 64; benchmarks/RESULTS.md, "What the set MMD sees").
-PRIOR_FREE_FEATURES = ("spikes", "probabilities")
+# 1.5 against 0.8 at 64; benchmarks/RESULTS.md, "What the set MMD sees"), or the images the frozen
+# decoder makes of the trains (what the trains carry over time, as the decoder reads it: the
+# prior's trains agree with the posterior's in rates and correlations yet decode worse;
+# benchmarks/RESULTS.md, "What the samples lack now").
+PRIOR_FREE_FEATURES = ("spikes", "probabilities", "images")
 
 
 @dataclass(frozen=True)
@@ -100,20 +103,15 @@ def prior_loss(q_out: torch.Tensor, p_out: torch.Tensor, distance: str = "mmd", 
     raise ConfigError(f"unknown distance {distance!r}; expected one of {DISTANCES}")
 
 
-def latent_set_mmd(z_p: torch.Tensor, z_q: torch.Tensor, tau_syn: float = 2.0,
-                   scales: tuple[float, ...] = (0.5, 1.0, 2.0)) -> torch.Tensor:
-    """Unbiased squared kernel MMD between two sets of latent spike trains (or firing probabilities in
-    [0, 1]) ``z_p [T, N, L]`` and ``z_q [T, M, L]`` (N, M >= 2): each train PSP-filtered over time
-    and flattened to one vector per image; the kernel is a sum of Gaussians ``exp(-|a - b|^2 / (s * h))`` over ``scales`` s, with h
-    the median squared distance between all the vectors (taken without gradient). Unlike
-    :func:`mmd_loss`, which compares each image's posterior with the prior run on that image's z,
-    this compares what the two distributions draw, so it sees how much the trains vary across images.
-    Gretton et al., "A Kernel Two-Sample Test", JMLR 2012 (the unbiased estimator, eq. 3)."""
-    n, m = z_p.shape[1], z_q.shape[1]
+def set_mmd(a: torch.Tensor, b: torch.Tensor, scales: tuple[float, ...] = (0.5, 1.0, 2.0)) -> torch.Tensor:
+    """Unbiased squared kernel MMD between two sets of vectors ``a [N, D]`` and ``b [M, D]`` (N, M >= 2).
+    The kernel is a sum of Gaussians ``exp(-|u - v|^2 / (s * h))`` over ``scales`` s, with h the median
+    squared distance between all the vectors (taken without gradient). Raises ConfigError for fewer
+    than 2 vectors in a set. Gretton et al., "A Kernel Two-Sample Test", JMLR 2012 (the unbiased
+    estimator, eq. 3)."""
+    n, m = a.shape[0], b.shape[0]
     if n < 2 or m < 2:
-        raise ConfigError(f"latent_set_mmd needs at least 2 trains per set, got {n} and {m}")
-    a = psp(z_p, tau_syn).transpose(0, 1).flatten(1)
-    b = psp(z_q, tau_syn).transpose(0, 1).flatten(1)
+        raise ConfigError(f"the set MMD needs at least 2 vectors per set, got {n} and {m}")
     x = torch.cat([a, b])
     sq = (x * x).sum(1)
     d2 = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0)
@@ -123,6 +121,17 @@ def latent_set_mmd(z_p: torch.Tensor, z_q: torch.Tensor, tau_syn: float = 2.0,
     kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
     return ((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
             + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean())
+
+
+def latent_set_mmd(z_p: torch.Tensor, z_q: torch.Tensor, tau_syn: float = 2.0,
+                   scales: tuple[float, ...] = (0.5, 1.0, 2.0)) -> torch.Tensor:
+    """:func:`set_mmd` between two sets of latent spike trains (or firing probabilities in [0, 1])
+    ``z_p [T, N, L]`` and ``z_q [T, M, L]`` (N, M >= 2), each train PSP-filtered over time and
+    flattened to one vector per image. Unlike :func:`mmd_loss`, which compares each image's posterior
+    with the prior run on that image's z, this compares what the two distributions draw, so it sees
+    how much the trains vary across images."""
+    return set_mmd(psp(z_p, tau_syn).transpose(0, 1).flatten(1), psp(z_q, tau_syn).transpose(0, 1).flatten(1),
+                   scales)
 
 
 def gaussian_vae_loss(x: torch.Tensor, x_recon: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor,

@@ -72,7 +72,8 @@ class TrainConfig(_Serialisable):
     Measured on mnist: benchmarks/RESULTS.md, "A prior stage after the main run".
     ``prior_free_on``: what the "prior-free" stage's MMD compares (:data:`PRIOR_FREE_FEATURES`): the
     latent spike trains, or the firing probabilities they are drawn from (less noise, so the MMD
-    sees the difference at a batch where it does not see it in the trains).
+    sees the difference at a batch where it does not see it in the trains), or the images the frozen
+    decoder makes of the trains (the prior learns through the decoder what its trains carry over time).
     ``calibrate_decoder``: also evaluate (and keep as ``best.safetensors`` when it wins) the EMA
     with its decoder's tdBN statistics re-estimated on this many prior samples
     (:func:`fsvae_sj.calibration.calibrate_decoder`); 0: off. Changes no training step.
