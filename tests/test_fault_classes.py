@@ -244,6 +244,7 @@ def _ctrl_c_at_step(monkeypatch, step: int, times: int = 1):
 def test_ctrl_c_in_training_finishes_the_step_saves_and_exits_75(tmp_path, monkeypatch, capsys):
     import signal
     run = tmp_path / "run"
+    before = signal.getsignal(signal.SIGINT)   # default_int_handler; SIG_IGN under nohup or a background job
     _ctrl_c_at_step(monkeypatch, 3)
     try:
         code = train_main(["--out", str(run)] + TINY + ["--save-every", "100"])
@@ -252,7 +253,7 @@ def test_ctrl_c_in_training_finishes_the_step_saves_and_exits_75(tmp_path, monke
     assert code == 75 and "stopped by SIGINT" in capsys.readouterr().out
     st = torch.load(run / "state.pt", weights_only=True)
     assert (st["epoch"], st["step"]) == (0, 3)   # the step under way finished and was saved
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # put back
+    assert signal.getsignal(signal.SIGINT) is before   # put back
 
 
 @needs_fashion
@@ -281,6 +282,7 @@ def test_a_sigterm_during_the_last_save_is_noted_not_a_kill(tmp_path, monkeypatc
 def test_a_second_ctrl_c_aborts_at_once_keeping_the_last_save(tmp_path, monkeypatch, capsys):
     import signal
     run = tmp_path / "run"
+    before = signal.getsignal(signal.SIGINT)
     _ctrl_c_at_step(monkeypatch, 3, times=2)
     try:
         code = train_main(["--out", str(run)] + TINY)
@@ -289,7 +291,7 @@ def test_a_second_ctrl_c_aborts_at_once_keeping_the_last_save(tmp_path, monkeypa
     assert code == 130
     assert capsys.readouterr().err.startswith("error: interrupted")
     assert torch.load(run / "state.pt", weights_only=True)["step"] == 2   # the last save (--save-every 1)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 @needs_fashion
