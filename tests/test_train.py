@@ -373,7 +373,7 @@ def test_the_prior_stages_train_the_prior_alone_and_resume_exactly(tmp_path, cap
     assert any(k.startswith("encoder.") and not torch.equal(d[k], a[k]) for k in a)
 
 
-def _stage_from_a_trained_run(tmp_path, stage_name):
+def _stage_from_a_trained_run(tmp_path, stage_name, extra=()):
     """A TINY run, then ``stage_name`` from its weights (``tmp_path/a``, 2 epochs, EMA 0.9), then the same
     stopped after 7 steps and resumed (``tmp_path/b``), which must end bit-identical to ``a``. Returns the
     source's weights, the stage's weights and EMA, its optimiser's parameter count and log rows."""
@@ -381,7 +381,7 @@ def _stage_from_a_trained_run(tmp_path, stage_name):
     assert main(["--out", str(tmp_path / "src")] + TINY) == 0
     tiny = TINY[:TINY.index("--epochs")] + TINY[TINY.index("--epochs") + 2:]
     stage = ["--init-from", str(tmp_path / "src" / "model.safetensors"), "--stage", stage_name, "--epochs", "4",
-             "--ema-decay", "0.9"]
+             "--ema-decay", "0.9", *extra]
     assert main(["--out", str(tmp_path / "a")] + tiny + stage) == 0
     a = weights(tmp_path / "a")
     assert main(["--out", str(tmp_path / "b"), "--max-steps", "7"] + tiny + stage) == EXIT_STOPPED
@@ -414,8 +414,9 @@ def test_the_autoencoder_stage_keeps_the_prior_and_trains_the_rest_on_the_fsvae_
                for r in rows[2:])
 
 
-def test_the_decoder_stage_keeps_the_latent_distribution_and_trains_the_decoder_on_the_reconstruction(tmp_path):
-    start, a, ema, n_opt, rows = _stage_from_a_trained_run(tmp_path, "decoder")
+@pytest.mark.parametrize("extra", [(), ("--decoder-prior-mix", "0.5")], ids=["posterior", "prior-mix"])
+def test_the_decoder_stage_keeps_the_latent_distribution_and_trains_the_decoder_on_the_reconstruction(tmp_path, extra):
+    start, a, ema, n_opt, rows = _stage_from_a_trained_run(tmp_path, "decoder", extra)
     decoder = ("decoder_input.", "decoder.", "final_layer.")
     # encoder, posterior and prior bit-identical, tdBN statistics included, in the weights and their EMA
     for k in (k for k in start if not k.startswith(decoder)):
@@ -431,6 +432,59 @@ def test_the_decoder_stage_keeps_the_latent_distribution_and_trains_the_decoder_
                for r in rows[2:])
     with pytest.raises(ValueError, match="needs FSVAE's prior and posterior"):
         TrainConfig(model="ann-vae", stage="decoder")
+
+
+def test_the_decoder_stage_with_a_prior_mix_decodes_the_prior_teacher_forced_draws_in_that_share():
+    import copy
+    import torch.nn.functional as F
+    from fsvae_sj import FSVAE, FSVAEConfig
+    from fsvae_sj.models.losses import LossSettings
+    from fsvae_sj.training.config import frozen_parts
+    torch.manual_seed(0)
+    model = FSVAE(FSVAEConfig(n_steps=4)).train()
+    for part in frozen_parts(model, "decoder"):
+        part.eval().requires_grad_(False)
+    for bn in (m for m in model.modules() if hasattr(m, "num_batches_tracked")):
+        bn.bias.data.normal_(0.2, 0.2)   # an untrained prior barely fires: shift it so that it does
+    x = torch.rand(6, 1, 32, 32) * 2 - 1
+    g = torch.Generator().manual_seed(1)
+    z_q, _ = model._posterior_z(x, g)
+    out = model.prior.teacher_forced(z_q)
+    z_p = model.prior.teacher_forced_draw(z_q, torch.Generator().manual_seed(2))
+    # step t's draw is one of the prior's k outputs given z_q[:t]: where all k agree it is their value,
+    # where they differ both values are drawn
+    grouped = out.view(*out.shape[:-1], model.config.latent_dim, model.config.k)
+    agree = (grouped == grouped[..., :1]).all(-1)
+    assert torch.equal(z_p[agree], grouped[..., 0][agree])
+    assert set(z_p[~agree].unique().tolist()) == {0.0, 1.0}
+    for t in range(z_q.shape[0]):   # causal: out[t] sees z_q before t only
+        prefix = torch.cat([torch.zeros_like(z_q[:1]), z_q[:t]])
+        torch.testing.assert_close(model.prior.run(prefix)[-1], out[t], rtol=0, atol=0)
+    # a share of the latents replaced, with the sample size's tolerance
+    mixed = model._mix_prior_draws(z_q, 0.5, torch.Generator().manual_seed(3))
+    z_p3 = model.prior.teacher_forced_draw(z_q, torch.Generator().manual_seed(3))
+    assert bool(((mixed == z_q) | (mixed == z_p3)).all())
+    differ = z_q != z_p3
+    n = int(differ.sum())
+    assert n > 200
+    assert abs(float((mixed[differ] == z_p3[differ]).float().mean()) - 0.5) < 4 * 0.5 / n ** 0.5
+    # the loss: mix 1 decodes the prior's draws, mix 0 the posterior's z (the plain decoder stage)
+    twin, third = copy.deepcopy(model), copy.deepcopy(model)
+    loss1 = twin.loss(x, LossSettings(stage="decoder", decoder_prior_mix=1.0), torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    z, _ = model._posterior_z(x, g)
+    assert torch.equal(loss1["recon"], F.mse_loss(model.decode(model.prior.teacher_forced_draw(z, g)), x))
+    loss0 = third.loss(x, LossSettings(stage="decoder", decoder_prior_mix=0.0), torch.Generator().manual_seed(1))
+    assert torch.equal(loss0["recon"], F.mse_loss(model.decode(z_q), x))
+    assert not torch.equal(loss0["recon"], loss1["recon"])
+    # the gradient reaches the decoder only
+    loss1["loss"].backward()
+    trained = {n for n, p in twin.named_parameters() if p.grad is not None}
+    assert trained and all(n.startswith(("decoder_input.", "decoder.", "final_layer.")) for n in trained), trained
+    with pytest.raises(ValueError, match="decoder stage only"):
+        TrainConfig(decoder_prior_mix=0.5)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        TrainConfig(stage="decoder", decoder_prior_mix=1.5)
 
 
 def test_the_prior_loss_is_the_distance_term_of_the_fsvae_loss():

@@ -75,6 +75,9 @@ FIELD_HELP = {
                      "(the firing probabilities they are drawn from: less noise, the difference seen at smaller batches) "
                      "or images (the frozen decoder's images of the trains, with the spikes' gradient passed straight "
                      "through to their probabilities; a decoder pass more per step)",
+    "decoder_prior_mix": "decoder stage: probability in [0, 1] that each latent of each step of the posterior's z is "
+                         "replaced by the frozen prior's own draw given the posterior's history (the decoder learns to "
+                         "decode the prior's errors too); 0: the posterior's z alone",
 }
 EFFECTIVE_DEFAULTS = {
     "lr": "1e-3 x batch size x processes / 250: 1e-3 at the paper's batch of 250",

@@ -163,6 +163,14 @@ class Prior(_Sampler):
             inputs.append(z[:-1])
         return self.run(torch.cat(inputs, dim=0))
 
+    @torch.no_grad()
+    def teacher_forced_draw(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The prior's own draw at each step given the posterior's history: ``[T, N, L]`` spikes, step t
+        one of the k outputs per latent (chosen as :meth:`generate` chooses) of the prior run on
+        ``z[:t]`` (:meth:`teacher_forced`, without scheduled sampling), without gradient."""
+        out = self.teacher_forced(z)
+        return self.pick(out, draw_indices((z.shape[0], z.shape[1], self.latent_dim), self.k, generator, z.device))
+
     def free_running(self, n: int, steps: int, generator: torch.Generator | None = None,
                      device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` latent spike trains the prior draws on its own spikes, with gradient, for training:

@@ -215,6 +215,16 @@ class FSVAE(PretrainedMixin, nn.Module):
             x_q = self.decode(z_q)
         return x_q, self.decode(z_p.detach() + (pi_p - pi_p.detach()))
 
+    def _mix_prior_draws(self, z: torch.Tensor, mix: float, generator) -> torch.Tensor:
+        """``z [T, N, L]`` with each latent of each step replaced, with probability ``mix``, by the
+        prior's own draw given the posterior's history (:meth:`Prior.teacher_forced_draw`): the
+        decoder stage's inputs then carry the errors the prior makes when it generates, and the
+        decoder learns to map them to the image (the ``decoder_prior_mix`` of the decoder stage)."""
+        z_p = self.prior.teacher_forced_draw(z, generator)
+        T, n, L = z.shape
+        replace = seeding.rand(generator, T, (n, L), z.device, z.dtype) < mix
+        return torch.where(replace, z_p, z)
+
     def _posterior_z(self, x: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             return self.posterior.sample(self.encode(x), generator, loop=self.loop)
@@ -226,7 +236,8 @@ class FSVAE(PretrainedMixin, nn.Module):
         ``loss_function_mmd`` / ``_kld`` with the scheduled sampling of ``settings``. In the prior
         stages (``settings.stage``) ``loss`` is a distance alone and there is no ``recon``; in the
         ``"decoder"`` stage ``loss`` is ``recon`` alone, of z drawn as :meth:`reconstruct` draws it
-        (encoder and posterior frozen in eval mode), and the prior does not run; in the prior stages:
+        (encoder and posterior frozen in eval mode), each latent replaced with probability
+        ``settings.decoder_prior_mix`` by the prior's teacher-forced draw (the prior runs only then); in the prior stages:
         ``"prior"`` the teacher-forced distance (:meth:`prior_forward`), ``"prior-free"`` the kernel
         MMD between the prior's own trains (or firing probabilities, or their images:
         ``settings.prior_free_on``) and the posterior's (:meth:`free_prior_forward`,
@@ -239,6 +250,8 @@ class FSVAE(PretrainedMixin, nn.Module):
             return {"loss": dist, "distance": dist, "mean_q": q.mean(), "mean_p": p.detach().mean()}
         if settings.stage == "decoder":
             z, q_out = self._posterior_z(x, generator)
+            if settings.decoder_prior_mix > 0:
+                z = self._mix_prior_draws(z, settings.decoder_prior_mix, generator)
             recon = F.mse_loss(self.decode(z), x)
             return {"loss": recon, "recon": recon, "mean_q": q_out.mean()}
         if settings.stage == "prior":

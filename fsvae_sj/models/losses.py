@@ -37,7 +37,9 @@ class LossSettings:
     is fed its own guess), ``distance``, ``mmd_reduction``, ``stage`` (one of :data:`STAGES`; in
     the prior stages the loss is a prior-posterior distance alone, in "decoder" the reconstruction
     error alone, in "full" and "autoencoder" the FSVAE loss) and ``prior_free_on`` (one of
-    :data:`PRIOR_FREE_FEATURES`: what the "prior-free" stage compares); the Gaussian ANN VAE
+    :data:`PRIOR_FREE_FEATURES`: what the "prior-free" stage compares), ``decoder_prior_mix`` (the
+    "decoder" stage's fraction of latents replaced by the prior's teacher-forced draws, in [0, 1]);
+    the Gaussian ANN VAE
     ``batch_fraction``, the weight of its KL term (the authors' M/N: 1 / batches per epoch).
     """
 
@@ -47,6 +49,7 @@ class LossSettings:
     batch_fraction: float = 1.0
     stage: str = "full"
     prior_free_on: str = "spikes"
+    decoder_prior_mix: float = 0.0
 
 
 def psp(v: torch.Tensor, tau_syn: float = 2.0) -> torch.Tensor:

@@ -74,6 +74,10 @@ class TrainConfig(_Serialisable):
     latent spike trains, or the firing probabilities they are drawn from (less noise, so the MMD
     sees the difference at a batch where it does not see it in the trains), or the images the frozen
     decoder makes of the trains (the prior learns through the decoder what its trains carry over time).
+    ``decoder_prior_mix``: in the "decoder" stage, the probability with which each latent of each step
+    of the posterior's z is replaced by the frozen prior's own draw given the posterior's history
+    (teacher-forced, as it generates one step): the decoder learns to map the prior's errors to the
+    image, not only the posterior's trains; 0: the posterior's z alone.
     ``calibrate_decoder``: also evaluate (and keep as ``best.safetensors`` when it wins) the EMA
     with its decoder's tdBN statistics re-estimated on this many prior samples
     (:func:`fsvae_sj.calibration.calibrate_decoder`); 0: off. Changes no training step.
@@ -109,6 +113,7 @@ class TrainConfig(_Serialisable):
     calibrate_decoder: int = 0
     stage: str = "full"
     prior_free_on: str = "spikes"
+    decoder_prior_mix: float = 0.0
 
     def __post_init__(self):
         self._check_types()
@@ -124,6 +129,7 @@ class TrainConfig(_Serialisable):
                   "lr_min_ratio": (0 <= self.lr_min_ratio <= 1, "in [0, 1]"),
                   "lr_decay_steps": (self.lr_decay_steps >= 0, ">= 0"),
                   "lr_warmup_steps": (self.lr_warmup_steps >= 0, ">= 0"),
+                  "decoder_prior_mix": (0 <= self.decoder_prior_mix <= 1, "in [0, 1]"),
                   "calibrate_decoder": (self.calibrate_decoder == 0 or self.calibrate_decoder >= 2,
                                         "0 (off) or >= 2 samples")}
         for name, (ok, want) in ranges.items():
@@ -141,6 +147,8 @@ class TrainConfig(_Serialisable):
             raise ConfigError(f"prior_free_on must be one of {PRIOR_FREE_FEATURES}, got {self.prior_free_on!r}")
         if self.prior_free_on != "spikes" and self.stage != "prior-free":
             raise ConfigError(f"prior_free_on applies to the prior-free stage only; stage is {self.stage!r}")
+        if self.decoder_prior_mix and self.stage != "decoder":
+            raise ConfigError(f"decoder_prior_mix applies to the decoder stage only; stage is {self.stage!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
@@ -154,7 +162,8 @@ class TrainConfig(_Serialisable):
     def loss_settings(self, epoch: int, batches: int) -> LossSettings:
         """What ``model.loss`` needs in ``epoch`` of ``batches`` steps."""
         return LossSettings(scheduled_p(self, epoch), self.distance, self.mmd_reduction, 1.0 / batches,
-                            stage=self.stage, prior_free_on=self.prior_free_on)
+                            stage=self.stage, prior_free_on=self.prior_free_on,
+                            decoder_prior_mix=self.decoder_prior_mix)
 
     def base_lr(self, world: int = 1) -> float:
         return self.lr if self.lr is not None else 1e-3 * self.batch_size * world / 250
