@@ -77,7 +77,8 @@ FIELD_HELP = {
                      "through to their probabilities; a decoder pass more per step)",
     "decoder_prior_mix": "decoder stage: probability in [0, 1] that each latent of each step of the posterior's z is "
                          "replaced by the frozen prior's own draw given the posterior's history (the decoder learns to "
-                         "decode the prior's errors too); 0: the posterior's z alone",
+                         "decode the prior's errors too); 0: the posterior's z alone. Measured on fashion-mnist at 0.5: samples worse "
+                         "(benchmarks/RESULTS.md, \"Second passes, and the decoder on the prior's draws\")",
 }
 EFFECTIVE_DEFAULTS = {
     "lr": "1e-3 x batch size x processes / 250: 1e-3 at the paper's batch of 250",

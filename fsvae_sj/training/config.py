@@ -77,7 +77,9 @@ class TrainConfig(_Serialisable):
     ``decoder_prior_mix``: in the "decoder" stage, the probability with which each latent of each step
     of the posterior's z is replaced by the frozen prior's own draw given the posterior's history
     (teacher-forced, as it generates one step): the decoder learns to map the prior's errors to the
-    image, not only the posterior's trains; 0: the posterior's z alone.
+    image, not only the posterior's trains; 0: the posterior's z alone. Measured on fashion-mnist at 0.5:
+    the samples got worse while the reconstructions sharpened (benchmarks/RESULTS.md, "Second passes, and
+    the decoder on the prior's draws").
     ``calibrate_decoder``: also evaluate (and keep as ``best.safetensors`` when it wins) the EMA
     with its decoder's tdBN statistics re-estimated on this many prior samples
     (:func:`fsvae_sj.calibration.calibrate_decoder`); 0: off. Changes no training step.
