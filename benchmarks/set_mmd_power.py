@@ -1,6 +1,7 @@
 """What the prior-free stage's set MMD sees: the prior against the posterior, and the posterior
 against itself (the estimator's spread when there is nothing to see), on spike trains and on the
-firing probabilities they are drawn from (issue 20).
+firing probabilities they are drawn from, on the decoder's images of the trains and on the frozen
+encoder's spike trains of those images (issue 20).
 
     python benchmarks/set_mmd_power.py --model mnist --batches 64,256 --rounds 8 \
         --json benchmarks/set_mmd_power.json
@@ -21,24 +22,36 @@ import torch
 
 from fsvae_sj import zoo
 from fsvae_sj.datasets import batch_of, make_dataset
-from fsvae_sj.models.losses import latent_set_mmd
+from fsvae_sj.models.losses import latent_set_mmd, set_mmd
 from fsvae_sj.zoo import trained_on
+
+# What the set MMD compares: the latent trains, their firing probabilities, the decoder's images of
+# the trains (pixels), and the frozen encoder's spike trains of those images (a learnt feature space).
+FEATURES = ("spikes", "probabilities", "images", "encoder")
 
 
 def measure(model, images, n: int, rounds: int, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
-    found = {f"{feature}_{pair}": [] for feature in ("spikes", "probabilities") for pair in ("prior", "null")}
+    found = {f"{feature}_{pair}": [] for feature in FEATURES for pair in ("prior", "null")}
     for _ in range(rounds):
         idx = torch.randperm(len(images), generator=g)[:2 * n]
         with torch.no_grad():
             z_q, out_q = model.posterior.sample(model.encode(batch_of(images, idx)), g)
             z_p, out_p = model.prior.generate(n, model.config.n_steps, g)
-        for feature, q, p in (("spikes", z_q, z_p),
-                              ("probabilities", model.posterior.probs(out_q), model.prior.probs(out_p))):
-            found[f"{feature}_prior"].append(float(latent_set_mmd(p, q[:, :n])))
-            found[f"{feature}_null"].append(float(latent_set_mmd(q[:, n:], q[:, :n])))
+            x_q, x_p = model.decode(z_q), model.decode(z_p)
+            e_q, e_p = model.encode(x_q), model.encode(x_p)
+        for feature, q, p, mmd in (
+                ("spikes", z_q, z_p, latent_set_mmd),
+                ("probabilities", model.posterior.probs(out_q), model.prior.probs(out_p), latent_set_mmd),
+                ("images", x_q, x_p, lambda a, b: set_mmd(a.flatten(1), b.flatten(1))),
+                ("encoder", e_q, e_p, latent_set_mmd)):
+            # the set's images lie along dim 0 of the images, dim 1 of the trains [T, N, ...]
+            dim = 0 if feature == "images" else 1
+            first, second = q.narrow(dim, 0, n), q.narrow(dim, n, n)
+            found[f"{feature}_prior"].append(float(mmd(p, first)))
+            found[f"{feature}_null"].append(float(mmd(second, first)))
     summary = {}
-    for feature in ("spikes", "probabilities"):
+    for feature in FEATURES:
         prior, null = found[f"{feature}_prior"], found[f"{feature}_null"]
         summary[feature] = {"prior_mean": statistics.mean(prior), "prior_sd": statistics.stdev(prior),
                             "null_mean": statistics.mean(null), "null_sd": statistics.stdev(null),
