@@ -56,8 +56,7 @@ STAGE=(--stage prior-free --prior-free-on probabilities --batch-size 64 --lr 2.5
 # Per model, flags after STAGE's (the last flag wins): mnist's entry gained most from the stage on the
 # decoder's images at batch 256 (its card; benchmarks/RESULTS.md, "The prior stage on images"), which did
 # nothing for fashion-mnist.
-declare -A STAGE_OF=([mnist]="--prior-free-on images --batch-size 256 --lr-warmup-steps 30 --lr-decay-steps 600
-                      --max-steps 700")
+declare -A STAGE_OF=([mnist]="--prior-free-on images --batch-size 256 --lr-warmup-steps 30 --lr-decay-steps 600 --max-steps 700")
 # The decoder stage the fashion-mnist entry was published from (its card; benchmarks/RESULTS.md, "The
 # decoder alone, the latent distribution kept"): the decoder alone on the posterior's z, the prior kept.
 DECODER=(--stage decoder --batch-size 64 --lr 2.56e-4 --lr-warmup-steps 30 --lr-schedule cosine
