@@ -434,19 +434,26 @@ def test_the_decoder_stage_keeps_the_latent_distribution_and_trains_the_decoder_
         TrainConfig(model="ann-vae", stage="decoder")
 
 
-def test_the_decoder_stage_with_a_prior_mix_decodes_the_prior_teacher_forced_draws_in_that_share():
-    import copy
-    import torch.nn.functional as F
+def _tiny_firing_fsvae_in_stage(stage: str):
+    """An untrained FSVAE (T = 4) in training mode with ``stage``'s frozen parts frozen, and 6 images.
+    Untrained samplers and decoder barely fire (the prior never, on its first input of zeros; the
+    decoder's images would be constant): shifted tdBN biases make every part fire."""
     from fsvae_sj import FSVAE, FSVAEConfig
-    from fsvae_sj.models.losses import LossSettings
     from fsvae_sj.training.config import frozen_parts
     torch.manual_seed(0)
     model = FSVAE(FSVAEConfig(n_steps=4)).train()
-    for part in frozen_parts(model, "decoder"):
+    for part in frozen_parts(model, stage):
         part.eval().requires_grad_(False)
     for bn in (m for m in model.modules() if hasattr(m, "num_batches_tracked")):
-        bn.bias.data.normal_(0.2, 0.2)   # an untrained prior barely fires: shift it so that it does
-    x = torch.rand(6, 1, 32, 32) * 2 - 1
+        bn.bias.data.normal_(0.2, 0.2)
+    return model, torch.rand(6, 1, 32, 32) * 2 - 1
+
+
+def test_the_decoder_stage_with_a_prior_mix_decodes_the_prior_teacher_forced_draws_in_that_share():
+    import copy
+    import torch.nn.functional as F
+    from fsvae_sj.models.losses import LossSettings
+    model, x = _tiny_firing_fsvae_in_stage("decoder")
     g = torch.Generator().manual_seed(1)
     z_q, _ = model._posterior_z(x, g)
     out = model.prior.teacher_forced(z_q)
@@ -565,17 +572,8 @@ def test_the_free_running_stage_compares_trains_or_the_probabilities_they_are_dr
 
 def test_the_free_running_stage_on_images_decodes_both_sets_and_trains_the_prior_through_the_decoder():
     import copy
-    from fsvae_sj import FSVAE, FSVAEConfig
     from fsvae_sj.models.losses import LossSettings, latent_set_mmd, psp, set_mmd
-    from fsvae_sj.training.config import frozen_parts
-    torch.manual_seed(0)
-    model = FSVAE(FSVAEConfig(n_steps=4)).train()
-    for part in frozen_parts(model, "prior-free"):
-        part.eval().requires_grad_(False)
-    # an untrained decoder barely fires either (constant images, no gradient): the same shifts
-    for bn in (m for m in model.modules() if hasattr(m, "num_batches_tracked")):
-        bn.bias.data.normal_(0.2, 0.2)
-    x = torch.rand(6, 1, 32, 32) * 2 - 1
+    model, x = _tiny_firing_fsvae_in_stage("prior-free")
     twin, third = copy.deepcopy(model), copy.deepcopy(model)
     z_q, z_p = model.free_prior_forward(x, torch.Generator().manual_seed(1))
     x_q, x_p = twin.free_prior_forward(x, torch.Generator().manual_seed(1), on="images")

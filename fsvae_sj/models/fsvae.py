@@ -237,8 +237,8 @@ class FSVAE(PretrainedMixin, nn.Module):
         stages (``settings.stage``) ``loss`` is a distance alone and there is no ``recon``; in the
         ``"decoder"`` stage ``loss`` is ``recon`` alone, of z drawn as :meth:`reconstruct` draws it
         (encoder and posterior frozen in eval mode), each latent replaced with probability
-        ``settings.decoder_prior_mix`` by the prior's teacher-forced draw (the prior runs only then); in the prior stages:
-        ``"prior"`` the teacher-forced distance (:meth:`prior_forward`), ``"prior-free"`` the kernel
+        ``settings.decoder_prior_mix`` by the prior's teacher-forced draw (the prior runs only then);
+        in the prior stages: ``"prior"`` the teacher-forced distance (:meth:`prior_forward`), ``"prior-free"`` the kernel
         MMD between the prior's own trains (or firing probabilities, or their images:
         ``settings.prior_free_on``) and the posterior's (:meth:`free_prior_forward`,
         :func:`~fsvae_sj.models.losses.latent_set_mmd`, for images :func:`~fsvae_sj.models.losses.set_mmd`

@@ -39,8 +39,8 @@ class LossSettings:
     error alone, in "full" and "autoencoder" the FSVAE loss) and ``prior_free_on`` (one of
     :data:`PRIOR_FREE_FEATURES`: what the "prior-free" stage compares), ``decoder_prior_mix`` (the
     "decoder" stage's fraction of latents replaced by the prior's teacher-forced draws, in [0, 1]);
-    the Gaussian ANN VAE
-    ``batch_fraction``, the weight of its KL term (the authors' M/N: 1 / batches per epoch).
+    the Gaussian ANN VAE ``batch_fraction``, the weight of its KL term (the authors' M/N: 1 / batches
+    per epoch).
     """
 
     scheduled_p: float = 0.0
