@@ -414,7 +414,9 @@ def test_the_autoencoder_stage_keeps_the_prior_and_trains_the_rest_on_the_fsvae_
                for r in rows[2:])
 
 
-@pytest.mark.parametrize("extra", [(), ("--decoder-prior-mix", "0.5")], ids=["posterior", "prior-mix"])
+# the mix's own values are checked fast below; its resume (two more stage runs) only with -m slow
+@pytest.mark.parametrize("extra", [(), pytest.param(("--decoder-prior-mix", "0.5"), marks=pytest.mark.slow)],
+                         ids=["posterior", "prior-mix"])
 def test_the_decoder_stage_keeps_the_latent_distribution_and_trains_the_decoder_on_the_reconstruction(tmp_path, extra):
     start, a, ema, n_opt, rows = _stage_from_a_trained_run(tmp_path, "decoder", extra)
     decoder = ("decoder_input.", "decoder.", "final_layer.")
