@@ -597,6 +597,33 @@ def test_the_free_running_stage_on_images_decodes_both_sets_and_trains_the_prior
                        set_mmd(psp(z_p.detach()).transpose(0, 1).flatten(1), psp(z_q).transpose(0, 1).flatten(1)))
 
 
+def test_the_free_running_stage_on_several_features_sums_their_mmds_of_one_draw():
+    import copy
+    from fsvae_sj.models.losses import LossSettings, latent_set_mmd, set_mmd
+    from fsvae_sj.training import TrainConfig
+    model, x = _tiny_firing_fsvae_in_stage("prior-free")
+    copies = [copy.deepcopy(model) for _ in range(3)]
+    x_q, x_p = model.free_prior_forward(x, torch.Generator().manual_seed(1), on="images")
+    pi_q, pi_p = copies[0].free_prior_forward(x, torch.Generator().manual_seed(1), on="probabilities")
+    # one draw, both features, in the order named: each as that feature alone gives it
+    both = copies[1].free_prior_features(x, torch.Generator().manual_seed(1), on="probabilities+images")
+    assert list(both) == ["probabilities", "images"]
+    for (q, p), (q1, p1) in zip(both.values(), [(pi_q, pi_p), (x_q, x_p)]):
+        assert torch.equal(q, q1) and torch.equal(p.detach(), p1.detach()) and p.requires_grad
+    loss = copies[2].loss(x, LossSettings(stage="prior-free", prior_free_on="images+probabilities"),
+                          torch.Generator().manual_seed(1))
+    image_mmd, latent_mmd = set_mmd(x_p.flatten(1), x_q.flatten(1)), latent_set_mmd(pi_p, pi_q)
+    assert float(image_mmd.detach()) != 0 and float(latent_mmd.detach()) != 0
+    torch.testing.assert_close(loss["loss"], image_mmd + latent_mmd, rtol=1e-6, atol=0)
+    assert torch.equal(loss["mean_q"], x_q.mean())            # the first feature named
+    assert TrainConfig(stage="prior-free", prior_free_on="images+probabilities").prior_free_on == "images+probabilities"
+    for bad in ("images+images", "images+rates", "images+", ""):
+        with pytest.raises(ValueError, match="joined by"):
+            TrainConfig(stage="prior-free", prior_free_on=bad)
+    with pytest.raises(ValueError, match="one of"):
+        model.free_prior_forward(x, on="images+probabilities")   # one feature here; several: free_prior_features
+
+
 def test_the_prior_draws_freely_with_gradient_in_training_mode_only():
     from fsvae_sj import FSVAE, FSVAEConfig
     from fsvae_sj.errors import StateError

@@ -74,7 +74,8 @@ FIELD_HELP = {
     "prior_free_on": "what the prior-free stage's MMD compares: spikes (the latent spike trains), probabilities "
                      "(the firing probabilities they are drawn from: less noise, the difference seen at smaller batches) "
                      "or images (the frozen decoder's images of the trains, with the spikes' gradient passed straight "
-                     "through to their probabilities; a decoder pass more per step)",
+                     "through to their probabilities; a decoder pass more per step), or several joined by + "
+                     "(e.g. images+probabilities: the sum of their MMDs, of one draw)",
     "decoder_prior_mix": "decoder stage: probability in [0, 1] that each latent of each step of the posterior's z is "
                          "replaced by the frozen prior's own draw given the posterior's history (the decoder learns to "
                          "decode the prior's errors too); 0: the posterior's z alone. Measured on fashion-mnist at 0.5: samples worse "

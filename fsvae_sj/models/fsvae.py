@@ -16,7 +16,8 @@ from .config import ConfigError, FSVAEConfig, check_image_batch, resolve
 from ..errors import InputError, StateError, warn
 from ..spiking.layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
 from ..locks import serialised
-from .losses import PRIOR_FREE_FEATURES, LossSettings, fsvae_loss, latent_set_mmd, prior_loss, set_mmd
+from .losses import (PRIOR_FREE_FEATURES, LossSettings, fsvae_loss, latent_set_mmd, prior_free_features, prior_loss,
+                     set_mmd)
 from .pretrained import PretrainedMixin
 
 
@@ -201,19 +202,31 @@ class FSVAE(PretrainedMixin, nn.Module):
         from (each latent's mean over its k spikes), ``[T, N, latent]``; ``"images"``: the decoder's
         images of the trains ``[N, C, H, W]`` (decoder frozen; the prior's gradient passes the drawn
         spikes straight through to their probabilities: Bengio et al. 2013, "Estimating or
-        Propagating Gradients Through Stochastic Neurons"). Raises ConfigError for another ``on``."""
+        Propagating Gradients Through Stochastic Neurons"). Raises ConfigError for another ``on``
+        (several features of one draw: :meth:`free_prior_features`)."""
         if on not in PRIOR_FREE_FEATURES:
             raise ConfigError(f"on must be one of {PRIOR_FREE_FEATURES}, got {on!r}")
+        return self.free_prior_features(x, generator, on)[on]
+
+    @serialised
+    def free_prior_features(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                            on: str = "spikes") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{feature: (q, p)}`` for each feature ``on`` names (:func:`~fsvae_sj.models.losses.prior_free_features`,
+        e.g. ``"images+probabilities"``), in that order, all of one posterior draw and one free-running
+        prior draw: each ``(q, p)`` as :meth:`free_prior_forward` gives it for that feature alone with
+        the same ``generator``. Raises ConfigError for an unknown or repeated feature."""
+        names = prior_free_features(on)
         z_q, out_q = self._posterior_z(x, generator)
         z_p, out_p = self.prior.free_running(z_q.shape[1], z_q.shape[0], generator, device=z_q.device)
-        if on == "spikes":
-            return z_q, z_p
-        pi_p = self.prior.probs(out_p)
-        if on == "probabilities":
-            return self.posterior.probs(out_q), pi_p
-        with torch.no_grad():
-            x_q = self.decode(z_q)
-        return x_q, self.decode(z_p.detach() + (pi_p - pi_p.detach()))
+        features = {"spikes": (z_q, z_p)}
+        if "probabilities" in names or "images" in names:
+            pi_p = self.prior.probs(out_p)
+            features["probabilities"] = (self.posterior.probs(out_q), pi_p)
+        if "images" in names:
+            with torch.no_grad():
+                x_q = self.decode(z_q)
+            features["images"] = (x_q, self.decode(z_p.detach() + (pi_p - pi_p.detach())))
+        return {name: features[name] for name in names}
 
     def _mix_prior_draws(self, z: torch.Tensor, mix: float, generator) -> torch.Tensor:
         """``z [T, N, L]`` with each latent of each step replaced, with probability ``mix``, by the
@@ -239,14 +252,16 @@ class FSVAE(PretrainedMixin, nn.Module):
         (encoder and posterior frozen in eval mode), each latent replaced with probability
         ``settings.decoder_prior_mix`` by the prior's teacher-forced draw (the prior runs only then);
         in the prior stages: ``"prior"`` the teacher-forced distance (:meth:`prior_forward`), ``"prior-free"`` the kernel
-        MMD between the prior's own trains (or firing probabilities, or their images:
-        ``settings.prior_free_on``) and the posterior's (:meth:`free_prior_forward`,
+        MMD between the prior's own trains (or firing probabilities, or their images, or the sum of
+        several of these MMDs: ``settings.prior_free_on``) and the posterior's (:meth:`free_prior_features`,
         :func:`~fsvae_sj.models.losses.latent_set_mmd`, for images :func:`~fsvae_sj.models.losses.set_mmd`
-        of the flattened images; ``mean_q``/``mean_p`` are then the two sets' means: firing rates, or
-        pixel values)."""
+        of the flattened images; ``mean_q``/``mean_p`` are then the two sets' means of the first feature
+        named: firing rates, or pixel values)."""
         if settings.stage == "prior-free":
-            q, p = self.free_prior_forward(x, generator, settings.prior_free_on)
-            dist = set_mmd(p.flatten(1), q.flatten(1)) if settings.prior_free_on == "images" else latent_set_mmd(p, q)
+            features = self.free_prior_features(x, generator, settings.prior_free_on)
+            dist = sum(set_mmd(p.flatten(1), q.flatten(1)) if name == "images" else latent_set_mmd(p, q)
+                       for name, (q, p) in features.items())
+            q, p = next(iter(features.values()))
             return {"loss": dist, "distance": dist, "mean_q": q.mean(), "mean_p": p.detach().mean()}
         if settings.stage == "decoder":
             z, q_out = self._posterior_z(x, generator)

@@ -29,6 +29,18 @@ STAGES = ("full", "autoencoder", "decoder", "prior", "prior-free")
 PRIOR_FREE_FEATURES = ("spikes", "probabilities", "images")
 
 
+def prior_free_features(on: str) -> tuple[str, ...]:
+    """The features a ``prior_free_on`` value names: one of :data:`PRIOR_FREE_FEATURES`, or several
+    joined by ``+`` (e.g. ``"images+probabilities"``: the stage's loss is the sum of their MMDs, each
+    with its own median bandwidth, so each term is on the same unitless scale). Raises ConfigError
+    for an unknown or repeated feature."""
+    names = tuple(str(on).split("+"))
+    if any(n not in PRIOR_FREE_FEATURES for n in names) or len(set(names)) != len(names):
+        raise ConfigError(f"prior_free_on must be one of {PRIOR_FREE_FEATURES} or several of them joined "
+                          f"by '+', each once; got {on!r}")
+    return names
+
+
 @dataclass(frozen=True)
 class LossSettings:
     """What a training step's ``model.loss(x, settings, generator)`` needs besides the batch.

@@ -10,7 +10,7 @@ import torch
 from ..calibration import decoder_parts
 from ..models.config import ConfigError, _Serialisable
 from ..datasets import DATASETS, canonical
-from ..models.losses import DISTANCES, MMD_REDUCTIONS, PRIOR_FREE_FEATURES, STAGES, LossSettings
+from ..models.losses import DISTANCES, MMD_REDUCTIONS, STAGES, LossSettings, prior_free_features
 from ..models.registry import architecture
 
 
@@ -73,7 +73,8 @@ class TrainConfig(_Serialisable):
     ``prior_free_on``: what the "prior-free" stage's MMD compares (:data:`PRIOR_FREE_FEATURES`): the
     latent spike trains, or the firing probabilities they are drawn from (less noise, so the MMD
     sees the difference at a batch where it does not see it in the trains), or the images the frozen
-    decoder makes of the trains (the prior learns through the decoder what its trains carry over time).
+    decoder makes of the trains (the prior learns through the decoder what its trains carry over time),
+    or several of these joined by ``+`` (e.g. ``"images+probabilities"``; the loss is the sum of their MMDs).
     ``decoder_prior_mix``: in the "decoder" stage, the probability with which each latent of each step
     of the posterior's z is replaced by the frozen prior's own draw given the posterior's history
     (teacher-forced, as it generates one step): the decoder learns to map the prior's errors to the
@@ -145,8 +146,7 @@ class TrainConfig(_Serialisable):
             raise ConfigError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.stage != "full" and self.model != "fsvae":
             raise ConfigError(f"stage {self.stage!r} needs FSVAE's prior and posterior; model {self.model!r} has none")
-        if self.prior_free_on not in PRIOR_FREE_FEATURES:
-            raise ConfigError(f"prior_free_on must be one of {PRIOR_FREE_FEATURES}, got {self.prior_free_on!r}")
+        prior_free_features(self.prior_free_on)
         if self.prior_free_on != "spikes" and self.stage != "prior-free":
             raise ConfigError(f"prior_free_on applies to the prior-free stage only; stage is {self.stage!r}")
         if self.decoder_prior_mix and self.stage != "decoder":
