@@ -60,6 +60,7 @@ def test_stop_anywhere_and_resume_gives_the_same_weights(tmp_path, capsys):
     assert (tmp_path / "b" / "sample_epoch001.png").is_file()
 
 
+@pytest.mark.one_generation
 def test_killed_process_resumes_from_last_save(tmp_path):
     """A SIGKILL mid-epoch loses at most save_every steps and still ends bit-identical."""
     ref = tmp_path / "ref"
@@ -149,6 +150,7 @@ def _torchrun(out, extra, expect=0):
     return r
 
 
+@pytest.mark.one_generation
 def test_two_gloo_processes_identical_weights_and_exact_resume(tmp_path, capsys):
     _torchrun(tmp_path / "a", [])
     rep = json.loads((tmp_path / "a" / "replicas.json").read_text())
@@ -165,6 +167,7 @@ def test_two_gloo_processes_identical_weights_and_exact_resume(tmp_path, capsys)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.one_generation
 def test_sigterm_stops_cleanly_at_a_step_boundary(tmp_path):
     import signal
     import time
@@ -187,6 +190,7 @@ def test_sigterm_stops_cleanly_at_a_step_boundary(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.one_generation
 def test_publish_measures_the_run_and_writes_its_learning_curve(tmp_path, monkeypatch, zoo_dir):
     from fsvae_sj import zoo
     from fsvae_sj.metrics import evaluate
@@ -246,6 +250,7 @@ def test_the_calibrated_ema_is_a_candidate_measured_like_the_others(tmp_path):
     assert not torch.equal(cal.decoder_input.bn.running_mean, ema.decoder_input.bn.running_mean)
 
 
+@pytest.mark.one_generation
 def test_tensorboard_events_mirror_the_csvs_across_a_kill_and_resume(tmp_path):
     """The run's TensorBoard events hold log.csv's and evals.csv's numbers and the epoch grids, at the
     global step, each step once, although a killed session logged steps its resume does again."""

@@ -62,6 +62,7 @@ def test_init_from_file_carries_weights_budget_and_curve_and_restarts_the_optimi
     assert not same(after, src_state)
 
 
+@pytest.mark.one_generation
 def test_init_from_a_zoo_name(source, tmp_path, monkeypatch, zoo_dir):
     zoo_dir()
     _, _, extra = read_checkpoint(source / "model.safetensors")
@@ -85,6 +86,7 @@ def test_resume_refuses_a_changed_recipe_and_names_the_field(source, tmp_path, f
     assert_refused(main(["--out", str(run), flag, value]), capsys, rf"another training config: {field} \(")
 
 
+@pytest.mark.one_generation
 def test_resume_may_extend_epochs_and_ema_survives_a_stop_exactly(tmp_path):
     # one run straight through three epochs; another stopped twice and extended from 2 to 3 epochs
     assert main(["--out", str(tmp_path / "a"), "--ema-decay", "0.5"] + TINY + ["--epochs", "3"]) == 0
@@ -161,6 +163,7 @@ def test_publish_refuses_non_finite_weights(source, tmp_path, monkeypatch, zoo_d
     assert zoo_main(["publish", str(tmp_path / "nan.safetensors"), "--name", "nan"]) == 2
 
 
+@pytest.mark.one_generation
 def test_publish_refuses_a_worse_afd_unless_forced(tmp_path, monkeypatch, zoo_dir):
     """The shipped ANN baseline against a 12-step ANN: the guard keeps whichever scores better."""
     zoo_dir()
