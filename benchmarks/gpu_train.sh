@@ -7,8 +7,8 @@
 # once on the one GPU through the zoo's recipe, three phases each:
 #   main        from the entry (--init-from NAME, optimiser restarted), the whole model, until SECONDS
 #               less the setup, the two stages' seconds and RESERVE;
-#   prior-free  the prior stage (STAGE below, with the model's STAGE_OF) from the main run's EMA, for STAGE_SECONDS;
-#   decoder     the decoder stage (DECODER below) from the prior stage's EMA, for DECODER_SECONDS.
+#   prior-free  the prior stage (STAGE below, then the model's PHASE_OF flags) from the main run's EMA, for STAGE_SECONDS;
+#   decoder     the decoder stage (DECODER below, then PHASE_OF's) from the prior stage's EMA, for DECODER_SECONDS.
 # A phase given 0 seconds is skipped (the next starts from the phase before it). $OUT gets, per model,
 # the weights of the two latest phases that saved (the limit back is 64 MiB, four 16.3 MB files):
 # ema.safetensors (main), prior-free-ema.safetensors, decoder-ema.safetensors (each phase's EMA; their
@@ -53,10 +53,10 @@ RECIPE=(--batch-size 250 --lr 1e-3 --lr-warmup-steps 100 --lr-schedule constant 
 STAGE=(--stage prior-free --prior-free-on probabilities --batch-size 64 --lr 2.56e-4 --lr-warmup-steps 100
        --lr-schedule cosine --lr-decay-steps 750 --lr-min-ratio 0.1 --max-steps 1050 --ema-decay 0.999
        --save-every 0 --eval-every 0 --calibrate-decoder 0)
-# Per model, flags after STAGE's (the last flag wins): mnist's entry gained most from the stage on the
-# decoder's images at batch 256 (its card; benchmarks/RESULTS.md, "The prior stage on images"), which did
-# nothing for fashion-mnist.
-declare -A STAGE_OF=([mnist]="--prior-free-on images --batch-size 256 --lr-warmup-steps 30 --lr-decay-steps 600 --max-steps 700")
+# Per model and stage ("MODEL-STAGE"), flags after the stage's own (the last flag wins): mnist's entry gained
+# most from the prior stage on the decoder's images at batch 256 (its card; benchmarks/RESULTS.md, "The prior
+# stage on images"), which did nothing for fashion-mnist.
+declare -A PHASE_OF=([mnist-prior-free]="--prior-free-on images --batch-size 256 --lr-warmup-steps 30 --lr-decay-steps 600 --max-steps 700")
 # The decoder stage the fashion-mnist entry was published from (its card; benchmarks/RESULTS.md, "The
 # decoder alone, the latent distribution kept"): the decoder alone on the posterior's z, the prior kept.
 DECODER=(--stage decoder --batch-size 64 --lr 2.56e-4 --lr-warmup-steps 30 --lr-schedule cosine
@@ -108,8 +108,8 @@ sync_back() {   # the two latest phases' weights and the logs, into $OUT/MODEL/
     done
     {
       echo "model $m; main run: exit status ${rc[$m]:-running}, ${budget} s on $DEVICE, flags: ${RECIPE[*]} $flags"
-      echo "prior stage: exit status ${rc[$m-prior-free]:-not run}, ${STAGE_SECONDS} s, flags: ${STAGE[*]} ${STAGE_OF[$m]:-} ${STAGE_EXTRA[*]}"
-      echo "decoder stage: exit status ${rc[$m-decoder]:-not run}, ${DECODER_SECONDS} s, flags: ${DECODER[*]} ${STAGE_EXTRA[*]}"
+      echo "prior stage: exit status ${rc[$m-prior-free]:-not run}, ${STAGE_SECONDS} s, flags: ${STAGE[*]} ${PHASE_OF[$m-prior-free]:-} ${STAGE_EXTRA[*]}"
+      echo "decoder stage: exit status ${rc[$m-decoder]:-not run}, ${DECODER_SECONDS} s, flags: ${DECODER[*]} ${PHASE_OF[$m-decoder]:-} ${STAGE_EXTRA[*]}"
       echo "weights back:$keep"
       for r in "$WORK/runs/$m" "$WORK/runs/$m-prior-free" "$WORK/runs/$m-decoder"; do
         [ -e "$r.log" ] || continue
@@ -169,7 +169,7 @@ run_stage() {   # run_stage NAME SECONDS END FLAGS...: the stage from each model
     from=$(weights_back "$m" | grep -v ' model.safetensors$' | tail -n 1 | cut -d' ' -f1)
     if [ -z "$from" ]; then say "$m: no EMA saved; no $name stage"; continue; fi
     local own=()
-    [ "$name" = prior-free ] && read -ra own <<<"${STAGE_OF[$m]:-}"
+    read -ra own <<<"${PHASE_OF[$m-$name]:-}"
     $PY -m fsvae_sj.train --out "$WORK/runs/$m-$name" --init-from "$from" --device "$DEVICE" \
       --time-budget "$stage_budget" "$@" "${own[@]}" "${STAGE_EXTRA[@]}" --eval-samples 0 --limit-test "$TEST_IMAGES" \
       >"$WORK/runs/$m-$name.log" 2>&1 &
