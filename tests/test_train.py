@@ -646,3 +646,58 @@ def test_the_prior_draws_freely_with_gradient_in_training_mode_only():
     assert torch.equal(z, again)
     with pytest.raises(StateError, match="generate"):
         prior.eval().free_running(3, 4)
+
+
+def test_the_free_running_stage_on_running_statistics_trains_the_function_that_samples():
+    import copy
+    from fsvae_sj.models.losses import latent_set_mmd
+    from fsvae_sj.training import TrainConfig, frozen_statistics
+    model, x = _tiny_firing_fsvae_in_stage("prior-free")
+    reference = copy.deepcopy(model).eval()
+    kept = frozen_statistics(model, TrainConfig(stage="prior-free", prior_statistics="running"))
+    assert len(kept) == 3 and all(any(m is bn for m in model.prior.modules()) for bn in kept)
+    assert frozen_statistics(model, TrainConfig(stage="prior-free")) == []
+    for bn in kept:
+        bn.eval()
+    before = {k: v.clone() for k, v in model.prior.state_dict().items()}
+    z_p, out_p = model.prior.free_running(6, 4, torch.Generator().manual_seed(1))
+    # each module's mode as it was: the prior trains, its tdBN layers keep eval mode
+    assert model.prior.training and all(not bn.training for bn in kept)
+    assert all(m.training for m in model.prior.modules() if all(m is not bn for bn in kept))
+    # the training pass is the sampler's own function: the trains and outputs that generate() draws
+    z_g, out_g = reference.prior.generate(6, 4, torch.Generator().manual_seed(1))
+    assert torch.equal(z_p.detach(), z_g) and torch.equal(out_p.detach(), out_g)
+    assert 0.05 < float(z_g.mean()) < 0.95
+    # the running statistics and batch counters stay bit for bit; the gradient reaches the weights and tdBN's gain
+    assert all(torch.equal(v, before[k]) for k, v in model.prior.state_dict().items())
+    _, out_q = model._posterior_z(x, torch.Generator().manual_seed(2))
+    latent_set_mmd(model.prior.probs(out_p), model.posterior.probs(out_q)).backward()
+    grads = {n: p.grad for n, p in model.prior.named_parameters()}
+    assert all(g is not None and float(g.abs().sum()) > 0 for n, g in grads.items() if n.endswith("layer.weight"))
+    assert any(g is not None and float(g.abs().sum()) > 0 for n, g in grads.items() if n.endswith("bn.weight"))
+    # batch statistics (the default) update them, one update per layer
+    model.prior.free_running(6, 4, torch.Generator().manual_seed(1))   # still kept: nothing moves
+    assert all(torch.equal(v, before[k]) for k, v in model.prior.state_dict().items())
+    for bn in kept:
+        bn.train()
+    model.prior.free_running(6, 4, torch.Generator().manual_seed(1))
+    assert [int(bn.num_batches_tracked - before[n]) for n, bn in zip(
+        [k for k in before if k.endswith("num_batches_tracked")], kept)] == [1, 1, 1]
+    with pytest.raises(ValueError, match="prior-free stage only"):
+        TrainConfig(prior_statistics="running")
+    with pytest.raises(ValueError, match="one of"):
+        TrainConfig(stage="prior-free", prior_statistics="frozen")
+
+
+@pytest.mark.one_generation
+def test_the_free_running_stage_on_running_statistics_keeps_them_through_evaluations_and_resumes_exactly(tmp_path):
+    start, a, ema, n_opt, rows = _stage_from_a_trained_run(tmp_path, "prior-free", ("--prior-statistics", "running",
+                                                                                 "--eval-every", "3"))
+    # every tdBN statistic bit-identical (the prior's too), in the weights and their EMA; the prior's weights moved
+    for k in start:
+        if "running" in k or not k.startswith("prior."):
+            assert torch.equal(a[k], start[k]), k
+            assert "num_batches_tracked" in k or torch.equal(ema[k], start[k]), k
+    assert all(not torch.equal(a[k], start[k]) for k in start if k.startswith("prior.") and k.endswith("layer.weight"))
+    assert n_opt == _trained({k: v for k, v in start.items() if k.startswith("prior.")})
+    assert all(r["train_loss"] == r["train_distance"] for r in rows[2:])

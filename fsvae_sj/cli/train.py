@@ -80,6 +80,9 @@ FIELD_HELP = {
                          "replaced by the frozen prior's own draw given the posterior's history (the decoder learns to "
                          "decode the prior's errors too); 0: the posterior's z alone. Measured on fashion-mnist at 0.5: samples worse "
                          "(benchmarks/RESULTS.md, \"Second passes, and the decoder on the prior's draws\")",
+    "prior_statistics": "prior-free stage: how the prior's tdBN normalises: batch (training mode: the batch statistics "
+                        "of its own trains, running statistics updated from them) or running (eval mode: the running "
+                        "statistics it generates with, never updated; the function trained is the one that samples)",
 }
 EFFECTIVE_DEFAULTS = {
     "lr": "1e-3 x batch size x processes / 250: 1e-3 at the paper's batch of 250",

@@ -175,21 +175,25 @@ class Prior(_Sampler):
                      device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` latent spike trains the prior draws on its own spikes, with gradient, for training:
         the trains are drawn as :meth:`generate` draws them (eval mode, running statistics, without
-        gradient), then the layers run once over the whole sequence in training mode on those inputs
-        (zeros, then each step's drawn spikes), and the spikes at the same choices are returned.
-        tdBN's batch statistics, and so the running statistics it keeps, come from the prior's own
-        trains over all steps. (Training-mode prefix runs, as the posterior draws, would feed tdBN a
+        gradient), then the layers run once over the whole sequence in the modes they were in on those
+        inputs (zeros, then each step's drawn spikes), and the spikes at the same choices are returned.
+        With tdBN in training mode its batch statistics, and so the running statistics it keeps, come
+        from the prior's own trains over all steps; tdBN layers left in eval mode keep normalising with
+        their running statistics (the training loop's ``prior_statistics="running"``: then the pass is
+        the draw's own function). (Training-mode prefix runs, as the posterior draws, would feed tdBN a
         first step of zeros alone: no variance, and running statistics pulled towards it.)
         Returns ``(z [steps, n, L], out [steps, n, L*k])``; raises
         :class:`~fsvae_sj.errors.StateError` in eval mode (use :meth:`generate`)."""
         if not self.training:
             raise StateError("free_running() is training mode's draw; in eval mode call generate()")
         device = device if device is not None else next(self.parameters()).device
+        modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
             z, _, indices = self._loop(None, n, steps, "incremental", generator, device)
         finally:
-            self.train()
+            for m, training in modes:
+                m.training = training
         out = self.run(torch.cat([torch.zeros_like(z[:1]), z[:-1]]))
         chosen = self.pick(out, torch.stack(indices))
         return chosen, out

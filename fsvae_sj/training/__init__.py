@@ -15,14 +15,14 @@ weights as a run that never stopped.
 Modules: ``config`` (:class:`TrainConfig`, recipes, schedules), ``distributed`` (processes),
 ``state`` (``state.pt``, resume, warm start, branch), ``loop`` (:func:`run_training`).
 """
-from .config import (BRANCH_CHANGES, EXIT_FINISHED, EXIT_NONFINITE, EXIT_STOPPED, RECIPES, RESUMABLE_CHANGES, STAGES,
-                     TrainConfig, batches_per_epoch, config_differences, epoch_order, frozen_parts, learning_rate,
-                     scheduled_p)
+from .config import (BRANCH_CHANGES, EXIT_FINISHED, EXIT_NONFINITE, EXIT_STOPPED, PRIOR_STATISTICS, RECIPES,
+                     RESUMABLE_CHANGES, STAGES, TrainConfig, batches_per_epoch, config_differences, epoch_order,
+                     frozen_parts, frozen_statistics, learning_rate, scheduled_p)
 from .distributed import process_placement
 from .loop import build, make_ema, run_training
 from .state import STATE, RunState, WarmStart, branch_run, read_state, resolve_config, warm_start
 
-__all__ = ["BRANCH_CHANGES", "EXIT_FINISHED", "EXIT_NONFINITE", "EXIT_STOPPED", "RECIPES", "RESUMABLE_CHANGES",
-           "STAGES", "STATE", "RunState", "TrainConfig", "WarmStart", "batches_per_epoch", "branch_run", "build", "config_differences",
-           "epoch_order", "frozen_parts", "learning_rate", "make_ema", "process_placement", "read_state", "resolve_config",
+__all__ = ["BRANCH_CHANGES", "EXIT_FINISHED", "EXIT_NONFINITE", "EXIT_STOPPED", "PRIOR_STATISTICS", "RECIPES",
+           "RESUMABLE_CHANGES", "STAGES", "STATE", "RunState", "TrainConfig", "WarmStart", "batches_per_epoch", "branch_run",
+           "build", "config_differences", "epoch_order", "frozen_parts", "frozen_statistics", "learning_rate", "make_ema", "process_placement", "read_state", "resolve_config",
            "run_training", "scheduled_p", "warm_start"]

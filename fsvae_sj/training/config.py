@@ -12,6 +12,7 @@ from ..models.config import ConfigError, _Serialisable
 from ..datasets import DATASETS, canonical
 from ..models.losses import DISTANCES, MMD_REDUCTIONS, STAGES, LossSettings, prior_free_features
 from ..models.registry import architecture
+from ..spiking.tdbn import TdBN
 
 
 
@@ -30,6 +31,10 @@ RESUMABLE_CHANGES = ("epochs", "save_every", "eval_every", "eval_samples", "limi
 # What a branch (a new run from another run's whole state, see branch_run) may change besides: the
 # learning-rate schedule, which then starts at the branch point.
 BRANCH_CHANGES = ("lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps")
+
+
+# How the prior-free stage's prior normalises (TrainConfig.prior_statistics).
+PRIOR_STATISTICS = ("batch", "running")
 
 
 # The zoo's short-budget recipe (its cards cite it by name); the paper's is TrainConfig().
@@ -81,6 +86,11 @@ class TrainConfig(_Serialisable):
     image, not only the posterior's trains; 0: the posterior's z alone. Measured on fashion-mnist at 0.5:
     the samples got worse while the reconstructions sharpened (benchmarks/RESULTS.md, "Second passes, and
     the decoder on the prior's draws").
+    ``prior_statistics``: how the "prior-free" stage's prior normalises (:data:`PRIOR_STATISTICS`):
+    ``"batch"``, tdBN in training mode (the batch's statistics of its own trains, running statistics
+    updated from them); ``"running"``, its tdBN layers kept in eval mode (the running statistics it
+    generates with, never updated): the function trained is exactly the one that generates, and the
+    raw weights are what samples.
     ``calibrate_decoder``: also evaluate (and keep as ``best.safetensors`` when it wins) the EMA
     with its decoder's tdBN statistics re-estimated on this many prior samples
     (:func:`fsvae_sj.calibration.calibrate_decoder`); 0: off. Changes no training step.
@@ -117,6 +127,7 @@ class TrainConfig(_Serialisable):
     stage: str = "full"
     prior_free_on: str = "spikes"
     decoder_prior_mix: float = 0.0
+    prior_statistics: str = "batch"
 
     def __post_init__(self):
         self._check_types()
@@ -151,6 +162,10 @@ class TrainConfig(_Serialisable):
             raise ConfigError(f"prior_free_on applies to the prior-free stage only; stage is {self.stage!r}")
         if self.decoder_prior_mix and self.stage != "decoder":
             raise ConfigError(f"decoder_prior_mix applies to the decoder stage only; stage is {self.stage!r}")
+        if self.prior_statistics not in PRIOR_STATISTICS:
+            raise ConfigError(f"prior_statistics must be one of {PRIOR_STATISTICS}, got {self.prior_statistics!r}")
+        if self.prior_statistics != "batch" and self.stage != "prior-free":
+            raise ConfigError(f"prior_statistics applies to the prior-free stage only; stage is {self.stage!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
@@ -184,6 +199,15 @@ def frozen_parts(model: torch.nn.Module, stage: str) -> list[torch.nn.Module]:
         decoder = decoder_parts(model)
         return [m for m in model.children() if all(m is not d for d in decoder)]
     return [m for m in model.children() if m is not model.prior]
+
+
+def frozen_statistics(model: torch.nn.Module, cfg: TrainConfig) -> list[TdBN]:
+    """The tdBN layers that normalise with their running statistics in training, without updating
+    them (kept in eval mode while the rest of their part trains): the prior's with
+    ``prior_statistics="running"``; none otherwise."""
+    if cfg.prior_statistics != "running":
+        return []
+    return [m for m in model.prior.modules() if isinstance(m, TdBN)]
 
 
 def config_differences(old: dict, new: dict) -> list[str]:

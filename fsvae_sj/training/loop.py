@@ -27,7 +27,8 @@ from ..locks import claim_folder
 from ..metrics import afd_scores, generate, recon_mse
 from ..models.registry import build_model
 from ..spiking.lif import use_fused_kernels
-from .config import TrainConfig, batches_per_epoch, epoch_order, frozen_parts, learning_rate, scheduled_p
+from .config import (TrainConfig, batches_per_epoch, epoch_order, frozen_parts, frozen_statistics, learning_rate,
+                     scheduled_p)
 from .distributed import Objective, agree, check_replicas, dist_info
 from .state import RunState, STATE, WarmStart, check_finite, load_state, save_state
 
@@ -141,9 +142,10 @@ class _Session:
     tb: tblog.RunLog | None         # TensorBoard events, on rank 0
 
     def train_mode(self) -> None:
-        """Training mode for what the run's stage trains; the parts it freezes stay in eval mode."""
+        """Training mode for what the run's stage trains; the parts it freezes, and the tdBN layers
+        whose statistics it keeps, stay in eval mode."""
         self.net.train()
-        for part in frozen_parts(self.model, self.cfg.stage):
+        for part in frozen_parts(self.model, self.cfg.stage) + frozen_statistics(self.model, self.cfg):
             part.eval()
 
     def save(self) -> None:
