@@ -5,6 +5,8 @@ source run continued as it was), or with ``train --init-from`` the same weights,
     python benchmarks/branch_compare.py RUN_A RUN_B ... --since-step 6019 \
         --json benchmarks/branch_compare.json --plot benchmarks/branch_compare.png --results benchmarks/RESULTS.md
     python benchmarks/branch_compare.py RUN_C RUN_D --since-step 3450 --section mnist_arms ...   # a second table
+    python benchmarks/branch_compare.py RUN_E --recorded benchmarks/prior_free_b256.json:fashion-mnist-pf256-s1 \
+        --since-step 2775 ...   # beside an arm an earlier --json recorded (its run folder gone)
 
 Each arm's evaluations (every ``--eval-every`` steps of its training: 1,000 samples, seed 0) are listed
 against the CPU-hours spent since the branch point (training steps and evaluations, one process);
@@ -42,9 +44,11 @@ SECTIONS = {"branch_compare": "### Learning-rate schedule from one saved state (
             "decoder_prior_mix": "### Second passes, and the decoder on the prior's draws (issue 20)",
             "prior_free_images_again_mnist": "### Second passes, and the decoder on the prior's draws (issue 20)",
             "prior_free_b1024": "### Second passes, and the decoder on the prior's draws (issue 20)",
-            "prior_free_images_probabilities_mnist": "### The prior stage on images and probabilities at once (issue 20)"}
+            "prior_free_images_probabilities_mnist": "### The prior stage on images and probabilities at once (issue 20)",
+            "prior_statistics_fashion": "### The prior stage on the statistics it samples with (issue 20)",
+            "prior_statistics_mnist": "### The prior stage on the statistics it samples with (issue 20)"}
 # the settings an arm may differ by, shown per arm when they differ between the arms
-SETTINGS = ("stage", "prior_free_on", "decoder_prior_mix", "batch_size", "ema_decay", "lr", "lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps", "distance",
+SETTINGS = ("stage", "prior_free_on", "prior_statistics", "decoder_prior_mix", "batch_size", "ema_decay", "lr", "lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps", "distance",
             "mmd_reduction", "scheduled_start", "scheduled_end", "seed")
 CANDIDATES = (("afd", "val_afd", "raw"), ("ema_afd", "ema_val_afd", "EMA"),
               ("emacal_afd", "emacal_val_afd", "EMA, decoder calibrated"))
@@ -76,6 +80,20 @@ def read_arm(run: Path, since_step: int, start_cpu_hours: float | None) -> dict:
     flags = {k: cfg[k] for k in SETTINGS}
     return {"run": run.name, "dataset": cfg["dataset"], "settings": flags, "evaluations": rows,
             "start_cpu_hours": start_cpu_hours}
+
+
+def recorded_arm(spec: str) -> dict:
+    """``JSON:ARM``: the arm named ARM as an earlier ``--json`` of this script recorded it (its run folder
+    may be gone: run folders live on one machine); settings it predates read as their defaults."""
+    path, _, name = spec.rpartition(":")
+    if not path:
+        raise SystemExit(f"--recorded takes JSON:ARM, got {spec!r}")
+    arms = {a["run"]: a for a in json.loads(Path(path).read_text())["arms"]}
+    if name not in arms:
+        raise SystemExit(f"{path} records no arm {name!r}; it has {sorted(arms)}")
+    defaults = TrainConfig().to_dict()
+    arm = arms[name]
+    return {**arm, "settings": {k: arm["settings"].get(k, defaults[k]) for k in SETTINGS}}
 
 
 def markdown(res: dict) -> str:
@@ -131,7 +149,9 @@ def plot(res: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", type=Path, help="run folders (the source and its branches)")
+    p.add_argument("runs", nargs="*", type=Path, help="run folders (the source and its branches)")
+    p.add_argument("--recorded", action="append", default=[], metavar="JSON:ARM",
+                   help="also an arm an earlier --json recorded (from the same branch point), listed first")
     p.add_argument("--since-step", type=int, required=True, help="the branch point (global step)")
     p.add_argument("--json", type=Path)
     p.add_argument("--plot", type=Path)
@@ -139,8 +159,11 @@ def main(argv=None) -> int:
     p.add_argument("--section", choices=sorted(SECTIONS), default="branch_compare",
                    help="which section of --results (default branch_compare)")
     args = p.parse_args(argv)
-    start = branch_cpu_hours(args.runs)
-    res = {"since_step": args.since_step, "arms": [read_arm(r, args.since_step, start) for r in args.runs]}
+    if not args.runs and not args.recorded:
+        p.error("give run folders or --recorded arms")
+    start = branch_cpu_hours(args.runs) if args.runs else None
+    res = {"since_step": args.since_step, "arms": [recorded_arm(a) for a in args.recorded]
+           + [read_arm(r, args.since_step, start) for r in args.runs]}
     body = markdown(res)
     if args.plot:
         plot(res, args.plot)
