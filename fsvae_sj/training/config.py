@@ -90,7 +90,9 @@ class TrainConfig(_Serialisable):
     ``"batch"``, tdBN in training mode (the batch's statistics of its own trains, running statistics
     updated from them); ``"running"``, its tdBN layers kept in eval mode (the running statistics it
     generates with, never updated): the function trained is exactly the one that generates, and the
-    raw weights are what samples.
+    raw weights are what samples. Measured: no better than "batch" on the same batches, and at the
+    stage's rate mnist's raw weights ran away (benchmarks/RESULTS.md, "The prior stage on the statistics it
+    samples with").
     ``calibrate_decoder``: also evaluate (and keep as ``best.safetensors`` when it wins) the EMA
     with its decoder's tdBN statistics re-estimated on this many prior samples
     (:func:`fsvae_sj.calibration.calibrate_decoder`); 0: off. Changes no training step.
