@@ -675,9 +675,9 @@ def test_the_free_running_stage_on_running_statistics_trains_the_function_that_s
     grads = {n: p.grad for n, p in model.prior.named_parameters()}
     assert all(g is not None and float(g.abs().sum()) > 0 for n, g in grads.items() if n.endswith("layer.weight"))
     assert any(g is not None and float(g.abs().sum()) > 0 for n, g in grads.items() if n.endswith("bn.weight"))
-    # batch statistics (the default) update them, one update per layer
-    model.prior.free_running(6, 4, torch.Generator().manual_seed(1))   # still kept: nothing moves
+    model.prior.free_running(6, 4, torch.Generator().manual_seed(1))   # a second draw: still nothing moves
     assert all(torch.equal(v, before[k]) for k, v in model.prior.state_dict().items())
+    # batch statistics (the default) update them, one update per layer
     for bn in kept:
         bn.train()
     model.prior.free_running(6, 4, torch.Generator().manual_seed(1))
