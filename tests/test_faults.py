@@ -16,7 +16,8 @@ from conftest import assert_refused
 needs_fashion = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),
                                    reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
 TINY = ["--dataset", "fashion-mnist", "--limit-train", "48", "--limit-test", "16", "--batch-size", "8",
-        "--epochs", "1", "--n-steps", "2", "--save-every", "1", "--no-progress", "--eval-samples", "0"]
+        "--epochs", "1", "--n-steps", "2", "--save-every", "1", "--no-progress", "--eval-samples", "0",
+        "--fused-lif", "false"]   # the loop, not the kernels (compiled ones: test_train_parity)
 
 
 # -- training batches --------------------------------------------------------------------------

@@ -18,8 +18,12 @@ from conftest import assert_refused
 
 pytestmark = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),
                                 reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
+# The loop's tests run the eager LIF: the compiled kernels give the same spikes and gradients
+# (test_neurons, test_tdbn_lif, test_train_parity) but cost each new process ~45 s of tracing
+# even with inductor's cache warm. test_killed_process_resumes_from_last_save runs the users'
+# default (compiled) route end to end.
 TINY = ["--dataset", "fashion-mnist", "--limit-train", "48", "--limit-test", "16", "--batch-size", "8",
-        "--epochs", "2", "--n-steps", "2", "--save-every", "2", "--no-progress"]
+        "--epochs", "2", "--n-steps", "2", "--save-every", "2", "--no-progress", "--fused-lif", "false"]
 # 120 steps: long enough that a signal sent after the first save lands mid-run
 LONGER = TINY + ["--limit-train", "480", "--eval-samples", "0"]
 
@@ -41,10 +45,10 @@ def test_stop_anywhere_and_resume_gives_the_same_weights(tmp_path, capsys):
     init = build(TrainConfig(dataset="fashion-mnist", n_steps=2)).state_dict()
     assert not torch.equal(weights(tmp_path / "b")["encoder.0.layer.weight"], init["encoder.0.layer.weight"])
     capsys.readouterr()
-    assert main(["--out", str(tmp_path / "b"), "--max-steps", "5", "--no-progress"]) == EXIT_STOPPED
+    assert main(["--out", str(tmp_path / "b"), "--max-steps", "5", "--no-progress", "--fused-lif", "false"]) == EXIT_STOPPED
     assert "resuming" in capsys.readouterr().out
     assert position(tmp_path / "b") == (1, 3)   # 4 + 5 steps; a restart would stand at (0, 5)
-    assert main(["--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert main(["--out", str(tmp_path / "b"), "--no-progress", "--fused-lif", "false"]) == 0
     assert position(tmp_path / "b") == (2, 0)
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -63,10 +67,11 @@ def test_stop_anywhere_and_resume_gives_the_same_weights(tmp_path, capsys):
 @pytest.mark.one_generation
 def test_killed_process_resumes_from_last_save(tmp_path):
     """A SIGKILL mid-epoch loses at most save_every steps and still ends bit-identical."""
+    args = LONGER + ["--fused-lif", "true"]   # the default route, compiled kernels included
     ref = tmp_path / "ref"
-    assert main(["--out", str(ref)] + LONGER) == 0
+    assert main(["--out", str(ref)] + args) == 0
     run = tmp_path / "k"
-    proc = subprocess.Popen([sys.executable, "-m", "fsvae_sj.train", "--out", str(run)] + LONGER,
+    proc = subprocess.Popen([sys.executable, "-m", "fsvae_sj.train", "--out", str(run)] + args,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import time
     deadline = time.time() + 120
@@ -114,7 +119,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
         out["loss"] = out["loss"] * float("nan")
         return out
     monkeypatch.setattr(FSVAE, "loss", poisoned)
-    assert main(["--out", str(tmp_path), "--no-progress"]) == 3
+    assert main(["--out", str(tmp_path), "--no-progress", "--fused-lif", "false"]) == 3
     assert "loss is nan" in capsys.readouterr().err
     after = weights(tmp_path)
     assert all(torch.equal(good[k], after[k]) for k in good)
@@ -160,7 +165,7 @@ def test_two_gloo_processes_identical_weights_and_exact_resume(tmp_path, capsys)
     _torchrun(tmp_path / "b", ["--max-steps", "1"], expect=EXIT_STOPPED)
     assert position(tmp_path / "b") == (0, 1)
     # one process cannot take over two
-    assert_refused(main(["--out", str(tmp_path / "b"), "--no-progress"]), capsys, "written by 2 process")
+    assert_refused(main(["--out", str(tmp_path / "b"), "--no-progress", "--fused-lif", "false"]), capsys, "written by 2 process")
     r = _torchrun(tmp_path / "b", [])
     assert "resuming" in r.stdout and position(tmp_path / "b") == (1, 0)
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
@@ -183,7 +188,7 @@ def test_sigterm_stops_cleanly_at_a_step_boundary(tmp_path):
     assert proc.returncode == EXIT_STOPPED
     assert "stopped by SIGTERM" in out
     assert position(run) < (2, 0)
-    assert main(["--out", str(run), "--no-progress"]) == 0
+    assert main(["--out", str(run), "--no-progress", "--fused-lif", "false"]) == 0
     ref = tmp_path / "ref"
     assert main(["--out", str(ref)] + LONGER) == 0
     a, b = weights(ref), weights(run)
@@ -258,7 +263,7 @@ def test_tensorboard_events_mirror_the_csvs_across_a_kill_and_resume(tmp_path):
     import shutil
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     run = tmp_path / "r"
-    args = ["--out", str(run), "--eval-every", "4", "--eval-samples", "0", "--fused-lif", "false"] + TINY
+    args = ["--out", str(run), "--eval-every", "4", "--eval-samples", "0"] + TINY
     assert main(args + ["--max-steps", "4"]) == EXIT_STOPPED       # 6 steps per epoch: an evaluation at step 4
     shutil.copy(run / "state.pt", tmp_path / "state_at_4.pt")
     assert main(args + ["--max-steps", "3"]) == EXIT_STOPPED       # through the end of epoch 0 to step 7
@@ -301,12 +306,12 @@ def test_a_branch_continues_the_source_exactly_and_starts_its_schedule_at_the_br
     assert main(["--out", str(tmp_path / "a")] + TINY) == 0
     assert main(["--out", str(tmp_path / "src"), "--max-steps", "4"] + TINY) == EXIT_STOPPED
     # unchanged, a branch is a resume in another folder: optimiser moments, data order and RNG kept
-    assert main(["--out", str(tmp_path / "same"), "--branch-from", str(tmp_path / "src"), "--no-progress"]) == 0
+    assert main(["--out", str(tmp_path / "same"), "--branch-from", str(tmp_path / "src"), "--no-progress", "--fused-lif", "false"]) == 0
     a, b = weights(tmp_path / "a"), weights(tmp_path / "same")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # a cosine branch: its schedule counts from the branch point (global step 4)
     assert main(["--out", str(tmp_path / "cos"), "--branch-from", str(tmp_path / "src"), "--lr-schedule", "cosine",
-                 "--lr-decay-steps", "4", "--lr-min-ratio", "0.25", "--max-steps", "2", "--no-progress"]) \
+                 "--lr-decay-steps", "4", "--lr-min-ratio", "0.25", "--max-steps", "2", "--no-progress", "--fused-lif", "false"]) \
         == EXIT_STOPPED
     st = torch.load(tmp_path / "cos" / "state.pt", weights_only=True)
     rs = json.loads(st["run_state"])
@@ -334,10 +339,10 @@ def test_a_branch_continues_the_source_exactly_and_starts_its_schedule_at_the_br
                                             ("prior-free", ["--prior-free-on", "images"])])
 def test_the_prior_stages_train_the_prior_alone_and_resume_exactly(tmp_path, capsys, stage_name, on):
     import csv
-    assert main(["--out", str(tmp_path / "src")] + TINY) == 0
+    assert main(["--out", str(tmp_path / "src"), "--eval-samples", "0"] + TINY) == 0
     start = weights(tmp_path / "src")
     stage = ["--init-from", str(tmp_path / "src" / "model.safetensors"), "--stage", stage_name, *on, "--epochs", "4",
-             "--ema-decay", "0.9", "--scheduled-start", "0.5", "--scheduled-end", "0.5"]
+             "--ema-decay", "0.9", "--scheduled-start", "0.5", "--scheduled-end", "0.5", "--eval-samples", "40"]
     tiny = TINY[:TINY.index("--epochs")] + TINY[TINY.index("--epochs") + 2:]
     assert main(["--out", str(tmp_path / "a")] + tiny + stage) == 0
     assert "was made by the" not in capsys.readouterr().err   # --stage given: no note
@@ -361,13 +366,13 @@ def test_the_prior_stages_train_the_prior_alone_and_resume_exactly(tmp_path, cap
     assert rows[1]["train_recon"] and len({r["test_recon_mse"] for r in rows[1:]}) == 1
     # stopped and resumed, the same weights as uninterrupted
     assert main(["--out", str(tmp_path / "b"), "--max-steps", "7"] + tiny + stage) == EXIT_STOPPED
-    assert main(["--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert main(["--out", str(tmp_path / "b"), "--no-progress", "--fused-lif", "false"]) == 0
     b = weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
     capsys.readouterr()
     assert_refused(main(["--out", str(tmp_path / "c"), "--model", "ann-vae", "--stage", stage_name] + tiny), capsys,
                    "prior")
-    assert_refused(main(["--out", str(tmp_path / "b"), "--stage", "full", "--no-progress"]), capsys, "stage")
+    assert_refused(main(["--out", str(tmp_path / "b"), "--stage", "full", "--no-progress", "--fused-lif", "false"]), capsys, "stage")
     # the staged weights continued with --init-from and no --stage: the whole model trains again
     assert main(["--out", str(tmp_path / "d"), "--init-from", str(tmp_path / "a" / "model.safetensors"),
                  "--max-steps", "1"] + tiny + ["--epochs", "5"]) == EXIT_STOPPED
@@ -383,14 +388,14 @@ def _stage_from_a_trained_run(tmp_path, stage_name, extra=()):
     stopped after 7 steps and resumed (``tmp_path/b``), which must end bit-identical to ``a``. Returns the
     source's weights, the stage's weights and EMA, its optimiser's parameter count and log rows."""
     import csv
-    assert main(["--out", str(tmp_path / "src")] + TINY) == 0
+    assert main(["--out", str(tmp_path / "src"), "--eval-samples", "0"] + TINY) == 0
     tiny = TINY[:TINY.index("--epochs")] + TINY[TINY.index("--epochs") + 2:]
     stage = ["--init-from", str(tmp_path / "src" / "model.safetensors"), "--stage", stage_name, "--epochs", "4",
-             "--ema-decay", "0.9", *extra]
+             "--ema-decay", "0.9", "--eval-samples", "40", *extra]   # evaluations at a tenth of the cost
     assert main(["--out", str(tmp_path / "a")] + tiny + stage) == 0
     a = weights(tmp_path / "a")
     assert main(["--out", str(tmp_path / "b"), "--max-steps", "7"] + tiny + stage) == EXIT_STOPPED
-    assert main(["--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert main(["--out", str(tmp_path / "b"), "--no-progress", "--fused-lif", "false"]) == 0
     b = weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
     st = torch.load(tmp_path / "a" / "state.pt", weights_only=True)

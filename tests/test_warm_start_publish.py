@@ -19,7 +19,8 @@ from conftest import assert_refused, make_alive
 pytestmark = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(),
                                 reason="apt-get install dataset-fashion-mnist (done by .ci/run)")
 TINY = ["--dataset", "fashion-mnist", "--limit-train", "48", "--limit-test", "16", "--batch-size", "8",
-        "--epochs", "2", "--n-steps", "2", "--save-every", "2", "--no-progress", "--eval-samples", "40"]
+        "--epochs", "2", "--n-steps", "2", "--save-every", "2", "--no-progress", "--eval-samples", "40",
+        "--fused-lif", "false"]   # the loop, not the kernels (compiled ones: test_train_parity)
 SHIPPED = Path(__file__).resolve().parent.parent / "zoo"
 
 
@@ -39,7 +40,7 @@ def test_init_from_file_carries_weights_budget_and_curve_and_restarts_the_optimi
     src = source / "model.safetensors"
     _, src_state, src_extra = read_checkpoint(src)
     run = tmp_path / "warm"
-    assert main(["--out", str(run), "--init-from", str(src), "--max-steps", "0", "--epochs", "3", "--no-progress"]) == EXIT_STOPPED
+    assert main(["--out", str(run), "--init-from", str(src), "--max-steps", "0", "--epochs", "3", "--no-progress", "--fused-lif", "false"]) == EXIT_STOPPED
     # before any step: weights and tdBN running statistics are the source's, bit for bit
     assert any(k.endswith("running_var") for k in src_state)
     assert same(load_file(str(run / "model.safetensors")), src_state)
@@ -54,7 +55,7 @@ def test_init_from_file_carries_weights_budget_and_curve_and_restarts_the_optimi
     assert rs["provenance"][-1]["from"] == str(src)
     assert json.loads((run / "train_config.json").read_text())["limit_train"] == 48   # the source's recipe
     # the third epoch runs its 6 steps and only those, and moves the weights
-    assert main(["--out", str(run), "--no-progress"]) == 0
+    assert main(["--out", str(run), "--no-progress", "--fused-lif", "false"]) == 0
     st = torch.load(run / "state.pt", weights_only=True)
     assert (st["epoch"], st["step"]) == (3, 0)
     assert len(json.loads(st["run_state"])["history"]) == 3
@@ -92,10 +93,10 @@ def test_resume_may_extend_epochs_and_ema_survives_a_stop_exactly(tmp_path):
     assert main(["--out", str(tmp_path / "a"), "--ema-decay", "0.5"] + TINY + ["--epochs", "3"]) == 0
     b = tmp_path / "b"
     assert main(["--out", str(b), "--ema-decay", "0.5", "--max-steps", "5"] + TINY) == EXIT_STOPPED
-    assert main(["--out", str(b), "--no-progress"]) == 0
-    assert main(["--out", str(b), "--epochs", "3", "--max-steps", "3", "--no-progress"]) == EXIT_STOPPED
+    assert main(["--out", str(b), "--no-progress", "--fused-lif", "false"]) == 0
+    assert main(["--out", str(b), "--epochs", "3", "--max-steps", "3", "--no-progress", "--fused-lif", "false"]) == EXIT_STOPPED
     assert torch.load(b / "state.pt", weights_only=True)["step"] == 3
-    assert main(["--out", str(b), "--no-progress"]) == 0
+    assert main(["--out", str(b), "--no-progress", "--fused-lif", "false"]) == 0
     for f in ("model.safetensors", "ema.safetensors"):
         assert same(load_file(str(tmp_path / "a" / f)), load_file(str(b / f))), f
     raw, ema = load_file(str(b / "model.safetensors")), load_file(str(b / "ema.safetensors"))
@@ -184,7 +185,7 @@ def test_init_from_an_epoch_end_checkpoint_starts_the_next_epoch(source, tmp_pat
     assert extra["step"] == 6   # saved by an epoch-end evaluation, before the epoch counter moved
     run = tmp_path / "w"
     assert main(["--out", str(run), "--init-from", str(source / "best.safetensors"), "--max-steps", "0",
-                 "--epochs", "3", "--no-progress"]) == EXIT_STOPPED
+                 "--epochs", "3", "--no-progress", "--fused-lif", "false"]) == EXIT_STOPPED
     st = torch.load(run / "state.pt", weights_only=True)
     assert (st["epoch"], st["step"]) == (extra["epoch"] + 1, 0)
 
