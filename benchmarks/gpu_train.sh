@@ -48,16 +48,17 @@ read -ra STAGE_EXTRA <<<"${STAGE_FLAGS:-}"
 # The entries' own schedule (a stage's cosine) would come with them too: the main runs take a constant rate.
 RECIPE=(--batch-size 250 --lr 1e-3 --lr-warmup-steps 100 --lr-schedule constant --ema-decay 0.999 --save-every 0
         --eval-every 0 --calibrate-decoder 0)
-# The prior stage both zoo entries were published from (their cards; benchmarks/RESULTS.md, "What the
-# set MMD sees"): the prior alone, on its own samples, against the posterior's firing probabilities.
-STAGE=(--stage prior-free --prior-free-on probabilities --batch-size 64 --lr 2.56e-4 --lr-warmup-steps 100
-       --lr-schedule cosine --lr-decay-steps 750 --lr-min-ratio 0.1 --max-steps 1050 --ema-decay 0.999
+# The prior stage the fashion-mnist entry was published from (its card, step 12; benchmarks/RESULTS.md, "What
+# the samples lack now"): the prior alone, on its own samples, against the posterior's firing probabilities,
+# at batch 256.
+STAGE=(--stage prior-free --prior-free-on probabilities --batch-size 256 --lr 2.56e-4 --lr-warmup-steps 30
+       --lr-schedule cosine --lr-decay-steps 600 --lr-min-ratio 0.1 --max-steps 700 --ema-decay 0.999
        --save-every 0 --eval-every 0 --calibrate-decoder 0)
-# Per model and stage ("MODEL-STAGE"), flags after the stage's own (the last flag wins): mnist's entry gained
-# most from the prior stage on the decoder's images at batch 256 (its card; benchmarks/RESULTS.md, "The prior
-# stage on images"), which did nothing for fashion-mnist.
-declare -A PHASE_OF=([mnist-prior-free]="--prior-free-on images --batch-size 256 --lr-warmup-steps 30 --lr-decay-steps 600 --max-steps 700")
-# The decoder stage the fashion-mnist entry was published from (its card; benchmarks/RESULTS.md, "The
+# Per model and stage ("MODEL-STAGE"), flags after the stage's own (the last flag wins): mnist's entry came
+# from the stage on the decoder's images with the prior's tdBN in eval mode at a quarter of the rate (its
+# card, step 7; benchmarks/RESULTS.md, "The prior stage on the statistics it samples with").
+declare -A PHASE_OF=([mnist-prior-free]="--prior-free-on images --prior-statistics running --lr 6.4e-5")
+# The decoder stage in the fashion-mnist entry's making (its card, step 11; benchmarks/RESULTS.md, "The
 # decoder alone, the latent distribution kept"): the decoder alone on the posterior's z, the prior kept.
 DECODER=(--stage decoder --batch-size 64 --lr 2.56e-4 --lr-warmup-steps 30 --lr-schedule cosine
          --lr-decay-steps 1500 --lr-min-ratio 0.1 --max-steps 1800 --ema-decay 0.999
