@@ -16,8 +16,10 @@ checkout holds only what the run reads, and the rest travels compressed in one i
 
 Only the first ``--test-images`` test images travel (1000: the zoo recipe's limit_test); the run's
 ``--limit-test`` is set to that number by gpu_train.sh. Everything unpacked is checked against the
-SHA-256 of what was packed. Building the carry folder takes a few CPU-minutes (xz -9e of ~100 MB);
-a second ``stage`` reuses what is already packed when its source has not changed.
+SHA-256 of what was packed. ``stage`` refuses while ``fsvae_sj.train``/``evaluate`` processes run
+(not stopped): the autoencoders go aside and their next evaluation would fail. Building the carry
+folder takes a few CPU-minutes (xz -9e of ~100 MB); a second ``stage`` reuses what is already packed
+when its source has not changed.
 """
 from __future__ import annotations
 
@@ -209,8 +211,31 @@ def build_carry(checkout: Path, test_images: int) -> dict:
     return manifest
 
 
-def stage(checkout: Path, test_images: int, allowance: int) -> None:
+def running_evaluators() -> list[int]:
+    """PIDs of running (not stopped) ``fsvae_sj.train`` / ``fsvae_sj.evaluate`` processes but this one.
+    They read the AE Frechet autoencoders (LEAVE) at each evaluation: while those are aside, the next one
+    fails with FileNotFoundError and ends the run (seen 2026-12-04). Linux /proc; elsewhere none found."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:   # gone meanwhile, or not ours to read
+            continue
+        if int(proc.name) != os.getpid() and state not in "Tt" and \
+                any(a in (b"fsvae_sj.train", b"fsvae_sj.evaluate") for a in argv):
+            pids.append(int(proc.name))
+    return sorted(pids)
+
+
+def stage(checkout: Path, test_images: int, allowance: int, running_ok: bool = False) -> None:
     checkout = checkout.resolve()
+    pids = running_evaluators()
+    if pids and not running_ok:
+        ids = " ".join(map(str, pids))
+        raise StageError(f"training or evaluation processes are running ({ids}): staging moves the AE Frechet "
+                         f"autoencoders aside and their next evaluation would fail. Pause them (kill -STOP {ids}; "
+                         f"kill -CONT {ids} after restore), or give --running-ok if they never evaluate")
     aside = checkout / ASIDE
     if aside.exists() and any(aside.rglob("*")):
         raise StageError(f"{aside} holds files of an earlier staging: run gpu_stage.py restore {checkout} first")
@@ -327,6 +352,8 @@ def main(argv=None) -> int:
     s.add_argument("--allowance", type=int, default=575,
                    help="seconds the device command may take, passed to gpu_train.sh; the call's timeout_s is "
                         "25 more (default 575)")
+    s.add_argument("--running-ok", action="store_true",
+                   help="stage although fsvae_sj.train/evaluate processes run (their evaluations fail meanwhile)")
     r = sub.add_parser("restore", help="put back the files a staging moved aside")
     r.add_argument("checkout", type=Path)
     u = sub.add_parser("unpack", help="on the device: zoo weights into REPO, data into DIR")
@@ -341,7 +368,7 @@ def main(argv=None) -> int:
         if a.cmd == "stage":
             if a.allowance + 25 > 600:
                 raise StageError("--allowance: a device call runs at most 600 s; give at most 575")
-            stage(a.checkout, a.test_images, a.allowance)
+            stage(a.checkout, a.test_images, a.allowance, a.running_ok)
         elif a.cmd == "restore":
             restore(a.checkout)
         elif a.cmd == "unpack":

@@ -85,3 +85,29 @@ def test_restore_never_overwrites_a_file_made_since(tmp_path):
         gpu_stage.restore(tmp_path)
     assert (tmp_path / "notes.md").read_text() == "new"
     assert (tmp_path / ".gpu-aside" / "notes.md").read_bytes() == b"xxxxx"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+def test_stage_refuses_while_a_training_run_could_evaluate(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # stands in for `python -m fsvae_sj.train ...`: the same word in its command line
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "fsvae_sj.train"])
+    try:
+        assert run.pid in gpu_stage.running_evaluators()
+        with pytest.raises(gpu_stage.StageError, match=f"kill -STOP .*{run.pid}"):
+            gpu_stage.stage(tmp_path, 1000, 575)
+        assert not (tmp_path / gpu_stage.CARRY).exists()   # refused before building anything
+        os.kill(run.pid, signal.SIGSTOP)   # a paused run reads nothing: the remedy the message gives
+        for _ in range(100):
+            if run.pid not in gpu_stage.running_evaluators():
+                break
+            time.sleep(0.05)
+        assert run.pid not in gpu_stage.running_evaluators()
+    finally:
+        run.kill()
+        run.wait()
