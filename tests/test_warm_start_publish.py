@@ -13,6 +13,7 @@ from fsvae_sj.zoo import publish
 from fsvae_sj.hub.checkpoint import read_checkpoint, save_model
 from fsvae_sj.cli.train import main
 from fsvae_sj.training import EXIT_STOPPED
+from fsvae_sj.training.state import RunState, hardware_label, record_hardware
 
 from conftest import assert_refused, make_alive
 
@@ -53,12 +54,18 @@ def test_init_from_file_carries_weights_budget_and_curve_and_restarts_the_optimi
     assert src_extra["cpu_seconds"] <= rs["cpu_seconds"] < src_extra["cpu_seconds"] + 60
     assert rs["provenance"][-1]["event"] == "warm start, optimiser restarted"
     assert rs["provenance"][-1]["from"] == str(src)
+    # where the steps ran (a card's hardware line comes from these): recorded by the source run; the
+    # warm start runs on the same hardware and adds none
+    assert [p["hardware"] for p in rs["provenance"] if p["event"] == "hardware"] == [hardware_label("cpu")]
+    before = rs["provenance"]
     assert json.loads((run / "train_config.json").read_text())["limit_train"] == 48   # the source's recipe
     # the third epoch runs its 6 steps and only those, and moves the weights
     assert main(["--out", str(run), "--no-progress", "--fused-lif", "false"]) == 0
     st = torch.load(run / "state.pt", weights_only=True)
     assert (st["epoch"], st["step"]) == (3, 0)
     assert len(json.loads(st["run_state"])["history"]) == 3
+    # resumed on the same hardware: nothing more recorded
+    assert json.loads(st["run_state"])["provenance"] == before
     after = load_file(str(run / "model.safetensors"))
     assert not same(after, src_state)
 
@@ -228,3 +235,19 @@ def test_the_budget_projection_counts_whole_epochs_of_full_training_only():
                {"epoch": 6, "cpu_hours": 3.6, "train_recon": 0.05, "train_distance": ""}]   # decoder stage
     assert publish.full_epoch_hours(history) == pytest.approx([0.6, 0.6])
     assert publish.full_epoch_hours(history[:1]) == []
+
+
+def test_the_cards_hardware_line_names_the_steps_a_gpu_ran():
+    rs = RunState(epoch=13, step=145, cpu_seconds=7200.0)
+    record_hardware(rs, "cpu (x86_64, 2 cores)")
+    record_hardware(rs, "cpu (x86_64, 2 cores)")   # a resume on the same machine adds nothing
+    assert publish.hardware_line(rs.provenance) == publish.CPU_RUNS + ", no GPU"
+    rs.epoch, rs.step = 14, 0
+    record_hardware(rs, "cuda (NVIDIA H200)")
+    rs.epoch = 18
+    record_hardware(rs, "cpu (x86_64, 2 cores)")
+    assert [(p["hardware"], p["epoch"], p["step"]) for p in rs.provenance] == [
+        ("cpu (x86_64, 2 cores)", 13, 145), ("cuda (NVIDIA H200)", 14, 0), ("cpu (x86_64, 2 cores)", 18, 0)]
+    line = publish.hardware_line(rs.provenance)
+    assert "no GPU" not in line and "cuda (NVIDIA H200) from epoch 14 step 0" in line
+    assert rs.provenance[0]["cpu_hours"] == 2.0

@@ -30,7 +30,8 @@ from ..spiking.lif import use_fused_kernels
 from .config import (TrainConfig, batches_per_epoch, epoch_order, frozen_parts, frozen_statistics, learning_rate,
                      scheduled_p)
 from .distributed import Objective, agree, check_replicas, dist_info
-from .state import RunState, STATE, WarmStart, check_finite, load_state, save_state
+from .state import (RunState, STATE, WarmStart, check_finite, hardware_label, load_state, record_hardware,
+                    save_state)
 
 
 def build(cfg: TrainConfig):
@@ -256,6 +257,7 @@ def _setup(cfg: TrainConfig, run: Path, device: str, init: WarmStart | None, fus
             ema.update_parameters(model)
         if rank == 0:
             cfg.save(run / "train_config.json")
+    record_hardware(rs, hardware_label(device, world))
     net = Objective(model)
     if world > 1:
         ids = [torch.device(device).index] if device.startswith("cuda") else None

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,26 @@ class RunState:
                 "elapsed": self.elapsed, "cpu_seconds": self.cpu_seconds, "first_step": self.first_step,
                 "provenance": self.provenance, "best_afd": self.best_afd, "best_val_afd": self.best_val_afd,
                 "meters": self.meters}
+
+
+def hardware_label(device: str, world: int = 1) -> str:
+    """What a process's training steps run on, as provenance records it: ``"cpu (x86_64, 2 cores)"``,
+    ``"cuda (NVIDIA H200)"``; ``"4 x ..."`` for ``world`` processes."""
+    if device.startswith("cuda"):
+        label = f"cuda ({torch.cuda.get_device_name(torch.device(device))})"
+    else:
+        label = f"{device} ({platform.machine()}, {os.cpu_count()} cores)"
+    return f"{world} x {label}" if world > 1 else label
+
+
+def record_hardware(rs: RunState, label: str) -> None:
+    """Append a ``hardware`` event to the provenance when ``label`` differs from the last one recorded
+    (a run's first invocation, or a resume or warm start elsewhere): a card can then say which steps
+    ran on a GPU. Runs made before 2026-12-04 recorded none: theirs ran on this project's 2-core CPU."""
+    last = next((p["hardware"] for p in reversed(rs.provenance) if p.get("event") == "hardware"), None)
+    if label != last:
+        rs.provenance.append({"event": "hardware", "hardware": label, "epoch": rs.epoch, "step": rs.step,
+                              "cpu_hours": round(rs.cpu_seconds / 3600, 4)})
 
 
 def save_state(run: Path, model, opt, ema, cfg, rs: RunState, gen, rank: int, world: int):

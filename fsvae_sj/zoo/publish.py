@@ -115,7 +115,7 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
         "batch size": tcfg.get("batch_size"),
         "cpu_hours (how)": "CPU time of the training process (all its threads); the warm-start folders' "
                            "hours before per-process accounting are their wall time x 1 thread (an upper bound)",
-        "hardware": "2-core x86-64 CPU, one thread per run, two runs sharing the machine, no GPU",
+        "hardware": hardware_line(extra.get("provenance") or []),
         "provenance": extra.get("provenance") or [],
         "per-epoch log": history,
         "evaluations": evals,
@@ -260,6 +260,19 @@ def afd_projection(evals: list[dict], target: float) -> str:
     at = math.exp(mx + (math.log(target) - my) / slope)
     return (f"about {at:.0f} CPU-hours to reach {target} (best AE Frechet ~ CPU-hours^{slope:.2f}, fitted to "
             f"the {span}; an extrapolation far beyond the data, not a promise)")
+
+
+CPU_RUNS = "2-core x86-64 CPU, one thread per run, two runs sharing the machine"
+
+
+def hardware_line(provenance: list) -> str:
+    """The card's hardware line from the provenance's ``hardware`` events (the training loop records one
+    when a run starts or moves); steps before the first were this project's CPU runs."""
+    moves = [p for p in provenance if p.get("event") == "hardware"]
+    if all(p["hardware"].startswith("cpu") for p in moves):
+        return f"{CPU_RUNS}, no GPU"
+    return f"{CPU_RUNS} unless recorded; recorded: " + "; ".join(
+        f"{p['hardware']} from epoch {p['epoch']} step {p['step']}" for p in moves)
 
 
 def _current_afd(w: zoo.Weights, dataset: str, num_samples: int, seed: int, protocol: str) -> float | None:
