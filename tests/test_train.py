@@ -206,8 +206,9 @@ def test_publish_measures_the_run_and_writes_its_learning_curve(tmp_path, monkey
     (tmp_path / "notes.md").write_text("Study table goes here.\n")
     from fsvae_sj.cli.zoo import main as zoo_main
     assert zoo_main(["publish", str(run), "--name", "t", "--dataset", "fashion-mnist", "--num-samples", "50",
-                     "--notes-file", str(tmp_path / "notes.md")]) == 0
+                     "--notes-file", str(tmp_path / "notes.md"), "--hardware", "an H200, then this CPU"]) == 0
     entry = json.loads((tmp_path / "zoo" / "t.json").read_text())
+    assert entry["recipe"]["hardware"] == "an H200, then this CPU"   # the run's own record, overridden
     assert entry["sha256"] == sha256_file(tmp_path / "zoo" / "t.safetensors")
     # the card carries exactly what the evaluation protocol measures on the published file
     res = evaluate(zoo.load(tmp_path / "zoo" / "t.safetensors"), "fashion-mnist", num_samples=50, seed=0)

@@ -33,6 +33,9 @@ def build_parser():
                      help="replace the entry even if its AE Frechet distance is better than the new one's")
     pub.add_argument("--notes-file", type=Path, metavar="FILE",
                      help="markdown for the card's introduction (default: the generated one)")
+    pub.add_argument("--hardware", metavar="TEXT",
+                     help="the card's hardware line, for checkpoints made before runs recorded the hardware "
+                          "their steps ran on (default: from the checkpoint's provenance)")
     return p
 
 
@@ -48,7 +51,8 @@ def main(argv=None) -> int:
     elif args.cmd == "publish":
         from ..zoo.publish import publish   # the metrics' imports are not needed by the other commands
         notes = common.read_text(args.notes_file, "--notes-file").strip() if args.notes_file else ""
-        w = publish(args.run, args.name, args.dataset, args.num, notes=notes, force=args.force)
+        w = publish(args.run, args.name, args.dataset, args.num, notes=notes, force=args.force,
+                    hardware=args.hardware)
         print(f"published {w.name}: {dict(w.metrics)}")
     elif args.cmd == "download":
         print(zoo.fetch(zoo.get_weights(args.name)))

@@ -56,7 +56,8 @@ def _checkpoint_of(src: Path) -> Path:
 
 
 def publish(src: Path, name: str, dataset: str | None = None, num_samples: int = 5000, seed: int = 0,
-            version: str | None = None, notes: str = "", force: bool = False) -> zoo.Weights:
+            version: str | None = None, notes: str = "", force: bool = False,
+            hardware: str | None = None) -> zoo.Weights:
     """Maintainers: put trained weights into ``zoo/`` with a measured card.
 
     ``src`` is a run folder (its ``best.safetensors``, else ``model.safetensors``) or a
@@ -67,7 +68,8 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
     (seed ``seed``) with :func:`fsvae_sj.evaluate.evaluate`, then writes ``zoo/<name>.safetensors``,
     ``.md`` and ``.json`` all or nothing (a full disk leaves the zoo as it was), holding the zoo
     folder against other publishers (the learning curve and budget come from the checkpoint's
-    metadata, written by ``fsvae_sj.train``).
+    metadata, written by ``fsvae_sj.train``). ``hardware``: the card's hardware line, for checkpoints
+    made before runs recorded theirs (default: :func:`hardware_line` of the provenance).
     """
     zoo.check_entry_name(name, "--name")   # it becomes zoo/NAME.*: checked before any work
     folder = entries.ZOO_DIR if entries.ZOO_DIR.is_dir() else entries.ZOO_DIR.parent
@@ -115,7 +117,7 @@ def publish(src: Path, name: str, dataset: str | None = None, num_samples: int =
         "batch size": tcfg.get("batch_size"),
         "cpu_hours (how)": "CPU time of the training process (all its threads); the warm-start folders' "
                            "hours before per-process accounting are their wall time x 1 thread (an upper bound)",
-        "hardware": hardware_line(extra.get("provenance") or []),
+        "hardware": hardware or hardware_line(extra.get("provenance") or []),
         "provenance": extra.get("provenance") or [],
         "per-epoch log": history,
         "evaluations": evals,
