@@ -23,6 +23,10 @@
 # Environment: PYTHON (python3), DEVICE (cuda), CARRY (.gpu-carry), WORK (/tmp/fsvae-gpu), RESERVE (60 s
 # for the runs' own start, the last save and the copy), STAGE_SECONDS (120), DECODER_SECONDS (90),
 # STAGE_FLAGS (more flags for both stages' runs, after their own), OMP_NUM_THREADS (4 per run).
+# Measured on the H200 (2026-12-04, benchmarks/RESULTS.md, "The first GPU run"): about 140 s of compiling the
+# fused kernels before the main runs' first fast step, then about 9 steps/s per model at batch 250 with the two
+# side by side (27 s an epoch: the paper's 150 epochs are about 70 minutes a model, not one call); the stages
+# 9-16 steps/s. `bash benchmarks/gpu_train.sh 575` took 532 s and 575 s of device time with the machine's start.
 # CPU rehearsal (benchmarks/RESULTS.md, "GPU training run"), in a staged throwaway clone (an epoch's
 # end is slow on a CPU, hence the larger RESERVE):
 #   OUT=/tmp/gpu-out DEVICE=cpu RESERVE=120 STAGE_SECONDS=100 DECODER_SECONDS=100 \
