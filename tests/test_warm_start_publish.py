@@ -239,15 +239,17 @@ def test_the_budget_projection_counts_whole_epochs_of_full_training_only():
 
 def test_the_cards_hardware_line_names_the_steps_a_gpu_ran():
     rs = RunState(epoch=13, step=145, cpu_seconds=7200.0)
-    record_hardware(rs, "cpu (x86_64, 2 cores)")
-    record_hardware(rs, "cpu (x86_64, 2 cores)")   # a resume on the same machine adds nothing
-    assert publish.hardware_line(rs.provenance) == publish.CPU_RUNS + ", no GPU"
+    assert publish.hardware_line(rs.provenance) == publish.CPU_RUNS + ", no GPU"   # runs that recorded none
+    record_hardware(rs, "cpu (x86_64, 16 cores)")
+    record_hardware(rs, "cpu (x86_64, 16 cores)")   # a resume on the same machine adds nothing
+    line = publish.hardware_line(rs.provenance)   # another CPU than the project's: said as recorded
+    assert line.endswith("recorded: cpu (x86_64, 16 cores) from epoch 13 step 145, no GPU")
     rs.epoch, rs.step = 14, 0
     record_hardware(rs, "cuda (NVIDIA H200)")
     rs.epoch = 18
-    record_hardware(rs, "cpu (x86_64, 2 cores)")
+    record_hardware(rs, "cpu (x86_64, 16 cores)")
     assert [(p["hardware"], p["epoch"], p["step"]) for p in rs.provenance] == [
-        ("cpu (x86_64, 2 cores)", 13, 145), ("cuda (NVIDIA H200)", 14, 0), ("cpu (x86_64, 2 cores)", 18, 0)]
+        ("cpu (x86_64, 16 cores)", 13, 145), ("cuda (NVIDIA H200)", 14, 0), ("cpu (x86_64, 16 cores)", 18, 0)]
     line = publish.hardware_line(rs.provenance)
     assert "no GPU" not in line and "cuda (NVIDIA H200) from epoch 14 step 0" in line
     assert rs.provenance[0]["cpu_hours"] == 2.0

@@ -271,10 +271,11 @@ def hardware_line(provenance: list) -> str:
     """The card's hardware line from the provenance's ``hardware`` events (the training loop records one
     when a run starts or moves); steps before the first were this project's CPU runs."""
     moves = [p for p in provenance if p.get("event") == "hardware"]
-    if all(p["hardware"].startswith("cpu") for p in moves):
+    if not moves:
         return f"{CPU_RUNS}, no GPU"
+    gpu = "" if any(not p["hardware"].startswith("cpu") for p in moves) else ", no GPU"
     return f"{CPU_RUNS} unless recorded; recorded: " + "; ".join(
-        f"{p['hardware']} from epoch {p['epoch']} step {p['step']}" for p in moves)
+        f"{p['hardware']} from epoch {p['epoch']} step {p['step']}" for p in moves) + gpu
 
 
 def _current_afd(w: zoo.Weights, dataset: str, num_samples: int, seed: int, protocol: str) -> float | None:
