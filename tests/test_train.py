@@ -507,6 +507,42 @@ def test_the_decoder_stage_with_a_prior_mix_decodes_the_prior_teacher_forced_dra
         TrainConfig(stage="decoder", decoder_prior_mix=1.5)
 
 
+def test_recon_loss_l1_trains_the_decoder_on_the_mean_absolute_error():
+    import copy
+    import torch.nn.functional as F
+    from fsvae_sj.models.losses import LossSettings, recon_error
+    model, x = _tiny_firing_fsvae_in_stage("decoder")
+    l1, mse = copy.deepcopy(model), copy.deepcopy(model)
+    got = l1.loss(x, LossSettings(stage="decoder", recon_loss="l1"), torch.Generator().manual_seed(1))
+    z, _ = model._posterior_z(x, torch.Generator().manual_seed(1))
+    want = (model.decode(z) - x).abs().mean()
+    assert torch.allclose(got["recon"], want, rtol=1e-6, atol=0) and torch.equal(got["loss"], got["recon"])
+    ref = mse.loss(x, LossSettings(stage="decoder"), torch.Generator().manual_seed(1))
+    assert torch.equal(ref["recon"], F.mse_loss(model.decode(z), x))
+    # the gradient is the sign of the error, not the error: one pixel off by 0.5 gets -1 from both, off by 0.25 not
+    a, b = torch.zeros(1, 1, 1, 1, requires_grad=True), torch.full((1, 1, 1, 1), 0.5)
+    for kind in ("mse", "l1"):
+        a.grad = None
+        recon_error(a, b, kind).backward()
+        assert a.grad.item() == -1.0
+    a.grad = None
+    recon_error(a, torch.full((1, 1, 1, 1), 0.25), "l1").backward()
+    assert a.grad.item() == -1.0   # MSE's would be -0.5
+    # the whole model's loss too, and the refusals
+    full = _tiny_firing_fsvae_in_stage("full")[0]
+    out = full.loss(x, LossSettings(recon_loss="l1"), torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out["loss"], out["recon"] + out["distance"], rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="unknown reconstruction loss"):
+        recon_error(a, b, "huber")
+    with pytest.raises(ValueError, match="recon_loss must be one of"):
+        TrainConfig(recon_loss="huber")
+    with pytest.raises(ValueError, match="stages with a reconstruction error"):
+        TrainConfig(stage="prior-free", recon_loss="l1")
+    with pytest.raises(ValueError, match="trains on MSE"):
+        TrainConfig(model="ann-vae", recon_loss="l1")
+    assert TrainConfig(stage="decoder", recon_loss="l1").loss_settings(0, 10).recon_loss == "l1"
+
+
 def test_the_prior_loss_is_the_distance_term_of_the_fsvae_loss():
     from fsvae_sj.models.losses import fsvae_loss, prior_loss
     g = torch.Generator().manual_seed(0)

@@ -80,6 +80,9 @@ FIELD_HELP = {
                          "replaced by the frozen prior's own draw given the posterior's history (the decoder learns to "
                          "decode the prior's errors too); 0: the posterior's z alone. Measured on fashion-mnist at 0.5: samples worse "
                          "(benchmarks/RESULTS.md, \"Second passes, and the decoder on the prior's draws\")",
+    "recon_loss": "the reconstruction error trained on (full, autoencoder and decoder stages): mse (the paper's) or l1 "
+                  "(the mean absolute error: each pixel's median given the latent code, not its mean; sharper where "
+                  "mse blends)",
     "prior_statistics": "prior-free stage: how the prior's tdBN normalises: batch (training mode: the batch statistics "
                         "of its own trains, running statistics updated from them) or running (eval mode: the running "
                         "statistics it generates with, never updated; the function trained is the one that samples)",

@@ -17,7 +17,7 @@ from ..errors import InputError, StateError, warn
 from ..spiking.layers import conv_block, conv_input, deconv_block, empty_for_conv, linear_block
 from ..locks import serialised
 from .losses import (PRIOR_FREE_FEATURES, LossSettings, fsvae_loss, latent_set_mmd, prior_free_features, prior_loss,
-                     set_mmd)
+                     recon_error, set_mmd)
 from .pretrained import PretrainedMixin
 
 
@@ -267,7 +267,7 @@ class FSVAE(PretrainedMixin, nn.Module):
             z, q_out = self._posterior_z(x, generator)
             if settings.decoder_prior_mix > 0:
                 z = self._mix_prior_draws(z, settings.decoder_prior_mix, generator)
-            recon = F.mse_loss(self.decode(z), x)
+            recon = recon_error(self.decode(z), x, settings.recon_loss)
             return {"loss": recon, "recon": recon, "mean_q": q_out.mean()}
         if settings.stage == "prior":
             q_out, p_out = self.prior_forward(x, settings.scheduled_p, generator)
@@ -276,7 +276,7 @@ class FSVAE(PretrainedMixin, nn.Module):
             out = self(x, settings.scheduled_p, generator)
             q_out, p_out = out.q_out, out.p_out
             losses = fsvae_loss(x, out.x_recon, q_out, p_out, settings.distance,
-                                mmd_reduction=settings.mmd_reduction)
+                                mmd_reduction=settings.mmd_reduction, recon_loss=settings.recon_loss)
         losses["mean_q"] = q_out.detach().mean()
         losses["mean_p"] = p_out.detach().mean()
         return losses

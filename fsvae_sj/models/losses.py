@@ -13,6 +13,10 @@ from ..errors import ConfigError
 
 DISTANCES = ("mmd", "kld")
 MMD_REDUCTIONS = ("mean", "sum")
+# The reconstruction error a stage trains on: the paper's mean squared error, or the mean absolute
+# error (whose optimum is each pixel's conditional median, not its mean: on images that the latent
+# code leaves uncertain, an edge at one place or the other rather than a grey blend of both).
+RECON_LOSSES = ("mse", "l1")
 # What a training step trains (fsvae_sj.training.config says more): the whole model ("full"); all
 # but the prior, on the same loss ("autoencoder"); the decoder alone, on the reconstruction of the
 # posterior's z ("decoder"); the prior alone, teacher-forced on the posterior's z ("prior"); the
@@ -50,7 +54,8 @@ class LossSettings:
     the prior stages the loss is a prior-posterior distance alone, in "decoder" the reconstruction
     error alone, in "full" and "autoencoder" the FSVAE loss) and ``prior_free_on`` (one of
     :data:`PRIOR_FREE_FEATURES`: what the "prior-free" stage compares), ``decoder_prior_mix`` (the
-    "decoder" stage's fraction of latents replaced by the prior's teacher-forced draws, in [0, 1]);
+    "decoder" stage's fraction of latents replaced by the prior's teacher-forced draws, in [0, 1]),
+    ``recon_loss`` (the reconstruction error trained on, one of :data:`RECON_LOSSES`);
     the Gaussian ANN VAE ``batch_fraction``, the weight of its KL term (the authors' M/N: 1 / batches
     per epoch).
     """
@@ -62,6 +67,17 @@ class LossSettings:
     stage: str = "full"
     prior_free_on: str = "spikes"
     decoder_prior_mix: float = 0.0
+    recon_loss: str = "mse"
+
+
+def recon_error(x_recon: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """The reconstruction error of images ``[N, C, H, W]`` in [-1, 1], averaged over every pixel:
+    ``"mse"`` (the paper's) or ``"l1"`` (:data:`RECON_LOSSES`). Raises ConfigError for another kind."""
+    if kind == "mse":
+        return F.mse_loss(x_recon, x)
+    if kind == "l1":
+        return F.l1_loss(x_recon, x)
+    raise ConfigError(f"unknown reconstruction loss {kind!r}; expected one of {RECON_LOSSES}")
 
 
 def psp(v: torch.Tensor, tau_syn: float = 2.0) -> torch.Tensor:
@@ -96,9 +112,10 @@ def bernoulli_kld(q_bar: torch.Tensor, p_bar: torch.Tensor, smooth: float = 1e-2
 
 def fsvae_loss(x: torch.Tensor, x_recon: torch.Tensor, q_out: torch.Tensor, p_out: torch.Tensor,
                distance: str = "mmd", tau_syn: float = 2.0, mmd_reduction: str = "mean",
-               kld_weight: float = 1e-4) -> dict[str, torch.Tensor]:
-    """``{"loss", "recon", "distance"}`` as the authors' ``loss_function_mmd``/``_kld``."""
-    recon = F.mse_loss(x_recon, x)
+               kld_weight: float = 1e-4, recon_loss: str = "mse") -> dict[str, torch.Tensor]:
+    """``{"loss", "recon", "distance"}`` as the authors' ``loss_function_mmd``/``_kld`` (with
+    ``recon_loss="mse"``; :func:`recon_error` for the other)."""
+    recon = recon_error(x_recon, x, recon_loss)
     losses = prior_loss(q_out, p_out, distance, tau_syn, mmd_reduction, kld_weight)
     return {"loss": recon + losses["loss"], "recon": recon, "distance": losses["distance"]}
 

@@ -10,7 +10,7 @@ import torch
 from ..calibration import decoder_parts
 from ..models.config import ConfigError, _Serialisable
 from ..datasets import DATASETS, canonical
-from ..models.losses import DISTANCES, MMD_REDUCTIONS, STAGES, LossSettings, prior_free_features
+from ..models.losses import DISTANCES, MMD_REDUCTIONS, RECON_LOSSES, STAGES, LossSettings, prior_free_features
 from ..models.registry import architecture
 from ..spiking.tdbn import TdBN
 
@@ -93,6 +93,10 @@ class TrainConfig(_Serialisable):
     raw weights are what samples. Measured: no better than "batch" on the same batches, and at the
     stage's rate mnist's raw weights ran away (benchmarks/RESULTS.md, "The prior stage on the statistics it
     samples with").
+    ``recon_loss``: the reconstruction error the stages with one train on (:data:`RECON_LOSSES`):
+    ``"mse"``, the paper's; ``"l1"``, the mean absolute error, whose optimum per pixel is the
+    median of what the latent code leaves possible rather than its mean (sharper edges where MSE
+    blends; benchmarks/RESULTS.md, "The decoder on the absolute error"). The prior stages have none.
     ``calibrate_decoder``: also evaluate (and keep as ``best.safetensors`` when it wins) the EMA
     with its decoder's tdBN statistics re-estimated on this many prior samples
     (:func:`fsvae_sj.calibration.calibrate_decoder`); 0: off. Changes no training step.
@@ -130,6 +134,7 @@ class TrainConfig(_Serialisable):
     prior_free_on: str = "spikes"
     decoder_prior_mix: float = 0.0
     prior_statistics: str = "batch"
+    recon_loss: str = "mse"
 
     def __post_init__(self):
         self._check_types()
@@ -168,6 +173,12 @@ class TrainConfig(_Serialisable):
             raise ConfigError(f"prior_statistics must be one of {PRIOR_STATISTICS}, got {self.prior_statistics!r}")
         if self.prior_statistics != "batch" and self.stage != "prior-free":
             raise ConfigError(f"prior_statistics applies to the prior-free stage only; stage is {self.stage!r}")
+        if self.recon_loss not in RECON_LOSSES:
+            raise ConfigError(f"recon_loss must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
+        if self.recon_loss != "mse" and self.stage in ("prior", "prior-free"):
+            raise ConfigError(f"recon_loss applies to stages with a reconstruction error; stage is {self.stage!r}")
+        if self.recon_loss != "mse" and self.model != "fsvae":
+            raise ConfigError(f"recon_loss {self.recon_loss!r} is FSVAE's; model {self.model!r} trains on MSE")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
@@ -182,7 +193,7 @@ class TrainConfig(_Serialisable):
         """What ``model.loss`` needs in ``epoch`` of ``batches`` steps."""
         return LossSettings(scheduled_p(self, epoch), self.distance, self.mmd_reduction, 1.0 / batches,
                             stage=self.stage, prior_free_on=self.prior_free_on,
-                            decoder_prior_mix=self.decoder_prior_mix)
+                            decoder_prior_mix=self.decoder_prior_mix, recon_loss=self.recon_loss)
 
     def base_lr(self, world: int = 1) -> float:
         return self.lr if self.lr is not None else 1e-3 * self.batch_size * world / 250

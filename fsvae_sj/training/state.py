@@ -169,7 +169,7 @@ class WarmStart:
 
 
 # Settings of the source's run that a warm start does not take over: they say what that run trained.
-PER_RUN_SETTINGS = ("stage", "prior_free_on", "decoder_prior_mix", "prior_statistics")
+PER_RUN_SETTINGS = ("stage", "prior_free_on", "decoder_prior_mix", "prior_statistics", "recon_loss")
 
 
 def warm_start(name_or_path: str, cfg_overrides: dict) -> tuple[TrainConfig, WarmStart]:
