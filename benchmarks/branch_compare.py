@@ -47,9 +47,11 @@ SECTIONS = {"branch_compare": "### Learning-rate schedule from one saved state (
             "prior_free_images_probabilities_mnist": "### The prior stage on images and probabilities at once (issue 20)",
             "prior_statistics_fashion": "### The prior stage on the statistics it samples with (issue 20)",
             "prior_statistics_mnist": "### The prior stage on the statistics it samples with (issue 20)",
-            "prior_stage_spread_mnist": "### mnist's quarter-rate prior stage: five data orders, batch statistics beside them (issue 20)"}
+            "prior_stage_spread_mnist": "### mnist's quarter-rate prior stage: five data orders, batch statistics beside them (issue 20)",
+            "decoder_l1": "### The decoder on the absolute error (issue 20)",
+            "decoder_l1_mnist": "### The decoder on the absolute error (issue 20)"}
 # the settings an arm may differ by, shown per arm when they differ between the arms
-SETTINGS = ("stage", "prior_free_on", "prior_statistics", "decoder_prior_mix", "batch_size", "ema_decay", "lr", "lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps", "distance",
+SETTINGS = ("stage", "prior_free_on", "prior_statistics", "decoder_prior_mix", "recon_loss", "batch_size", "ema_decay", "lr", "lr_schedule", "lr_decay_steps", "lr_min_ratio", "lr_warmup_steps", "distance",
             "mmd_reduction", "scheduled_start", "scheduled_end", "seed")
 CANDIDATES = (("afd", "val_afd", "raw"), ("ema_afd", "ema_val_afd", "EMA"),
               ("emacal_afd", "emacal_val_afd", "EMA, decoder calibrated"))
