@@ -10,7 +10,10 @@ seed 1), all in eval mode:
 - the latent spike trains ``[T, n, latent]`` of the posterior on those images against the prior's
   own samples: firing rate per step, per-channel rates and their correlation, the variance of each
   channel's spike count per image and the relative difference of the count covariance matrices
-  (a prior that matches rates but not their spread or correlations makes samples that are too alike).
+  (a prior that matches rates but not their spread or correlations makes samples that are too alike);
+- the pixel levels of the real images, reconstructions and samples: the shares of pixels near black
+  (<= -0.9), near white (>= 0.9) and grey in between (a decoder trained on the mean squared error
+  blends where the latent code leaves it uncertain: grey haze where the real images are black).
 Results are appended to the JSON file under the model's name.
 """
 import argparse
@@ -38,6 +41,12 @@ def latent_statistics(z: torch.Tensor) -> dict:
             "count_variance_mean": round(float(counts.var(0).mean()), 3)}
 
 
+def pixel_levels(images: torch.Tensor) -> dict:
+    """Shares of the pixels of images in [-1, 1] near black (<= -0.9), near white (>= 0.9) and between."""
+    black, white = float((images <= -0.9).float().mean()), float((images >= 0.9).float().mean())
+    return {"black": round(black, 4), "white": round(white, 4), "grey": round(1 - black - white, 4)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="zoo name or .safetensors path")
@@ -62,11 +71,14 @@ def main() -> None:
     zq, zp = torch.cat(zq, 1), torch.cat(zp, 1)
     cq, cp = torch.cov(zq.sum(0).T), torch.cov(zp.sum(0).T)
     rq, rp = zq.mean((0, 1)), zp.mean((0, 1))
+    real, recons, samples = batch_of(train, idx), torch.cat(recons), generate(model, args.n, seed=0)
     result = {
         "model": args.model, "dataset": dataset, "n": args.n,
-        "afd_real_images": afd_scores(batch_of(train, idx), dataset),
-        "afd_reconstructions": afd_scores(torch.cat(recons), dataset),
-        "afd_samples_seed0": afd_scores(generate(model, args.n, seed=0), dataset),
+        "afd_real_images": afd_scores(real, dataset),
+        "afd_reconstructions": afd_scores(recons, dataset),
+        "afd_samples_seed0": afd_scores(samples, dataset),
+        "pixel_levels": {"real": pixel_levels(real), "reconstructions": pixel_levels(recons),
+                         "samples": pixel_levels(samples)},
         "posterior": latent_statistics(zq), "prior": latent_statistics(zp),
         "channel_rate_correlation": round(float(torch.corrcoef(torch.stack([rq, rp]))[0, 1]), 3),
         "channel_rate_abs_difference_mean": round(float((rq - rp).abs().mean()), 4),
