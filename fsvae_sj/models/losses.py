@@ -16,7 +16,8 @@ MMD_REDUCTIONS = ("mean", "sum")
 # The reconstruction error a stage trains on: the paper's mean squared error, or the mean absolute
 # error (whose optimum is each pixel's conditional median, not its mean: on images that the latent
 # code leaves uncertain, an edge at one place or the other rather than a grey blend of both).
-RECON_LOSSES = ("mse", "l1")
+_RECON_ERRORS = {"mse": F.mse_loss, "l1": F.l1_loss}
+RECON_LOSSES = tuple(_RECON_ERRORS)
 # What a training step trains (fsvae_sj.training.config says more): the whole model ("full"); all
 # but the prior, on the same loss ("autoencoder"); the decoder alone, on the reconstruction of the
 # posterior's z ("decoder"); the prior alone, teacher-forced on the posterior's z ("prior"); the
@@ -73,11 +74,9 @@ class LossSettings:
 def recon_error(x_recon: torch.Tensor, x: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """The reconstruction error of images ``[N, C, H, W]`` in [-1, 1], averaged over every pixel:
     ``"mse"`` (the paper's) or ``"l1"`` (:data:`RECON_LOSSES`). Raises ConfigError for another kind."""
-    if kind == "mse":
-        return F.mse_loss(x_recon, x)
-    if kind == "l1":
-        return F.l1_loss(x_recon, x)
-    raise ConfigError(f"unknown reconstruction loss {kind!r}; expected one of {RECON_LOSSES}")
+    if kind not in _RECON_ERRORS:
+        raise ConfigError(f"unknown reconstruction loss {kind!r}; expected one of {RECON_LOSSES}")
+    return _RECON_ERRORS[kind](x_recon, x)
 
 
 def psp(v: torch.Tensor, tau_syn: float = 2.0) -> torch.Tensor:

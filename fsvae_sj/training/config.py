@@ -145,6 +145,7 @@ class TrainConfig(_Serialisable):
                   "scheduled_end": (0 <= self.scheduled_end <= 1, "in [0, 1]"),
                   "distance": (self.distance in DISTANCES, f"one of {DISTANCES}"),
                   "mmd_reduction": (self.mmd_reduction in MMD_REDUCTIONS, f"one of {MMD_REDUCTIONS}"),
+                  "recon_loss": (self.recon_loss in RECON_LOSSES, f"one of {RECON_LOSSES}"),
                   "limit_test": (self.limit_test is None or self.limit_test >= 1, ">= 1 or null"),
                   "save_every": (self.save_every >= 0, ">= 0"), "eval_every": (self.eval_every >= 0, ">= 0"),
                   "lr_min_ratio": (0 <= self.lr_min_ratio <= 1, "in [0, 1]"),
@@ -173,8 +174,6 @@ class TrainConfig(_Serialisable):
             raise ConfigError(f"prior_statistics must be one of {PRIOR_STATISTICS}, got {self.prior_statistics!r}")
         if self.prior_statistics != "batch" and self.stage != "prior-free":
             raise ConfigError(f"prior_statistics applies to the prior-free stage only; stage is {self.stage!r}")
-        if self.recon_loss not in RECON_LOSSES:
-            raise ConfigError(f"recon_loss must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
         if self.recon_loss != "mse" and self.stage in ("prior", "prior-free"):
             raise ConfigError(f"recon_loss applies to stages with a reconstruction error; stage is {self.stage!r}")
         if self.recon_loss != "mse" and self.model != "fsvae":
